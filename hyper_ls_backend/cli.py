@@ -1,0 +1,233 @@
+"""``hyper-ls``: route, evaluate and fit routers from the command line.
+
+Built on argparse: the contracts take lists as ``--budgets 0.1 0.25 0.5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
+from hyper_ls_backend.core.evaluation import simulate as run_simulation
+from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
+from hyper_ls_backend.plots import plot_simulation
+from hyper_ls_backend.priors import load_default_router
+
+DEFAULT_STRATEGY = "judge-error"
+err = Console(stderr=True, highlight=False)
+
+
+class UsageProblem(Exception):
+    """A user-facing error: printed as one clear message, exit code 2, no traceback."""
+
+
+def progress_bar(description: str) -> Progress:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+
+
+def budget_share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
+def strategy_name(text: str) -> str:
+    if text not in STRATEGIES:
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {text!r} (choose from: {', '.join(STRATEGIES)})"
+        )
+    return text
+
+
+def choose_router(
+    inputs: list[Comparison],
+    model: Path | None,
+    strategy: str | None,
+    labeled: Path | None,
+    prior_strength: float,
+) -> Router:
+    """The router for ``route``: ``--model`` (default: the shipped prior), refitted on
+    ``--labeled`` when given; or another ``--strategy`` over the same features."""
+    base = Router.load(model) if model else load_default_router()
+    labelled = read_comparisons(labeled) if labeled else None
+    name = strategy or base.strategy.name
+    if name == base.strategy.name:
+        return base.refit(labelled, prior_strength=prior_strength) if labelled else base
+    chosen = make_strategy(name)
+    if not chosen.learned:
+        # Fixed strategies learn nothing from labels; fitting only sets reference scores.
+        return Router(chosen, featurizer=base.featurizer).fit(inputs)
+    if labelled is None:
+        raise UsageProblem(
+            f"strategy {name!r} must be fitted: pass --model fitted with it "
+            f"('hyper-ls fit DATA --strategy {name} --out MODEL') or --labeled DATA"
+        )
+    return Router(chosen, featurizer=base.featurizer).fit(labelled)
+
+
+def route(args: argparse.Namespace) -> None:
+    """Decide, for each comparison, whether a human or the LM judge labels it."""
+    comparisons = read_comparisons(args.input, drop_labels=True)
+    router = choose_router(
+        comparisons, args.model, args.strategy, args.labeled, args.prior_strength
+    )
+    with progress_bar("routing") as bar:
+        task = bar.add_task("routing", total=len(comparisons))
+        result = router.route(comparisons, args.budget, progress=lambda n: bar.advance(task, n))
+    write_jsonl(args.out, (d.to_record() for d in result.decisions))
+    err.print(
+        f"{len(comparisons)} comparisons: {result.n_human} to humans, "
+        f"{len(comparisons) - result.n_human} to the judge "
+        f"(budget {result.budget}, strategy {router.strategy.name}, model {router.version})"
+    )
+    if result.over_budget:
+        err.print(
+            f"[yellow]warning:[/] {result.forced_human} comparisons have no judge verdict and "
+            f"all went to humans: {result.n_human} exceeds the budget of {result.budget}."
+        )
+
+
+def fit(args: argparse.Namespace) -> None:
+    """Fit a router on labelled comparisons (human votes and judge verdicts)."""
+    router = Router(make_strategy(args.strategy)).fit(read_comparisons(args.data))
+    router.save(args.out)
+    err.print(f"fitted {router.version} on {router.n_fitted_} comparisons -> {args.out}")
+
+
+def simulate(args: argparse.Namespace) -> None:
+    """Replay routing on labelled data with grouped CV and compare strategies."""
+    names = args.strategies or list(STRATEGIES)
+    comparisons = read_comparisons(args.data)
+    with progress_bar("simulating") as bar:
+        task = bar.add_task("simulating", total=args.seeds * args.folds * len(names))
+        outcome = run_simulation(
+            comparisons,
+            names,
+            args.budgets,
+            seeds=args.seeds,
+            folds=args.folds,
+            progress=lambda: bar.advance(task),
+        )
+    outcome["command"] = " ".join(["hyper-ls", *sys.argv[1:]])
+    args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
+    plot_simulation(outcome, args.plot)
+    show_simulation(outcome)
+    err.print(f"report -> {args.report}, plot -> {args.plot}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyper-ls",
+        description="HyPER for Label Studio: route comparisons to humans or an LM judge.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    routing = commands.add_parser(
+        "route",
+        help=route.__doc__,
+        description=route.__doc__
+        + (" Reads no human labels: the output is the same with human/gold removed."),
+    )
+    routing.add_argument("input", type=Path, metavar="INPUT.jsonl")
+    routing.add_argument(
+        "--budget",
+        type=budget_share,
+        required=True,
+        help="share of comparisons humans may label (0-1)",
+    )
+    routing.add_argument("--out", type=Path, required=True, help="one decision per line")
+    routing.add_argument("--strategy", type=strategy_name, help="default: the model's strategy")
+    routing.add_argument("--model", type=Path, help="a fitted router (default: the shipped prior)")
+    routing.add_argument(
+        "--labeled", type=Path, help="human-labelled comparisons of this campaign to refit on first"
+    )
+    routing.add_argument(
+        "--prior-strength",
+        type=float,
+        default=200.0,
+        help="how many labels the prior is worth when refitting (default 200)",
+    )
+    routing.set_defaults(handler=route)
+
+    fitting = commands.add_parser("fit", help=fit.__doc__, description=fit.__doc__)
+    fitting.add_argument("data", type=Path, metavar="DATA.jsonl")
+    fitting.add_argument("--out", type=Path, required=True, help="where to write the router")
+    fitting.add_argument("--strategy", type=strategy_name, default=DEFAULT_STRATEGY)
+    fitting.set_defaults(handler=fit)
+
+    simulation = commands.add_parser(
+        "simulate", help=simulate.__doc__, description=simulate.__doc__
+    )
+    simulation.add_argument("data", type=Path, metavar="DATA.jsonl")
+    simulation.add_argument(
+        "--budgets", type=budget_share, nargs="+", default=[0.1, 0.25, 0.5, 0.75]
+    )
+    simulation.add_argument(
+        "--strategies", type=strategy_name, nargs="+", help="default: all of them"
+    )
+    simulation.add_argument("--seeds", type=int, default=5, help="each seed is another split")
+    simulation.add_argument("--folds", type=int, default=5, help="grouped CV folds")
+    simulation.add_argument("--report", type=Path, default=Path("simulation.json"))
+    simulation.add_argument("--plot", type=Path, default=Path("simulation.png"))
+    simulation.set_defaults(handler=simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], None] = args.handler
+    try:
+        handler(args)
+    except (UsageProblem, DatasetError, ValueError, OSError) as error:
+        err.print(f"[bold red]error:[/] {error}")
+        return 2
+    return 0
+
+
+def show_simulation(outcome: dict) -> None:
+    table = Table(title=f"judge error rate {outcome['judge_error_rate']:.1%}")
+    for column in (
+        "strategy",
+        "budget",
+        "human share",
+        "capture x random (95% CI)",
+        "label accuracy",
+        "proxy RM accuracy",
+    ):
+        table.add_column(column)
+    for row in outcome["results"]:
+        low, high = row["capture_ratio_ci95"]
+        table.add_row(
+            row["strategy"],
+            f"{row['budget']:.2f}",
+            f"{row['human_share']:.2f}",
+            f"{row['capture_ratio']['mean']:.2f} ± {row['capture_ratio']['std']:.2f} "
+            f"({low:.2f}-{high:.2f})",
+            f"{row['label_accuracy']['mean']:.3f} ± {row['label_accuracy']['std']:.3f}",
+            f"{row['downstream_accuracy']['mean']:.3f} ± {row['downstream_accuracy']['std']:.3f}",
+        )
+    Console().print(table)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The objects every flow passes around: a comparison, its labels and its judge verdict.
+
+Validation happens here, once, at the edge of the core: everything downstream works with
+trusted objects. The wire format is the HyPER pairs format (``shared/data/README.md``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+MAX_TEXT_CHARS = 1_000_000
+"""Longest prompt or response accepted. Longer texts are almost always an export bug."""
+
+
+class Label(StrEnum):
+    """Coarse preference: which response is better, or a tie."""
+
+    A = "A"
+    B = "B"
+    TIE = "tie"
+
+
+FIVE_POINT_SCALE: dict[str, Label] = {
+    "A-is-clearly-better": Label.A,
+    "A-is-slightly-better": Label.A,
+    "Tie": Label.TIE,
+    "B-is-slightly-better": Label.B,
+    "B-is-clearly-better": Label.B,
+}
+"""MultiPref's overall-preference scale, mapped to the coarse label."""
+
+
+def parse_label(value: Any) -> Label:
+    """Read a coarse label or a 5-point MultiPref answer; anything else is an error."""
+    if isinstance(value, Label):
+        return value
+    if isinstance(value, str):
+        if value in FIVE_POINT_SCALE:
+            return FIVE_POINT_SCALE[value]
+        lowered = value.strip().lower()
+        for label in Label:
+            if lowered == label.value.lower():
+                return label
+    allowed = ", ".join([*(label.value for label in Label), *FIVE_POINT_SCALE])
+    raise ValueError(f"unknown label {value!r} (expected one of: {allowed})")
+
+
+CoarseLabel = Annotated[Label, BeforeValidator(parse_label)]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"is {len(value):,} characters long (limit {MAX_TEXT_CHARS:,})")
+    return value
+
+
+def _non_blank_text(value: Any) -> str:
+    if not _text(value).strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+"""A response: may be empty (a model that answered nothing lost), never absent or huge."""
+NonBlankText = Annotated[str, BeforeValidator(_non_blank_text)]
+
+
+class Turn(BaseModel):
+    """One earlier message of a multi-turn conversation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    content: str
+
+
+class JudgeVerdict(BaseModel):
+    """What an LM judge said about a comparison.
+
+    ``label`` is None when the judge failed (no parseable answer after retries).
+    ``consistent`` is whether it gave the same answer with the responses swapped, None when
+    it was run in one order only.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    label: CoarseLabel | None = None
+    consistent: bool | None = None
+    model: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @property
+    def failed(self) -> bool:
+        return self.label is None
+
+
+class Comparison(BaseModel):
+    """A prompt, two candidate responses, and whatever is known about which is better."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1)
+    prompt: NonBlankText
+    response_a: Text
+    response_b: Text
+    context_a: list[Turn] = Field(default_factory=list)
+    context_b: list[Turn] = Field(default_factory=list)
+    human: list[CoarseLabel] = Field(default_factory=list)
+    gold: CoarseLabel | None = None
+    judge: JudgeVerdict | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_string(cls, value: Any) -> Any:
+        # Integer ids (Label Studio task ids) are common and harmless.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): str(v).strip().lower() for k, v in value.items() if v is not None}
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_compare(self) -> Comparison:
+        if not self.response_a.strip() and not self.response_b.strip():
+            raise ValueError("response_a and response_b are both empty: nothing to compare")
+        return self
+
+    @property
+    def group(self) -> str:
+        """Comparisons sharing a prompt share a group; splits must keep a group together."""
+        return str(self.meta.get("group", self.id))
+
+    @property
+    def first_human(self) -> Label | None:
+        """The label a one-annotator campaign would get."""
+        return self.human[0] if self.human else None
+
+    @property
+    def reference_label(self) -> Label | None:
+        """``gold`` if given, else the majority of human votes (ties broken toward ``tie``)."""
+        if self.gold is not None:
+            return self.gold
+        if not self.human:
+            return None
+        counts = Counter(self.human).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            return Label.TIE
+        return counts[0][0]
+
+    @property
+    def judge_label(self) -> Label | None:
+        return self.judge.label if self.judge else None
+
+    @property
+    def judge_failed(self) -> bool:
+        """True when a judge was asked and gave no usable answer."""
+        return self.judge is not None and self.judge.failed
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        """Descriptive tags, with ``meta.category`` read as the ``category`` tag."""
+        tags = dict(self.tags)
+        category = self.meta.get("category")
+        if isinstance(category, str) and category.strip() and "category" not in tags:
+            tags["category"] = category.strip().lower()
+        return tags
+
+    def without_labels(self) -> Comparison:
+        """The comparison as a router must see it: no human votes, no gold."""
+        return self.model_copy(update={"human": [], "gold": None})
+
+    def with_judge(self, verdict: JudgeVerdict | None) -> Comparison:
+        return self.model_copy(update={"judge": verdict})
+
+    def with_tags(self, tags: dict[str, str]) -> Comparison:
+        return self.model_copy(update={"tags": {**self.tags, **tags}})

@@ -1,0 +1,201 @@
+"""Per-comparison features, binned and one-hot as in HyPER, so a mix can be a count vector.
+
+The feature set is declarative: every column has a readable name (``len_diff::0.67-1.00``,
+``safety_concern=moderate``, ``judge_consistent=no``) and ``Featurizer.feature_names_``
+lists them in column order. Lengths are percentile-ranked against a reference distribution
+learned by ``fit`` and saved with the model, so one new comparison gets the value it would
+get in a batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hyper_ls_backend.core.comparison import Comparison, Label
+from hyper_ls_backend.core.text import PairMeasures, measure_pair
+
+PERCENTILE_MEASURES = ("prompt_len", "shorter_len", "longer_len", "len_diff")
+"""Measures with no natural scale: ranked within the reference distribution."""
+UNIT_MEASURES = ("len_gap", "rouge_1", "rouge_l", "cosine", "entity_overlap")
+"""Measures already in [0, 1]: binned on their raw value."""
+FLAGS = ("multi_turn", "prompt_has_code", "responses_have_code", "responses_have_lists")
+
+TAG_VOCABULARY: dict[str, tuple[str, ...]] = {
+    "safety_concern": ("safe", "low", "moderate", "high"),
+    "complexity_of_intents": ("simple", "moderate", "complex"),
+    "expertise": ("general_public", "basic_domain", "expert_domain"),
+    "open_endedness": ("no", "low", "moderate", "high"),
+    "format_constraints": ("yes", "no"),
+    "context_material": ("yes", "no"),
+}
+"""The paper's closed tag dimensions. Open ones (subject, language, category) take the
+values seen at least ``min_tag_count`` times in the fitting data; the rest become ``other``."""
+OPEN_TAG_DIMENSIONS = ("subject", "language", "category")
+
+JUDGE_LABELS = ("A", "B", "tie", "failed", "none")
+JUDGE_CONSISTENCY = ("yes", "no", "unknown")
+JUDGE_PICKS = ("longer", "shorter", "same_length", "tie")
+"""Whether the judge's verdict sides with the longer response: a known LM-judge bias."""
+
+QUANTILE_POINTS = 101
+
+
+def bin_labels(n_bins: int) -> list[str]:
+    edges = np.linspace(0, 1, n_bins + 1)
+    return [f"{lo:.2f}-{hi:.2f}" for lo, hi in itertools.pairwise(edges)]
+
+
+def percentile_rank(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Mid-rank of each value among the reference quantiles, in [0, 1]."""
+    left = np.searchsorted(quantiles, values, side="left")
+    right = np.searchsorted(quantiles, values, side="right")
+    return (left + right) / (2 * len(quantiles))
+
+
+def judge_pick(comparison: Comparison, measures: PairMeasures) -> str | None:
+    label = comparison.judge_label
+    if label is None:
+        return None
+    if label is Label.TIE:
+        return "tie"
+    if measures.longer_side == "same":
+        return "same_length"
+    return "longer" if label.value == measures.longer_side else "shorter"
+
+
+def judge_state(comparison: Comparison) -> tuple[str, str]:
+    if comparison.judge is None:
+        return "none", "unknown"
+    label = "failed" if comparison.judge.failed else comparison.judge.label.value
+    consistent = comparison.judge.consistent
+    return label, "unknown" if consistent is None else ("yes" if consistent else "no")
+
+
+class Featurizer:
+    """Turns comparisons into a 0/1 matrix of named, binned features (scikit-learn style).
+
+    Parameters
+    ----------
+    n_bins:
+        Bins per continuous measure (the paper uses 3).
+    min_tag_count:
+        How often an open tag value must appear in the fitting data to get its own column.
+    """
+
+    def __init__(self, n_bins: int = 3, min_tag_count: int = 5) -> None:
+        self.n_bins = n_bins
+        self.min_tag_count = min_tag_count
+
+    def get_params(self) -> dict[str, Any]:
+        return {"n_bins": self.n_bins, "min_tag_count": self.min_tag_count}
+
+    # -- learning -------------------------------------------------------------------------
+
+    def fit(self, comparisons: Sequence[Comparison]) -> Featurizer:
+        if not comparisons:
+            raise ValueError("cannot fit a featurizer on zero comparisons")
+        measures = [measure(c) for c in comparisons]
+        grid = np.linspace(0, 1, QUANTILE_POINTS)
+        self.quantiles_ = {
+            name: np.quantile([getattr(m, name) for m in measures], grid).tolist()
+            for name in PERCENTILE_MEASURES
+        }
+        counts: dict[str, Counter[str]] = {d: Counter() for d in OPEN_TAG_DIMENSIONS}
+        for comparison in comparisons:
+            for dimension, value in comparison.all_tags.items():
+                if dimension in counts:
+                    counts[dimension][value] += 1
+        self.vocabulary_ = {
+            **{d: list(v) for d, v in TAG_VOCABULARY.items()},
+            **{
+                d: [*sorted(v for v, n in counts[d].items() if n >= self.min_tag_count), "other"]
+                for d in OPEN_TAG_DIMENSIONS
+            },
+        }
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        bins = bin_labels(self.n_bins)
+        names = [f"{m}::{b}" for m in (*PERCENTILE_MEASURES, *UNIT_MEASURES) for b in bins]
+        names += [f"{flag}=yes" for flag in FLAGS]
+        names += [f"{d}={v}" for d, values in self.vocabulary_.items() for v in values]
+        names += [f"judge={v}" for v in JUDGE_LABELS]
+        names += [f"judge_consistent={v}" for v in JUDGE_CONSISTENCY]
+        names += [f"judge_pick={v}" for v in JUDGE_PICKS]
+        self.feature_names_ = names
+        self._column = {name: i for i, name in enumerate(names)}
+        self._quantile_arrays = {k: np.asarray(v) for k, v in self.quantiles_.items()}
+
+    # -- answering ------------------------------------------------------------------------
+
+    def transform(self, comparisons: Sequence[Comparison]) -> np.ndarray:
+        """A float32 0/1 matrix, one row per comparison, columns in ``feature_names_``."""
+        measures = [measure(c) for c in comparisons]
+        matrix = np.zeros((len(comparisons), len(self.feature_names_)), dtype=np.float32)
+        self._fill_binned(matrix, measures)
+        for row, (comparison, m) in enumerate(zip(comparisons, measures, strict=True)):
+            for name in self._categorical_names(comparison, m):
+                column = self._column.get(name)
+                if column is not None:
+                    matrix[row, column] = 1.0
+        return matrix
+
+    def _fill_binned(self, matrix: np.ndarray, measures: list[PairMeasures]) -> None:
+        if not measures:
+            return
+        rows = np.arange(len(measures))
+        for offset, name in enumerate((*PERCENTILE_MEASURES, *UNIT_MEASURES)):
+            values = np.array([getattr(m, name) for m in measures], dtype=float)
+            if name in self._quantile_arrays:
+                values = percentile_rank(values, self._quantile_arrays[name])
+            bins = np.minimum((np.clip(values, 0, 1) * self.n_bins).astype(int), self.n_bins - 1)
+            matrix[rows, offset * self.n_bins + bins] = 1.0
+
+    def _categorical_names(self, comparison: Comparison, measures: PairMeasures) -> list[str]:
+        flags = {
+            "multi_turn": bool(comparison.context_a or comparison.context_b),
+            "prompt_has_code": measures.prompt_has_code,
+            "responses_have_code": measures.responses_have_code,
+            "responses_have_lists": measures.responses_have_lists,
+        }
+        names = [f"{flag}=yes" for flag, on in flags.items() if on]
+        for dimension, value in comparison.all_tags.items():
+            known = self.vocabulary_.get(dimension)
+            if known is not None:
+                names.append(f"{dimension}={value if value in known else 'other'}")
+        label, consistent = judge_state(comparison)
+        names += [f"judge={label}", f"judge_consistent={consistent}"]
+        pick = judge_pick(comparison, measures)
+        if pick is not None:
+            names.append(f"judge_pick={pick}")
+        return names
+
+    def active_features(self, row: np.ndarray) -> list[str]:
+        return [self.feature_names_[i] for i in np.flatnonzero(row)]
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.get_params(),
+            "quantiles": {k: [round(x, 4) for x in v] for k, v in self.quantiles_.items()},
+            "vocabulary": self.vocabulary_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Featurizer:
+        featurizer = cls(**data["params"])
+        featurizer.quantiles_ = {k: list(v) for k, v in data["quantiles"].items()}
+        featurizer.vocabulary_ = {k: list(v) for k, v in data["vocabulary"].items()}
+        featurizer._index()
+        return featurizer
+
+
+def measure(comparison: Comparison) -> PairMeasures:
+    return measure_pair(comparison.prompt, comparison.response_a, comparison.response_b)

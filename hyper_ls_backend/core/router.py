@@ -1,0 +1,284 @@
+"""The router: features + a strategy + the budget rules, with an explanation per decision.
+
+Two ways to route:
+- ``Router.route(batch, budget)``: exactly ``floor(budget * N)`` comparisons to humans
+  (comparisons whose judge failed always go, and count against the budget);
+- ``StreamingRouter.decide(one)``: one comparison at a time, never past the budget share
+  of what has arrived so far.
+
+A fitted router saves to a small, versioned, human-readable JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.features import Featurizer
+from hyper_ls_backend.core.strategies import (
+    LinearStrategy,
+    PPMStrategy,
+    RoutingStrategy,
+    make_strategy,
+    strategy_from_dict,
+)
+
+ARTIFACT_FORMAT = "hyper-ls-router/1"
+N_REASONS = 3
+SCORING_CHUNK = 2_000
+REFERENCE_SCORES = 201
+"""Quantiles of training-set scores kept with the model, to seed the streaming threshold."""
+
+
+class Route(StrEnum):
+    HUMAN = "human"
+    AI = "ai"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one comparison goes, how strongly, and why."""
+
+    id: str
+    route: Route
+    score: float
+    reasons: list[str]
+    forced: bool = False
+    """True when the route was not the strategy's choice (judge failed, fixed strategy)."""
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "route": self.route.value,
+            "score": round(self.score, 6),
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(frozen=True)
+class RoutingResult:
+    decisions: list[Decision]
+    budget: int
+    """floor(budget share x N): how many comparisons the budget allows."""
+    forced_human: int
+    """Comparisons that had to go to humans (judge failed)."""
+
+    @property
+    def n_human(self) -> int:
+        return sum(d.route is Route.HUMAN for d in self.decisions)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.n_human > self.budget
+
+
+JUDGE_FAILED_REASON = "judge failed: no usable verdict, a human must label it"
+
+
+def forced_to_human(comparison: Comparison) -> bool:
+    return comparison.judge_failed
+
+
+class Router:
+    """Scores comparisons with a strategy over binned features (scikit-learn style).
+
+    Parameters
+    ----------
+    strategy:
+        A strategy name from ``STRATEGIES`` or an instance.
+    featurizer:
+        Reused as is when given (refits keep the prior's columns); fitted otherwise.
+    """
+
+    def __init__(
+        self, strategy: str | RoutingStrategy = "judge-error", featurizer: Featurizer | None = None
+    ) -> None:
+        self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+        self.featurizer = featurizer
+
+    # -- learning -------------------------------------------------------------------------
+
+    def fit(self, comparisons: Sequence[Comparison]) -> Router:
+        if self.featurizer is None:
+            self.featurizer = Featurizer().fit(comparisons)
+        features = self.featurizer.transform(comparisons)
+        self.strategy.fit(features, comparisons, self.featurizer.feature_names_)
+        scores = self.strategy.score(features, comparisons)
+        self.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
+        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        self.n_fitted_ = len(comparisons)
+        return self
+
+    def refit(self, labelled: Sequence[Comparison], prior_strength: float = 200.0) -> Router:
+        """A new router fitted on ``labelled`` with this one's columns, shrunk toward it.
+
+        The new coefficients are ``w * fresh + (1 - w) * prior`` with
+        ``w = n / (n + prior_strength)``: a project with few labels stays close to the prior.
+        """
+        strategy = make_strategy(self.strategy.name, **self.strategy.get_params())
+        fresh = Router(strategy, featurizer=self.featurizer).fit(labelled)
+        if isinstance(fresh.strategy, LinearStrategy) and isinstance(self.strategy, LinearStrategy):
+            n = fresh.strategy.training_.get("n_labelled", len(labelled))
+            fresh.strategy.blend(self.strategy, n / (n + prior_strength))
+            features = fresh.featurizer.transform(labelled)
+            scores = fresh.strategy.score(features, labelled)
+            fresh.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
+        return fresh
+
+    # -- answering ------------------------------------------------------------------------
+
+    def score(self, comparisons: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and the feature matrix they came from."""
+        features = self.featurizer.transform(comparisons)
+        return self.strategy.score(features, comparisons), features
+
+    def explain(self, features: np.ndarray) -> list[list[str]]:
+        """Top features behind each score, strongest first: ``judge_consistent=no (+0.84)``."""
+        contributions = self.strategy.contributions(features)
+        names = self.featurizer.feature_names_
+        if contributions is None:
+            return [[f"{self.strategy.name} strategy"] for _ in range(len(features))]
+        reasons = []
+        for row in contributions:
+            top = np.argsort(-np.abs(row), kind="stable")[:N_REASONS]
+            reasons.append([f"{names[j]} ({row[j]:+.3f})" for j in top if row[j] != 0])
+        return reasons
+
+    def route(
+        self,
+        comparisons: Sequence[Comparison],
+        budget: float,
+        progress: Callable[[int], None] | None = None,
+    ) -> RoutingResult:
+        """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc).
+
+        ``progress`` is called with the number of comparisons scored after each chunk.
+        """
+        if not 0.0 <= budget <= 1.0:
+            raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
+        fixed = self.strategy.fixed_human_share
+        n = len(comparisons)
+        allowed = math.floor((budget if fixed is None else fixed) * n)
+        features = np.zeros((n, len(self.featurizer.feature_names_)), dtype=np.float32)
+        scores = np.zeros(n)
+        for start in range(0, n, SCORING_CHUNK):
+            chunk = comparisons[start : start + SCORING_CHUNK]
+            scores[start : start + len(chunk)], features[start : start + len(chunk)] = self.score(
+                chunk
+            )
+            if progress:
+                progress(len(chunk))
+        forced = np.array([forced_to_human(c) for c in comparisons], dtype=bool)
+        to_human = forced.copy()
+        free = allowed - int(forced.sum())
+        if free > 0:
+            if isinstance(self.strategy, PPMStrategy):
+                candidates = np.flatnonzero(~forced)
+                chosen = self.strategy.select(features[candidates], free)
+                to_human[candidates[chosen]] = True
+            else:
+                order = np.argsort(-np.where(forced, -np.inf, scores), kind="stable")
+                to_human[order[:free]] = True
+        explanations = self.explain(features)
+        decisions = [
+            Decision(
+                id=c.id,
+                route=Route.HUMAN if to_human[i] else Route.AI,
+                score=float(scores[i]),
+                reasons=[JUDGE_FAILED_REASON] if forced[i] else explanations[i],
+                forced=bool(forced[i]) or fixed is not None,
+            )
+            for i, c in enumerate(comparisons)
+        ]
+        return RoutingResult(decisions, allowed, int(forced.sum()))
+
+    # -- persistence ----------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return f"{self.strategy.name}-{self.fitted_at_}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": ARTIFACT_FORMAT,
+            "version": self.version,
+            "fitted_at": self.fitted_at_,
+            "n_fitted": self.n_fitted_,
+            "featurizer": self.featurizer.to_dict(),
+            "strategy": self.strategy.to_dict(),
+            "reference_scores": [round(float(s), 6) for s in self.reference_scores_],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Router:
+        if data.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(
+                f"not a router artifact of format {ARTIFACT_FORMAT!r} (got {data.get('format')!r})"
+            )
+        router = cls(strategy_from_dict(data["strategy"]), Featurizer.from_dict(data["featurizer"]))
+        router.reference_scores_ = np.asarray(data["reference_scores"])
+        router.fitted_at_ = data["fitted_at"]
+        router.n_fitted_ = data["n_fitted"]
+        return router
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Router:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a JSON router artifact ({error.msg})") from None
+        return cls.from_dict(data)
+
+
+@dataclass
+class StreamingRouter:
+    """Routes comparisons one at a time without exceeding ``budget`` of those seen so far.
+
+    A comparison goes to humans when its score clears the ``1 - budget`` quantile of the
+    scores seen so far (seeded with the model's reference scores) and the ledger has room:
+    at every moment ``n_human <= floor(budget * n_seen)``, except comparisons whose judge
+    failed, which always go and are counted in ``n_forced``. The state is plain numbers and
+    a bounded score window so a caller can persist it.
+    """
+
+    router: Router
+    budget: float
+    n_seen: int = 0
+    n_human: int = 0
+    n_forced: int = 0
+    window: list[float] = field(default_factory=list)
+    window_size: int = 1_000
+
+    def threshold(self) -> float:
+        scores = np.concatenate([self.router.reference_scores_, np.asarray(self.window)])
+        return float(np.quantile(scores, 1.0 - self.budget))
+
+    def decide(self, comparison: Comparison) -> Decision:
+        scores, features = self.router.score([comparison])
+        score = float(scores[0])
+        self.n_seen += 1
+        fixed = self.router.strategy.fixed_human_share
+        room = math.floor((self.budget if fixed is None else fixed) * self.n_seen) - self.n_human
+        if forced_to_human(comparison):
+            self.n_forced += 1
+            route, reasons, forced = Route.HUMAN, [JUDGE_FAILED_REASON], True
+        else:
+            wanted = fixed is not None or score >= self.threshold()
+            route = Route.HUMAN if wanted and room > 0 else Route.AI
+            reasons, forced = self.router.explain(features)[0], fixed is not None
+        if route is Route.HUMAN:
+            self.n_human += 1
+        self.window = [*self.window, score][-self.window_size :]
+        return Decision(comparison.id, route, score, reasons, forced)

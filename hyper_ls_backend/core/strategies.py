@@ -1,0 +1,374 @@
+"""Routing strategies: each scores comparisons by how much a human label is worth there.
+
+A strategy is a small scikit-learn-style estimator over the featurizer's 0/1 matrix:
+``fit(features, comparisons)`` learns, ``score(features, comparisons)`` answers (higher =
+send to a human first), ``contributions(features)`` says which features moved each score.
+``STRATEGIES`` maps the names users pass on the command line to classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupShuffleSplit
+
+from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.ppm import (
+    MixScorer,
+    PerformancePredictionModel,
+    knapsack_mix,
+    mix_vectors,
+    random_mix,
+    sample_mixes,
+)
+
+
+def stable_uniform(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A uniform draw per id that depends only on (seed, id): same in a batch or alone."""
+    draws = [
+        int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "big")
+        for i in ids
+    ]
+    return np.asarray(draws, dtype=np.float64) / 2.0**64
+
+
+def judge_errors(comparisons: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with both a judge label and a human vote, and whether the judge got them wrong."""
+    rows = [
+        i
+        for i, c in enumerate(comparisons)
+        if c.judge_label is not None and c.first_human is not None
+    ]
+    wrong = np.array([comparisons[i].judge_label != comparisons[i].first_human for i in rows])
+    return np.asarray(rows, dtype=int), wrong.astype(int)
+
+
+class RoutingStrategy(ABC):
+    """Base class. ``fixed_human_share`` is set by strategies that ignore the budget."""
+
+    name: ClassVar[str]
+    learned: ClassVar[bool] = False
+    fixed_human_share: ClassVar[float | None] = None
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    def fit(
+        self, features: np.ndarray, comparisons: Sequence[Comparison], feature_names: list[str]
+    ) -> RoutingStrategy:
+        self.feature_names_ = list(feature_names)
+        return self
+
+    @abstractmethod
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray: ...
+
+    def contributions(self, features: np.ndarray) -> np.ndarray | None:
+        """Per-feature share of each score (n x features), or None if not additive."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.get_params()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoutingStrategy:
+        strategy = cls(**data["params"])
+        strategy._load_state(data)
+        return strategy
+
+    def _load_state(self, data: dict[str, Any]) -> None:
+        self.feature_names_ = data.get("feature_names", [])
+
+
+class RandomStrategy(RoutingStrategy):
+    """Uniformly random: the baseline every other strategy is measured against."""
+
+    name = "random"
+
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+        return stable_uniform([c.id for c in comparisons], self.seed)
+
+
+class AllHumanStrategy(RandomStrategy):
+    """Every comparison to humans, whatever the budget (a reference point)."""
+
+    name = "all-human"
+    fixed_human_share = 1.0
+
+
+class AllJudgeStrategy(RandomStrategy):
+    """Every comparison to the judge, except where it failed (a reference point)."""
+
+    name = "all-judge"
+    fixed_human_share = 0.0
+
+
+class JudgeConsistencyStrategy(RoutingStrategy):
+    """Judge disagreed with itself across answer orders (or gave no answer) first; then random."""
+
+    name = "judge-consistency"
+    SIGNALS = ("judge_consistent=no", "judge=failed")
+
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+        flagged = self.contributions(features).sum(axis=1)
+        return flagged + 0.5 * stable_uniform([c.id for c in comparisons], self.seed)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        weights = np.array([name in self.SIGNALS for name in self.feature_names_], dtype=float)
+        return features * weights
+
+
+class LinearStrategy(RoutingStrategy):
+    """A strategy whose score is linear in the features: ``score = features @ coef_ + b``.
+
+    Linear strategies explain themselves (contribution = coefficient x feature) and refit
+    by shrinking toward a prior: ``blend`` averages coefficients, weighted by how many
+    labels each side saw.
+    """
+
+    learned = True
+
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+        return features[:, self._columns] @ self.coef_ + self.intercept_
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        full = np.zeros(features.shape[1])
+        full[self._columns] = self.coef_
+        return features * full
+
+    @property
+    def _columns(self) -> np.ndarray:
+        return np.arange(len(self.feature_names_))
+
+    def blend(self, prior: LinearStrategy, weight: float) -> LinearStrategy:
+        """This strategy's coefficients pulled toward ``prior``'s; ``weight`` is this side's."""
+        self.coef_ = weight * self.coef_ + (1 - weight) * prior.coef_
+        self.intercept_ = weight * self.intercept_ + (1 - weight) * prior.intercept_
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "feature_names": self.feature_names_,
+            "intercept": round(float(self.intercept_), 6),
+            "coef": [round(float(c), 6) for c in self.coef_],
+            "training": getattr(self, "training_", {}),
+        }
+
+    def _load_state(self, data: dict[str, Any]) -> None:
+        super()._load_state(data)
+        self.coef_ = np.asarray(data["coef"], dtype=float)
+        self.intercept_ = float(data["intercept"])
+        self.training_ = data.get("training", {})
+
+
+class JudgeErrorStrategy(LinearStrategy):
+    """Predicts where the judge disagrees with the human label (logistic regression).
+
+    Score is the log-odds that the judge is wrong. ``feature_prefixes`` restricts the
+    inputs (the ``simple-logreg`` baseline uses a handful); by default it uses them all.
+    """
+
+    name = "judge-error"
+    feature_prefixes: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, seed: int = 0, C: float = 0.1) -> None:
+        super().__init__(seed)
+        self.C = C
+
+    def get_params(self) -> dict[str, Any]:
+        return {"seed": self.seed, "C": self.C}
+
+    @property
+    def _columns(self) -> np.ndarray:
+        if self.feature_prefixes is None:
+            return np.arange(len(self.feature_names_))
+        return np.array(
+            [i for i, n in enumerate(self.feature_names_) if n.startswith(self.feature_prefixes)]
+        )
+
+    def fit(
+        self,
+        features: np.ndarray,
+        comparisons: Sequence[Comparison],
+        feature_names: list[str],
+        sample_weight: np.ndarray | None = None,
+    ) -> JudgeErrorStrategy:
+        super().fit(features, comparisons, feature_names)
+        rows, wrong = judge_errors(comparisons)
+        if len(set(wrong.tolist())) < 2:
+            raise ValueError(
+                f"need comparisons where the judge is both right and wrong to fit {self.name!r} "
+                f"({len(rows)} with a judge label and a human vote)"
+            )
+        model = LogisticRegression(C=self.C, max_iter=1000)
+        weight = None if sample_weight is None else sample_weight[rows]
+        model.fit(features[np.ix_(rows, self._columns)], wrong, sample_weight=weight)
+        self.coef_, self.intercept_ = model.coef_[0], float(model.intercept_[0])
+        self.training_ = {"n_labelled": len(rows), "judge_error_rate": float(wrong.mean())}
+        return self
+
+
+class SimpleLogisticStrategy(JudgeErrorStrategy):
+    """The simple baseline: judge-error logistic regression on lengths, word overlap,
+    category and the judge's verdict and consistency only."""
+
+    name = "simple-logreg"
+    feature_prefixes = (
+        "prompt_len::",
+        "shorter_len::",
+        "longer_len::",
+        "len_diff::",
+        "rouge_1::",
+        "category=",
+        "judge=",
+        "judge_consistent=",
+    )
+
+
+class PPMStrategy(LinearStrategy):
+    """HyPER: route where the performance prediction model expects a human label to help.
+
+    ``fit`` samples label mixes on ``n_splits`` grouped pool/held-out splits of the labelled
+    data, scores each with a proxy reward model, and fits the PPM on all of them. The score
+    of a comparison is the paper's top-k gain in the large-pool limit (the PPM's first-order
+    terms), so it does not depend on the batch it arrives in. ``select`` implements the
+    paper's simulated sampling for a whole batch at a budget.
+    """
+
+    name = "hyper"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        degree: int = 2,
+        n_mixes: int = 300,
+        n_splits: int = 3,
+        held_out_share: float = 0.25,
+        n_candidates: int = 500,
+    ) -> None:
+        super().__init__(seed)
+        self.degree = degree
+        self.n_mixes = n_mixes
+        self.n_splits = n_splits
+        self.held_out_share = held_out_share
+        self.n_candidates = n_candidates
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "degree": self.degree,
+            "n_mixes": self.n_mixes,
+            "n_splits": self.n_splits,
+            "held_out_share": self.held_out_share,
+            "n_candidates": self.n_candidates,
+        }
+
+    def training_mixes(
+        self, features: np.ndarray, comparisons: Sequence[Comparison]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled mixes as share vectors, and each one's proxy reward-model accuracy."""
+        labelled = np.array([c.first_human is not None for c in comparisons])
+        index = np.flatnonzero(labelled)
+        groups = [comparisons[i].group for i in index]
+        if len(set(groups)) < 2:
+            raise ValueError(f"need human labels in at least 2 groups to fit {self.name!r}")
+        rng = np.random.default_rng(self.seed)
+        splitter = GroupShuffleSplit(
+            self.n_splits, test_size=self.held_out_share, random_state=self.seed
+        )
+        vectors, targets = [], []
+        for pool, held_out in splitter.split(index, groups=groups):
+            pool_rows = index[pool]
+            scorer = MixScorer(
+                [comparisons[i] for i in pool_rows], [comparisons[i] for i in index[held_out]]
+            )
+            mixes = sample_mixes(features[pool_rows], self.n_mixes, rng)
+            vectors.append(mix_vectors(features[pool_rows], mixes))
+            targets.append(np.array([scorer.score(mix) for mix in mixes]))
+        return np.vstack(vectors), np.concatenate(targets)
+
+    def fit(
+        self, features: np.ndarray, comparisons: Sequence[Comparison], feature_names: list[str]
+    ) -> PPMStrategy:
+        super().fit(features, comparisons, feature_names)
+        vectors, targets = self.training_mixes(features, comparisons)
+        self.ppm_ = PerformancePredictionModel(self.degree).fit(vectors, targets)
+        self.coef_ = self.ppm_.linear_terms(features.shape[1])
+        self.intercept_ = 0.0
+        self.training_ = {
+            "n_labelled": int(sum(c.first_human is not None for c in comparisons)),
+            "n_mixes": len(targets),
+            "target_mean": float(targets.mean()),
+            "target_std": float(targets.std()),
+        }
+        return self
+
+    def select(self, features: np.ndarray, budget: int) -> np.ndarray:
+        """Simulated sampling: the best of ``n_candidates`` mixes of size ``budget``.
+
+        Candidates are the top-k-gain mix plus knapsack and random mixes, ranked by the
+        full (quadratic) PPM over the batch's feature shares.
+        """
+        n = features.shape[0]
+        rng = np.random.default_rng(self.seed)
+        top = np.zeros(n, dtype=bool)
+        top[np.argsort(-self.score(features, []), kind="stable")[:budget]] = True
+        if budget in (0, n):
+            return top
+        candidates = [top]
+        while len(candidates) < self.n_candidates:
+            sampler = knapsack_mix if len(candidates) % 2 else None
+            candidates.append(
+                sampler(features, budget, rng) if sampler else random_mix(n, budget, rng)
+            )
+        stacked = np.vstack(candidates)
+        return stacked[int(np.argmax(self.ppm_.predict(mix_vectors(features, stacked))))]
+
+    def blend(self, prior: LinearStrategy, weight: float) -> PPMStrategy:
+        super().blend(prior, weight)
+        assert isinstance(prior, PPMStrategy)
+        self.ppm_.coef_ = weight * self.ppm_.coef_ + (1 - weight) * prior.ppm_.coef_
+        self.ppm_.intercept_ = weight * self.ppm_.intercept_ + (1 - weight) * prior.ppm_.intercept_
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "ppm": self.ppm_.to_dict()}
+
+    def _load_state(self, data: dict[str, Any]) -> None:
+        super()._load_state(data)
+        self.ppm_ = PerformancePredictionModel.from_dict(data["ppm"])
+
+
+STRATEGIES: dict[str, type[RoutingStrategy]] = {
+    cls.name: cls
+    for cls in (
+        RandomStrategy,
+        AllHumanStrategy,
+        AllJudgeStrategy,
+        JudgeConsistencyStrategy,
+        SimpleLogisticStrategy,
+        JudgeErrorStrategy,
+        PPMStrategy,
+    )
+}
+
+
+def make_strategy(name: str, **params: Any) -> RoutingStrategy:
+    try:
+        return STRATEGIES[name](**params)
+    except KeyError:
+        raise ValueError(
+            f"unknown strategy {name!r} (choose from: {', '.join(STRATEGIES)})"
+        ) from None
+
+
+def strategy_from_dict(data: dict[str, Any]) -> RoutingStrategy:
+    return STRATEGIES[data["name"]].from_dict(data)

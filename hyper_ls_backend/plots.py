@@ -1,0 +1,46 @@
+"""Plots of offline evaluation reports (matplotlib, written to PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+PANELS = (
+    ("capture_ratio", "Judge-error capture / random", "x random"),
+    ("label_accuracy", "Final label accuracy vs gold", "accuracy"),
+    ("downstream_accuracy", "Proxy reward model accuracy\n(on held-out human labels)", "accuracy"),
+)
+
+
+def plot_simulation(report: dict[str, Any], path: str | Path) -> None:
+    """One panel per measure, one line per strategy, error bars = std over seeds."""
+    strategies = list(dict.fromkeys(r["strategy"] for r in report["results"]))
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.6))
+    for axis, (key, title, unit) in zip(axes, PANELS, strict=True):
+        for name in strategies:
+            rows = sorted(
+                (r for r in report["results"] if r["strategy"] == name), key=lambda r: r["budget"]
+            )
+            budgets = [r["budget"] for r in rows]
+            means = [r[key]["mean"] for r in rows]
+            stds = [r[key]["std"] for r in rows]
+            axis.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, label=name)
+        if key == "capture_ratio":
+            axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        axis.set_title(title)
+        axis.set_xlabel("human budget (share of comparisons)")
+        axis.set_ylabel(unit)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(
+        f"{report['n_comparisons']} comparisons, {report['n_groups']} groups, "
+        f"{report['folds']}-fold grouped CV x {report['seeds']} seeds (mean ± std)"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
