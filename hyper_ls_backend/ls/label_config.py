@@ -1,0 +1,360 @@
+"""What a Label Studio project's labeling config means to the backend.
+
+The backend never assumes the shipped configs (``label_config/``): it reads the project's own
+config with the SDK's ``LabelInterface`` and finds the prompt, the two responses and the
+``<Choices>`` to pre-fill, so renamed fields (``$question``/``$answer1``/``$answer2``) and
+reworded choices (``Response A``, ``A is much better``) work. The rules, in document order:
+
+- text objects are ``<Text>``/``<HyperText>`` tags whose value is ``$key``;
+- texts named like context (context, history, conversation, dialogue, system) are context;
+- the prompt is the first text named like a prompt (prompt, question, instruction, query,
+  input), else the first text not marked as a side;
+- the responses are the remaining texts. With exactly two, the first is A unless their names
+  say otherwise (a/b, 1/2, left/right); with more, exactly one must be marked A and one B,
+  and the others are context;
+- the control is a single-answer ``<Choices>`` whose every choice reads as A, B or tie and
+  that offers all three; one named like ``preference``/``overall`` wins over the others.
+
+Names are read both from the tag's ``name`` and its ``$key``, split into words
+(``responseA`` -> response, a; ``answer_1`` -> answer, 1).
+
+The same module turns a task into a :class:`Comparison` and a label into the result JSON
+Label Studio stores, since both depend on what the config says.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from label_studio_sdk._legacy.exceptions import LabelStudioXMLSyntaxErrorSentryIgnored
+from label_studio_sdk.label_interface import LabelInterface
+from label_studio_sdk.label_interface.control_tags import ChoicesTag
+from pydantic import ValidationError
+
+from hyper_ls_backend.core.comparison import Comparison, Label, Turn
+
+_TEXT_TAGS = {"text", "hypertext"}
+_PROMPT_WORDS = {"prompt", "question", "instruction", "instructions", "query", "input"}
+_CONTEXT_WORDS = {"context", "history", "conversation", "dialogue", "dialog", "system"}
+_CONTROL_WORDS = {"preference", "overall"}
+_SIDE_WORDS = {
+    "a": Label.A,
+    "1": Label.A,
+    "left": Label.A,
+    "first": Label.A,
+    "b": Label.B,
+    "2": Label.B,
+    "right": Label.B,
+    "second": Label.B,
+}
+_TIE_CHOICES = {
+    "tie",
+    "draw",
+    "equal",
+    "same",
+    "equally good",
+    "about the same",
+    "both equal",
+    "no preference",
+    "neither is better",
+}
+_CHOICE = re.compile(
+    r"(?:(?:response|answer|output|completion|model|option|candidate) )?(?P<side>[a-z0-9 ]+?)"
+    r"(?: is)?(?: (?P<strength>clearly|much|far|significantly|slightly|somewhat|a bit"
+    r"|a little|marginally))?(?: better)?"
+)
+_CLEAR_WORDS = {"clearly", "much", "far", "significantly"}
+
+
+class LabelConfigError(ValueError):
+    """A labeling config the backend cannot use; the message names what is missing."""
+
+
+class Strength(StrEnum):
+    """How much better the preferred response is, on scales that say so."""
+
+    CLEAR = "clear"
+    SLIGHT = "slight"
+
+
+@dataclass(frozen=True)
+class ChoiceOption:
+    """One ``<Choice>`` and what it means.
+
+    ``value`` is what Label Studio stores in results: the choice's ``alias``, else its
+    ``value``. ``strength`` is None on scales without strength and for ties.
+    """
+
+    value: str
+    label: Label
+    strength: Strength | None
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Where a project's tasks keep a comparison, and how its answers are written."""
+
+    prompt_key: str
+    response_a_key: str
+    response_b_key: str
+    context_keys: tuple[str, ...]
+    control_name: str
+    to_name: str
+    options: tuple[ChoiceOption, ...]
+
+    def choice_for(self, label: Label, strength: Strength | None = None) -> str:
+        """The choice that says ``label``, as close to ``strength`` as the scale allows.
+
+        Without a strength (or one the scale lacks) a choice without strength is taken, then
+        the slight one: a judge that gave no strength only claimed a preference.
+        """
+        order = [strength, None, Strength.SLIGHT, Strength.CLEAR]
+        candidates = [option for option in self.options if option.label == label]
+        return min(candidates, key=lambda option: order.index(option.strength)).value
+
+    def label_for(self, choice: str) -> tuple[Label, Strength | None]:
+        """What an answer of this project's ``<Choices>`` means."""
+        for option in self.options:
+            if option.value == choice:
+                return option.label, option.strength
+        known = ", ".join(option.value for option in self.options)
+        raise ValueError(
+            f"{choice!r} is not a choice of <Choices name={self.control_name!r}> ({known})"
+        )
+
+
+@dataclass(frozen=True)
+class _TextField:
+    name: str
+    key: str
+
+    @property
+    def words(self) -> set[str]:
+        return {*_words(self.name), *_words(self.key)}
+
+    @property
+    def side(self) -> Label | None:
+        """A or B when the key's or name's last word says so (``answer1``, ``right``)."""
+        for text in (self.key, self.name):
+            words = _words(text)
+            if words and words[-1] in _SIDE_WORDS:
+                return _SIDE_WORDS[words[-1]]
+        return None
+
+    def __str__(self) -> str:
+        return f"{self.name} (${self.key})"
+
+
+def parse_label_config(xml: str) -> PreferenceConfig:
+    """Read a project's labeling config; raise :class:`LabelConfigError` if unusable."""
+    try:
+        interface = LabelInterface(xml)
+    except (LabelStudioXMLSyntaxErrorSentryIgnored, ValueError) as error:
+        raise LabelConfigError(f"the label config is not valid XML: {error}") from error
+
+    texts: dict[str, _TextField] = {}
+    for obj in interface.objects:
+        if obj.tag.lower() in _TEXT_TAGS and obj.value_is_variable:
+            texts.setdefault(obj.value_name, _TextField(obj.name, obj.value_name))
+    prompt, response_a, response_b, context = _assign_texts(list(texts.values()))
+
+    choices = [control for control in interface.controls if isinstance(control, ChoicesTag)]
+    if not choices:
+        raise LabelConfigError(
+            "the label config has no <Choices>: the backend needs a single-answer <Choices> "
+            "with choices for A, B and tie"
+        )
+    choices.sort(key=lambda control: not set(_words(control.name)) & _CONTROL_WORDS)
+    problems = []
+    for control in choices:
+        try:
+            options = _read_options(control, response_a, response_b)
+        except LabelConfigError as error:
+            problems.append(str(error))
+            continue
+        return PreferenceConfig(
+            prompt_key=prompt.key,
+            response_a_key=response_a.key,
+            response_b_key=response_b.key,
+            context_keys=tuple(field.key for field in context),
+            control_name=control.name,
+            to_name=control.to_name[0],
+            options=options,
+        )
+    raise LabelConfigError("no usable <Choices> in the label config: " + "; ".join(problems))
+
+
+def _assign_texts(
+    texts: list[_TextField],
+) -> tuple[_TextField, _TextField, _TextField, list[_TextField]]:
+    """Split the text fields into prompt, response A, response B and context."""
+    found = ", ".join(map(str, texts)) or "none"
+    rest = [field for field in texts if not field.words & _CONTEXT_WORDS]
+    prompt = next((field for field in rest if field.words & _PROMPT_WORDS), None) or next(
+        (field for field in rest if field.side is None), None
+    )
+    if prompt is None:
+        raise LabelConfigError(
+            'the label config has no prompt: expected a <Text value="$..."> named like '
+            f"prompt/question/instruction, or an unmarked first text (texts found: {found})"
+        )
+    responses = [field for field in rest if field != prompt]
+    if len(responses) < 2:
+        raise LabelConfigError(
+            f'the label config needs two response <Text value="$..."> besides the prompt '
+            f"{prompt}, found {len(responses)} (texts found: {found})"
+        )
+    marked_a = [field for field in responses if field.side == Label.A]
+    marked_b = [field for field in responses if field.side == Label.B]
+    if len(responses) == 2:
+        first, second = responses
+        swapped = marked_a == [second] or marked_b == [first]
+        response_a, response_b = (second, first) if swapped else (first, second)
+    elif len(marked_a) == 1 and len(marked_b) == 1:
+        response_a, response_b = marked_a[0], marked_b[0]
+    else:
+        candidates = ", ".join(map(str, responses))
+        raise LabelConfigError(
+            f"cannot tell which two texts are responses A and B among {candidates}: name "
+            "exactly one like response_a/answer1/left and one like response_b/answer2/right"
+        )
+    context = [field for field in texts if field not in (prompt, response_a, response_b)]
+    return prompt, response_a, response_b, context
+
+
+def _read_options(
+    control: ChoicesTag, response_a: _TextField, response_b: _TextField
+) -> tuple[ChoiceOption, ...]:
+    where = f"<Choices name={control.name!r}>"
+    if control.is_multiple_choice:
+        raise LabelConfigError(f'{where} allows several answers (choice="multiple")')
+    values: list[str] = list(control.labels or [])
+    if not values:
+        raise LabelConfigError(f"{where} has no <Choice>")
+    sides = {
+        **_SIDE_WORDS,
+        **{_normalize(text): Label.A for text in (response_a.key, response_a.name)},
+        **{_normalize(text): Label.B for text in (response_b.key, response_b.name)},
+    }
+    meanings = {value: _read_choice(value, sides) for value in values}
+    unread = [value for value, meaning in meanings.items() if meaning is None]
+    if unread:
+        raise LabelConfigError(
+            f"{where}: cannot read {', '.join(map(repr, unread))} as A, B or tie "
+            "(expected e.g. A, Response B, Tie, A-is-slightly-better)"
+        )
+    options = tuple(ChoiceOption(value, *meaning) for value, meaning in meanings.items() if meaning)
+    missing = [label.value for label in Label if all(o.label != label for o in options)]
+    if missing:
+        raise LabelConfigError(f"{where} has no choice for {', '.join(missing)}")
+    return options
+
+
+def _read_choice(value: str, sides: Mapping[str, Label]) -> tuple[Label, Strength | None] | None:
+    text = _normalize(value)
+    if text in _TIE_CHOICES:
+        return Label.TIE, None
+    match = _CHOICE.fullmatch(text)
+    if match is None or match["side"] not in sides:
+        return None
+    strength = match["strength"]
+    if strength is None:
+        return sides[match["side"]], None
+    return sides[match["side"]], Strength.CLEAR if strength in _CLEAR_WORDS else Strength.SLIGHT
+
+
+def _normalize(text: str) -> str:
+    """``A-is-clearly-better`` -> ``a is clearly better``."""
+    return " ".join(re.split(r"[\s_\-]+", text.strip().lower())).strip()
+
+
+def _words(name: str) -> list[str]:
+    return [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name)]
+
+
+def task_to_comparison(task: Mapping[str, Any], config: PreferenceConfig) -> Comparison:
+    """The comparison a Label Studio task holds; a ValueError names the field at fault.
+
+    Context comes from ``data.context`` (turns shared by both sides, or a string),
+    ``data.context_a``/``data.context_b`` (each side's own turns) and the config's extra text
+    fields, which become turns whose role is their key.
+    """
+    task_id = task.get("id")
+    if task_id is None:
+        raise ValueError("the task has no id")
+    data = task.get("data")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"task {task_id}: 'data' is missing or not an object")
+
+    prompt = _text(data, config.prompt_key, "the prompt", task_id)
+    if not prompt.strip():
+        raise ValueError(f"task {task_id}: data.{config.prompt_key} (the prompt) is empty")
+    response_a = _text(data, config.response_a_key, "response A", task_id)
+    response_b = _text(data, config.response_b_key, "response B", task_id)
+    if not response_a.strip() and not response_b.strip():
+        raise ValueError(
+            f"task {task_id}: data.{config.response_a_key} and data.{config.response_b_key} "
+            "(responses A and B) are both empty"
+        )
+    shared = _turns(data, "context", task_id)
+    for key in config.context_keys:
+        if key != "context":
+            shared += _turns(data, key, task_id)
+    tags = data.get("tags") or {}
+    if not isinstance(tags, Mapping):
+        raise ValueError(f"task {task_id}: data.tags must be an object of tag: value")
+    try:
+        return Comparison(
+            id=task_id,
+            prompt=prompt,
+            response_a=response_a,
+            response_b=response_b,
+            context_a=_turns(data, "context_a", task_id) if "context_a" in data else shared,
+            context_b=_turns(data, "context_b", task_id) if "context_b" in data else shared,
+            tags=tags,
+            meta=data.get("meta") if isinstance(data.get("meta"), Mapping) else {},
+        )
+    except ValidationError as error:
+        raise ValueError(f"task {task_id}: {error}") from error
+
+
+def _text(data: Mapping[str, Any], key: str, role: str, task_id: object) -> str:
+    if key not in data:
+        raise ValueError(f"task {task_id}: data.{key} ({role}) is missing")
+    value = data[key]
+    if not isinstance(value, str):
+        raise ValueError(f"task {task_id}: data.{key} ({role}) is {type(value).__name__}, not text")
+    return value
+
+
+def _turns(data: Mapping[str, Any], key: str, task_id: object) -> list[Turn]:
+    """Turns from a list of ``{"role", "content"}``, or one turn from a non-empty string."""
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        return [Turn(role=key, content=value)]
+    try:
+        return [Turn.model_validate(turn) for turn in value]
+    except (TypeError, ValidationError) as error:
+        raise ValueError(
+            f'task {task_id}: data.{key} must be text or a list of {{"role", "content"}}'
+        ) from error
+
+
+def prediction_result(
+    config: PreferenceConfig, label: Label, strength: Strength | None = None
+) -> list[dict[str, Any]]:
+    """The ``result`` of a prediction or annotation that answers ``label``."""
+    return [
+        {
+            "from_name": config.control_name,
+            "to_name": config.to_name,
+            "type": "choices",
+            "value": {"choices": [config.choice_for(label, strength)]},
+        }
+    ]
