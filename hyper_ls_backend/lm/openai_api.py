@@ -1,0 +1,138 @@
+"""Any OpenAI-compatible ``/v1/chat/completions`` endpoint as a ``Transport``.
+
+vLLM, Ollama, llama.cpp's server and the OpenAI API all speak this. The answer's schema is
+sent as ``response_format`` (``json_schema`` where the server supports structured output,
+``json_object`` where it only knows JSON mode, ``none`` where it knows neither) and is also
+spelled out in the instructions, so a server that ignores ``response_format`` still gets
+asked for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from hyper_ls_backend.lm.transport import (
+    Completion,
+    LMError,
+    Redactor,
+    StructuredRequest,
+    TransientLMError,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+ResponseFormat = Literal["json_schema", "json_object", "none"]
+
+
+def build_session(pool_size: int = 16) -> requests.Session:
+    """A session whose connection pool fits ``pool_size`` concurrent calls."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class OpenAICompatibleTransport:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        temperature: float = 0.0,
+        response_format: ResponseFormat = "json_schema",
+        session: requests.Session | None = None,
+    ) -> None:
+        """``base_url`` ends before ``/chat/completions``, e.g. ``http://localhost:8000/v1``."""
+        self.model = model
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
+        self._temperature = temperature
+        self._response_format = response_format
+        self._session = session or build_session()
+        self._redact = Redactor.of([api_key])
+
+    def complete(self, request: StructuredRequest) -> Completion:
+        try:
+            response = self._session.post(
+                self._url, json=self._body(request), headers=self._headers, timeout=self._timeout
+            )
+        except requests.Timeout as error:
+            raise TransientLMError("request timed out") from error
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            raise TransientLMError(self._redact(f"connection error: {error}")) from error
+        except requests.RequestException as error:
+            raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
+        if response.status_code >= 400:
+            detail = self._redact(f"HTTP {response.status_code}: {_error_message(response)}")
+            if is_retryable_status(response.status_code):
+                raise TransientLMError(detail, parse_retry_after(response.headers))
+            raise LMError(detail)
+        return _completion(response)
+
+    def _body(self, request: StructuredRequest) -> dict[str, Any]:
+        schema = json.dumps(request.schema, ensure_ascii=False)
+        system = (
+            f"{request.system}\n\nAnswer with a single JSON object, and nothing else, "
+            f"matching this JSON schema ({request.schema_description}):\n{schema}"
+        )
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request.user},
+            ],
+            "temperature": self._temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if self._response_format == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.schema,
+                    "strict": True,
+                },
+            }
+        elif self._response_format == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+
+def _completion(response: requests.Response) -> Completion:
+    try:
+        body = response.json()
+        choice = body["choices"][0]
+        content = choice["message"].get("content") or ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise LMError(f"malformed chat completion ({type(error).__name__})") from error
+    usage = body.get("usage") or {}
+    try:
+        data = json.loads(content)
+    except ValueError:
+        data = None
+    return Completion(
+        text=content if not isinstance(data, dict) else "",
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        data=data if isinstance(data, dict) else None,
+        stop_reason=choice.get("finish_reason"),
+    )
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    error = body.get("error") if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        return str(error.get("message", error))[:200]
+    return str(error)[:200]
