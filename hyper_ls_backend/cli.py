@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,7 +93,9 @@ def route(args: argparse.Namespace) -> None:
     )
     with progress_bar("routing") as bar:
         task = bar.add_task("routing", total=len(comparisons))
-        result = router.route(comparisons, args.budget, progress=lambda n: bar.advance(task, n))
+        result = router.route(
+            comparisons, args.budget, progress=lambda n: bar.advance(task, n), n_jobs=args.jobs
+        )
     write_jsonl(args.out, (d.to_record() for d in result.decisions))
     err.print(
         f"{len(comparisons)} comparisons: {result.n_human} to humans, "
@@ -165,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=200.0,
         help="how many labels the prior is worth when refitting (default 200)",
+    )
+    routing.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes measuring texts (default: all cores)",
     )
     routing.set_defaults(handler=route)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -21,9 +23,15 @@ from hyper_ls_backend.core.text import PairMeasures, measure_pair
 
 PERCENTILE_MEASURES = ("prompt_len", "shorter_len", "longer_len", "len_diff")
 """Measures with no natural scale: ranked within the reference distribution."""
-UNIT_MEASURES = ("len_gap", "rouge_1", "rouge_l", "cosine", "entity_overlap")
+UNIT_MEASURES = ("len_gap", "rouge_1", "rouge_l", "cosine", "entity_overlap", "number_overlap")
 """Measures already in [0, 1]: binned on their raw value."""
-FLAGS = ("multi_turn", "prompt_has_code", "responses_have_code", "responses_have_lists")
+FLAGS = (
+    "multi_turn",
+    "prompt_has_code",
+    "responses_have_code",
+    "responses_have_lists",
+    "final_numbers_match",
+)
 
 TAG_VOCABULARY: dict[str, tuple[str, ...]] = {
     "safety_concern": ("safe", "low", "moderate", "high"),
@@ -37,7 +45,9 @@ TAG_VOCABULARY: dict[str, tuple[str, ...]] = {
 values seen at least ``min_tag_count`` times in the fitting data; the rest become ``other``."""
 OPEN_TAG_DIMENSIONS = ("subject", "language", "category")
 
-JUDGE_LABELS = ("A", "B", "tie", "failed", "none")
+JUDGE_VERDICTS = ("decisive", "tie", "failed", "none")
+"""Whether the judge picked a side, not which: "A" vs "B" says more about how a dataset
+ordered its responses than about the judge (``judge_pick`` keeps the length relation)."""
 JUDGE_CONSISTENCY = ("yes", "no", "unknown")
 JUDGE_PICKS = ("longer", "shorter", "same_length", "tie")
 """Whether the judge's verdict sides with the longer response: a known LM-judge bias."""
@@ -69,11 +79,13 @@ def judge_pick(comparison: Comparison, measures: PairMeasures) -> str | None:
 
 
 def judge_state(comparison: Comparison) -> tuple[str, str]:
+    """(verdict family, consistency) of the comparison's judge."""
     if comparison.judge is None:
         return "none", "unknown"
-    label = "failed" if comparison.judge.failed else comparison.judge.label.value
+    label = comparison.judge.label
+    verdict = "failed" if label is None else ("tie" if label is Label.TIE else "decisive")
     consistent = comparison.judge.consistent
-    return label, "unknown" if consistent is None else ("yes" if consistent else "no")
+    return verdict, "unknown" if consistent is None else ("yes" if consistent else "no")
 
 
 class Featurizer:
@@ -99,7 +111,7 @@ class Featurizer:
     def fit(self, comparisons: Sequence[Comparison]) -> Featurizer:
         if not comparisons:
             raise ValueError("cannot fit a featurizer on zero comparisons")
-        measures = [measure(c) for c in comparisons]
+        measures = measure_all(comparisons)
         grid = np.linspace(0, 1, QUANTILE_POINTS)
         self.quantiles_ = {
             name: np.quantile([getattr(m, name) for m in measures], grid).tolist()
@@ -125,7 +137,7 @@ class Featurizer:
         names = [f"{m}::{b}" for m in (*PERCENTILE_MEASURES, *UNIT_MEASURES) for b in bins]
         names += [f"{flag}=yes" for flag in FLAGS]
         names += [f"{d}={v}" for d, values in self.vocabulary_.items() for v in values]
-        names += [f"judge={v}" for v in JUDGE_LABELS]
+        names += [f"judge={v}" for v in JUDGE_VERDICTS]
         names += [f"judge_consistent={v}" for v in JUDGE_CONSISTENCY]
         names += [f"judge_pick={v}" for v in JUDGE_PICKS]
         self.feature_names_ = names
@@ -134,9 +146,13 @@ class Featurizer:
 
     # -- answering ------------------------------------------------------------------------
 
-    def transform(self, comparisons: Sequence[Comparison]) -> np.ndarray:
-        """A float32 0/1 matrix, one row per comparison, columns in ``feature_names_``."""
-        measures = [measure(c) for c in comparisons]
+    def transform(self, comparisons: Sequence[Comparison], n_jobs: int = 1) -> np.ndarray:
+        """A float32 0/1 matrix, one row per comparison, columns in ``feature_names_``.
+
+        ``n_jobs > 1`` measures texts in that many worker processes (worth it from a few
+        thousand comparisons on; the pool is kept for later calls).
+        """
+        measures = measure_all(comparisons, n_jobs)
         matrix = np.zeros((len(comparisons), len(self.feature_names_)), dtype=np.float32)
         self._fill_binned(matrix, measures)
         for row, (comparison, m) in enumerate(zip(comparisons, measures, strict=True)):
@@ -163,6 +179,7 @@ class Featurizer:
             "prompt_has_code": measures.prompt_has_code,
             "responses_have_code": measures.responses_have_code,
             "responses_have_lists": measures.responses_have_lists,
+            "final_numbers_match": measures.final_numbers_match,
         }
         names = [f"{flag}=yes" for flag, on in flags.items() if on]
         for dimension, value in comparison.all_tags.items():
@@ -199,3 +216,23 @@ class Featurizer:
 
 def measure(comparison: Comparison) -> PairMeasures:
     return measure_pair(comparison.prompt, comparison.response_a, comparison.response_b)
+
+
+PARALLEL_CHUNK = 256
+
+
+@cache
+def _worker_pool(n_jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(n_jobs)
+
+
+def measure_all(comparisons: Sequence[Comparison], n_jobs: int = 1) -> list[PairMeasures]:
+    if n_jobs <= 1 or len(comparisons) < 2 * PARALLEL_CHUNK:
+        return [measure(c) for c in comparisons]
+    # Ship plain strings, not models: pickling is most of the cost of going parallel.
+    texts = [(c.prompt, c.response_a, c.response_b) for c in comparisons]
+    return list(_worker_pool(n_jobs).map(_measure_texts, texts, chunksize=PARALLEL_CHUNK))
+
+
+def _measure_texts(texts: tuple[str, str, str]) -> PairMeasures:
+    return measure_pair(*texts)

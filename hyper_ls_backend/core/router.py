@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +35,8 @@ from hyper_ls_backend.core.strategies import (
 
 ARTIFACT_FORMAT = "hyper-ls-router/1"
 N_REASONS = 3
-SCORING_CHUNK = 2_000
+SCORING_CHUNK = 5_000
+NUMBER_LIST = re.compile(r"\[\s*([-+0-9.eE,\s]+?)\s*\]")
 REFERENCE_SCORES = 201
 """Quantiles of training-set scores kept with the model, to seed the streaming threshold."""
 
@@ -112,8 +114,7 @@ class Router:
             self.featurizer = Featurizer().fit(comparisons)
         features = self.featurizer.transform(comparisons)
         self.strategy.fit(features, comparisons, self.featurizer.feature_names_)
-        scores = self.strategy.score(features, comparisons)
-        self.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
+        self._set_reference(features, comparisons)
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
         self.n_fitted_ = len(comparisons)
         return self
@@ -129,39 +130,71 @@ class Router:
         if isinstance(fresh.strategy, LinearStrategy) and isinstance(self.strategy, LinearStrategy):
             n = fresh.strategy.training_.get("n_labelled", len(labelled))
             fresh.strategy.blend(self.strategy, n / (n + prior_strength))
-            features = fresh.featurizer.transform(labelled)
-            scores = fresh.strategy.score(features, labelled)
-            fresh.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
+            fresh._set_reference(fresh.featurizer.transform(labelled), labelled)
         return fresh
+
+    def _set_reference(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> None:
+        """Remember what typical inputs look like: score quantiles seed the streaming
+        threshold, feature means centre the explanations."""
+        scores = self.strategy.score(features, comparisons)
+        self.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
+        self.feature_means_ = features.mean(axis=0)
 
     # -- answering ------------------------------------------------------------------------
 
-    def score(self, comparisons: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, comparisons: Sequence[Comparison], n_jobs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and the feature matrix they came from."""
-        features = self.featurizer.transform(comparisons)
+        features = self.featurizer.transform(comparisons, n_jobs=n_jobs)
         return self.strategy.score(features, comparisons), features
 
     def explain(self, features: np.ndarray) -> list[list[str]]:
-        """Top features behind each score, strongest first: ``judge_consistent=no (+0.84)``."""
+        """Top features behind each score, strongest first: ``judge_consistent=no (+0.84)``.
+
+        Contributions are measured against the average input and summed per feature family
+        (all bins of one measure, all values of one tag), named by the value this comparison
+        has: a feature every comparison shares explains nothing, one that sets it apart does.
+        """
         contributions = self.strategy.contributions(features)
-        names = self.featurizer.feature_names_
         if contributions is None:
             return [[f"{self.strategy.name} strategy"] for _ in range(len(features))]
+        centred = contributions - self.strategy.contributions(self.feature_means_[None, :])
+        families, family_of = self._families()
+        by_family = np.zeros((len(features), len(families)))
+        np.add.at(by_family.T, family_of, centred.T)
+        names = self.featurizer.feature_names_
         reasons = []
-        for row in contributions:
-            top = np.argsort(-np.abs(row), kind="stable")[:N_REASONS]
-            reasons.append([f"{names[j]} ({row[j]:+.3f})" for j in top if row[j] != 0])
+        for row, totals in zip(features, by_family, strict=True):
+            active = {family_of[j]: names[j] for j in np.flatnonzero(row)}
+            top = np.argsort(-np.abs(totals), kind="stable")[:N_REASONS]
+            reasons.append(
+                [
+                    f"{active.get(f, 'no ' + families[f])} ({totals[f]:+.3f})"
+                    for f in top
+                    if abs(totals[f]) > 1e-9
+                ]
+            )
         return reasons
+
+    def _families(self) -> tuple[list[str], np.ndarray]:
+        """Feature family names and each column's family index (``len_diff::0.67-1.00`` and
+        ``len_diff::0.00-0.33`` are one family)."""
+        stems = [re.split(r"::|=", name, maxsplit=1)[0] for name in self.featurizer.feature_names_]
+        families = list(dict.fromkeys(stems))
+        return families, np.array([families.index(s) for s in stems])
 
     def route(
         self,
         comparisons: Sequence[Comparison],
         budget: float,
         progress: Callable[[int], None] | None = None,
+        n_jobs: int = 1,
     ) -> RoutingResult:
         """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc).
 
-        ``progress`` is called with the number of comparisons scored after each chunk.
+        ``progress`` is called with the number of comparisons scored after each chunk;
+        ``n_jobs`` processes measure the texts.
         """
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
@@ -173,7 +206,7 @@ class Router:
         for start in range(0, n, SCORING_CHUNK):
             chunk = comparisons[start : start + SCORING_CHUNK]
             scores[start : start + len(chunk)], features[start : start + len(chunk)] = self.score(
-                chunk
+                chunk, n_jobs
             )
             if progress:
                 progress(len(chunk))
@@ -216,6 +249,7 @@ class Router:
             "featurizer": self.featurizer.to_dict(),
             "strategy": self.strategy.to_dict(),
             "reference_scores": [round(float(s), 6) for s in self.reference_scores_],
+            "feature_means": [round(float(m), 4) for m in self.feature_means_],
         }
 
     @classmethod
@@ -226,12 +260,16 @@ class Router:
             )
         router = cls(strategy_from_dict(data["strategy"]), Featurizer.from_dict(data["featurizer"]))
         router.reference_scores_ = np.asarray(data["reference_scores"])
+        router.feature_means_ = np.asarray(data["feature_means"], dtype=np.float32)
         router.fitted_at_ = data["fitted_at"]
         router.n_fitted_ = data["n_fitted"]
         return router
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(self.to_dict(), indent=1)
+        # One line per list of numbers keeps the file readable (and diffable) by a person.
+        text = NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        Path(path).write_text(text + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> Router:

@@ -126,26 +126,42 @@ class JudgeConsistencyStrategy(RoutingStrategy):
 
 
 class LinearStrategy(RoutingStrategy):
-    """A strategy whose score is linear in the features: ``score = features @ coef_ + b``.
+    """A strategy linear in a design matrix built from the features:
+    ``score = design(features) @ coef_ + intercept_``.
 
-    Linear strategies explain themselves (contribution = coefficient x feature) and refit
-    by shrinking toward a prior: ``blend`` averages coefficients, weighted by how many
-    labels each side saw.
+    The design is the chosen feature columns, optionally followed by their products with a
+    few context columns (interactions). Every design term belongs to one feature column, so
+    linear strategies explain themselves exactly (contribution = coefficient x term, summed
+    per feature), and refit by shrinking toward a prior: ``blend`` averages coefficients.
     """
 
     learned = True
+    feature_prefixes: ClassVar[tuple[str, ...] | None] = None
+    """Restrict the design to features whose names start with these (None: all)."""
+    interaction_features: ClassVar[tuple[str, ...]] = ()
+    """Context features each design column is also multiplied by."""
 
     def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
-        return features[:, self._columns] @ self.coef_ + self.intercept_
+        return self._design(features) @ self.coef_ + self.intercept_
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
-        full = np.zeros(features.shape[1])
-        full[self._columns] = self.coef_
-        return features * full
+        terms = self._design(features) * self.coef_
+        per_column = terms.reshape(len(features), -1, len(self._columns)).sum(axis=1)
+        full = np.zeros(features.shape, dtype=float)
+        full[:, self._columns] = per_column
+        return full
 
     @property
     def _columns(self) -> np.ndarray:
-        return np.arange(len(self.feature_names_))
+        names = self.feature_names_
+        if self.feature_prefixes is None:
+            return np.arange(len(names))
+        return np.array([i for i, n in enumerate(names) if n.startswith(self.feature_prefixes)])
+
+    def _design(self, features: np.ndarray) -> np.ndarray:
+        base = features[:, self._columns]
+        contexts = [self.feature_names_.index(n) for n in self.interaction_features]
+        return np.hstack([base, *(base * features[:, [c]] for c in contexts)])
 
     def blend(self, prior: LinearStrategy, weight: float) -> LinearStrategy:
         """This strategy's coefficients pulled toward ``prior``'s; ``weight`` is this side's."""
@@ -172,27 +188,21 @@ class LinearStrategy(RoutingStrategy):
 class JudgeErrorStrategy(LinearStrategy):
     """Predicts where the judge disagrees with the human label (logistic regression).
 
-    Score is the log-odds that the judge is wrong. ``feature_prefixes`` restricts the
-    inputs (the ``simple-logreg`` baseline uses a handful); by default it uses them all.
+    Score is the log-odds that the judge is wrong. Every feature also enters multiplied by
+    the judge's state (decisive, tie, inconsistent): the same text signal means opposite
+    things there. Two responses that are nearly the same make a decisive verdict suspect
+    (humans call many of those a tie) and a tie verdict plausible.
     """
 
     name = "judge-error"
-    feature_prefixes: ClassVar[tuple[str, ...] | None] = None
+    interaction_features = ("judge=decisive", "judge=tie", "judge_consistent=no")
 
-    def __init__(self, seed: int = 0, C: float = 0.1) -> None:
+    def __init__(self, seed: int = 0, C: float = 0.03) -> None:
         super().__init__(seed)
         self.C = C
 
     def get_params(self) -> dict[str, Any]:
         return {"seed": self.seed, "C": self.C}
-
-    @property
-    def _columns(self) -> np.ndarray:
-        if self.feature_prefixes is None:
-            return np.arange(len(self.feature_names_))
-        return np.array(
-            [i for i, n in enumerate(self.feature_names_) if n.startswith(self.feature_prefixes)]
-        )
 
     def fit(
         self,
@@ -208,9 +218,9 @@ class JudgeErrorStrategy(LinearStrategy):
                 f"need comparisons where the judge is both right and wrong to fit {self.name!r} "
                 f"({len(rows)} with a judge label and a human vote)"
             )
-        model = LogisticRegression(C=self.C, max_iter=1000)
+        model = LogisticRegression(C=self.C, max_iter=5000)
         weight = None if sample_weight is None else sample_weight[rows]
-        model.fit(features[np.ix_(rows, self._columns)], wrong, sample_weight=weight)
+        model.fit(self._design(features[rows]), wrong, sample_weight=weight)
         self.coef_, self.intercept_ = model.coef_[0], float(model.intercept_[0])
         self.training_ = {"n_labelled": len(rows), "judge_error_rate": float(wrong.mean())}
         return self
@@ -218,9 +228,14 @@ class JudgeErrorStrategy(LinearStrategy):
 
 class SimpleLogisticStrategy(JudgeErrorStrategy):
     """The simple baseline: judge-error logistic regression on lengths, word overlap,
-    category and the judge's verdict and consistency only."""
+    category and the judge's verdict and consistency only, without interactions."""
 
     name = "simple-logreg"
+    interaction_features = ()
+
+    def __init__(self, seed: int = 0, C: float = 1.0) -> None:
+        super().__init__(seed, C)
+
     feature_prefixes = (
         "prompt_len::",
         "shorter_len::",
