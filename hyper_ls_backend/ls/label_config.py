@@ -319,7 +319,19 @@ def task_to_comparison(task: Mapping[str, Any], config: PreferenceConfig) -> Com
             meta=data.get("meta") if isinstance(data.get("meta"), Mapping) else {},
         )
     except ValidationError as error:
-        raise ValueError(f"task {task_id}: {error}") from error
+        problems = "; ".join(_describe(problem, config) for problem in error.errors())
+        raise ValueError(f"task {task_id}: {problems}") from error
+
+
+def _describe(problem: Any, config: PreferenceConfig) -> str:
+    """A pydantic error in terms of the task's data keys rather than Comparison's fields."""
+    keys = {
+        "prompt": config.prompt_key,
+        "response_a": config.response_a_key,
+        "response_b": config.response_b_key,
+    }
+    field = ".".join(str(part) for part in problem["loc"])
+    return f"data.{keys.get(field, field)}: {problem['msg']}"
 
 
 def _text(data: Mapping[str, Any], key: str, role: str, task_id: object) -> str:

@@ -1,0 +1,165 @@
+"""A real Label Studio server for tests, run from ``.venv-ls`` (scripts/install_label_studio.sh).
+
+Each run gets its own free loopback port, a fresh data directory (SQLite) and a random
+legacy API token, with the settings a backend on loopback needs (see
+``shared/notes/label-studio.md``): local ML backends and loopback webhooks allowed, no
+analytics. The server runs in its own process group so teardown stops it and its workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LS_VENV = Path(os.environ.get("LABEL_STUDIO_VENV", REPO / ".venv-ls"))
+LS_EXECUTABLE = LS_VENV / "bin" / "label-studio"
+START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class LabelStudioServer:
+    url: str
+    api_key: str
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _is_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return json.load(response).get("status") == "UP"
+    except (OSError, ValueError):  # refused, reset, timeout, or not JSON yet
+        return False
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def run_label_studio(timeout: float = START_TIMEOUT) -> Iterator[LabelStudioServer]:
+    """Start Label Studio, wait for ``/health`` to say UP, and stop it on exit."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    token = secrets.token_hex(20)
+    with tempfile.TemporaryDirectory(prefix="label-studio-") as tmp:
+        data_dir = Path(tmp) / "data"
+        log = Path(tmp) / "label-studio.log"
+        env = {
+            **os.environ,
+            "LABEL_STUDIO_USERNAME": "admin@example.com",
+            "LABEL_STUDIO_PASSWORD": secrets.token_hex(12),
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "ML_BLOCK_LOCAL_IP": "false",
+            "SSRF_PROTECTION_ENABLED": "false",
+            "COLLECT_ANALYTICS": "false",
+        }
+        command = [
+            str(LS_EXECUTABLE),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + timeout
+            while not _is_up(url):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"Label Studio exited with {process.returncode}:\n{_tail(log)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Label Studio not up after {timeout:.0f} s:\n{_tail(log)}")
+                time.sleep(0.5)
+            yield LabelStudioServer(url=url, api_key=token, log=log)
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server's process group: politely, then whatever is left of it for good."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+
+
+class _SharedServer:
+    """One server per test session, however many conftests ask for it."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._server: LabelStudioServer | None = None
+        self._users = 0
+
+    @contextmanager
+    def use(self) -> Iterator[LabelStudioServer]:
+        if self._server is None:
+            self._server = self._stack.enter_context(run_label_studio())
+        self._users += 1
+        try:
+            yield self._server
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                self._server = None
+                self._stack.close()
+
+
+_SHARED = _SharedServer()
+
+
+@pytest.fixture(scope="session")
+def label_studio() -> Iterator[LabelStudioServer]:
+    """A running Label Studio: skipped without ``.venv-ls``, but a failure under CI."""
+    if not LS_EXECUTABLE.exists():
+        message = f"{LS_EXECUTABLE} not found: run `make label-studio`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with _SHARED.use() as server:
+        yield server
+
+
+def register_marker(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "label_studio: needs a real Label Studio server (from .venv-ls)"
+    )
