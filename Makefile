@@ -20,3 +20,9 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# A real Label Studio server for the tests marked `label_studio`, in its own ./.venv-ls
+# (about 1 GB; the script does nothing when the pinned version is there).
+.PHONY: label-studio
+label-studio:
+	PYTHON=$(PYTHON) bash scripts/install_label_studio.sh
