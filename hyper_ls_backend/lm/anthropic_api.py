@@ -83,13 +83,25 @@ class AnthropicTransport:
         except anthropic.APIConnectionError as error:
             raise TransientLMError(self._redact(f"connection error: {error}")) from error
         except anthropic.APIStatusError as error:
-            detail = self._redact(f"HTTP {error.status_code} {error.type}: {error.api_message}")
+            detail = self._redact(_status_detail(error))
             if is_retryable_status(error.status_code):
                 raise TransientLMError(detail, parse_retry_after(error.response.headers)) from error
             raise LMError(detail) from error
         except anthropic.AnthropicError as error:
             raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
         return _completion(message, request.schema_name)
+
+
+def _status_detail(error: anthropic.APIStatusError) -> str:
+    """``HTTP 529 overloaded_error: Overloaded`` from Anthropic's error body, when it has one."""
+    detail = f"HTTP {error.status_code}"
+    body = error.body if isinstance(error.body, dict) else {}
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    if inner.get("type"):
+        detail += f" {inner['type']}"
+    if inner.get("message"):
+        detail += f": {inner['message']}"
+    return detail
 
 
 def _completion(message: Any, tool_name: str) -> Completion:

@@ -195,23 +195,23 @@ class Judge:
                 attempts=outcome.attempts,
                 error=outcome.error,
             )
-        record = {
-            "swapped": swapped,
-            "raw": completion.raw,
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-            "cost_usd": self._prices.cost(
+        answered = JudgeCall(
+            swapped=swapped,
+            raw=completion.raw,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=self._prices.cost(
                 self.model, completion.input_tokens, completion.output_tokens
             ),
-            "latency_s": outcome.latency_s,
-            "attempts": outcome.attempts,
-        }
+            latency_s=outcome.latency_s,
+            attempts=outcome.attempts,
+        )
         try:
             parsed = parse_verdict(completion)
         except UnparseableAnswer as error:
-            return JudgeCall(**record, error=str(error))
+            return answered.model_copy(update={"error": str(error)})
         preference = UNSWAP[parsed.preference] if swapped else parsed.preference
-        return JudgeCall(**record, preference=preference, rationale=parsed.rationale)
+        return answered.model_copy(update={"preference": preference, "rationale": parsed.rationale})
 
 
 class AnthropicJudge(Judge):

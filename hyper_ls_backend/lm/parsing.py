@@ -77,7 +77,10 @@ def parse_verdict(completion: Completion) -> ParsedVerdict:
             return ParsedVerdict(preference, rationale if isinstance(rationale, str) else None)
     preference = preference_in_prose(completion.text)
     if preference is None:
-        raise UnparseableAnswer(f"no preference in the answer: {_excerpt(completion.raw)}")
+        raise UnparseableAnswer(
+            f"no preference in the answer (stop reason {completion.stop_reason}): "
+            + _excerpt(completion.raw)
+        )
     return ParsedVerdict(preference, None)
 
 

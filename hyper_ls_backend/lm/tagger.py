@@ -97,26 +97,28 @@ class Tagger:
             return TagResult(
                 tags={}, latency_s=outcome.latency_s, attempts=outcome.attempts, error=outcome.error
             )
-        usage = {
-            "raw": completion.raw,
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-            "cost_usd": self._prices.cost(
+        answered = TagResult(
+            tags={},
+            raw=completion.raw,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=self._prices.cost(
                 self.model, completion.input_tokens, completion.output_tokens
             ),
-            "latency_s": outcome.latency_s,
-            "attempts": outcome.attempts,
-        }
+            latency_s=outcome.latency_s,
+            attempts=outcome.attempts,
+        )
         answer = answer_object(completion)
         if answer is None:
-            return TagResult(tags={}, error="no JSON object in the answer", **usage)
+            error = f"no JSON object in the answer (stop reason {completion.stop_reason})"
+            return answered.model_copy(update={"error": error})
         cleaned = clean_tags(answer)
         if cleaned.notes:
             log.info("tagger answer cleaned: %s", "; ".join(cleaned.notes))
         if not cleaned.tags:
-            return TagResult(tags={}, notes=cleaned.notes, error="no valid tag", **usage)
+            return answered.model_copy(update={"notes": cleaned.notes, "error": "no valid tag"})
         self._cache.put(key, cleaned.tags)
-        return TagResult(tags=cleaned.tags, notes=cleaned.notes, **usage)
+        return answered.model_copy(update={"tags": cleaned.tags, "notes": cleaned.notes})
 
     def tag_many(self, prompts: Iterable[str], max_concurrency: int = 4) -> list[TagResult]:
         """Results in input order; each distinct prompt is tagged once."""

@@ -166,7 +166,7 @@ def test_partial_answers_are_kept_and_cached_but_failures_are_not(
 
     assert partial.tags == {"safety_concern": "safe"} and "subject missing" in partial.notes
     assert tagger.tag("partial").cached
-    assert garbage.tags == {} and garbage.error == "no JSON object in the answer"
+    assert garbage.tags == {} and (garbage.error or "").startswith("no JSON object in the answer")
     assert failed.tags == {} and failed.attempts == 3 and "HTTP 500" in (failed.error or "")
 
 
