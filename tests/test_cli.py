@@ -1,0 +1,321 @@
+"""The ``hyper-ls`` command line: route, fit and simulate, in-process and as a console script."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from core.synthetic import make_records, read_jsonl, write_records
+
+from hyper_ls_backend.cli import main
+from hyper_ls_backend.core.dataset import read_comparisons
+from hyper_ls_backend.core.router import Router
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("hyper-ls")
+N_INPUTS = 50
+FAILED_INPUTS = (4, 30)
+
+
+def flat(text: str) -> str:
+    """Console output with line wrapping undone."""
+    return " ".join(text.split())
+
+
+def without_labels(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("human", "gold")}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Training data, inputs (with labels, without, with garbage labels) and a fitted model."""
+    root = tmp_path_factory.mktemp("cli")
+    write_records(root / "train.jsonl", make_records(160, seed=0, n_groups=12))
+    inputs = make_records(N_INPUTS, seed=1, n_groups=8, judge_failures=FAILED_INPUTS)
+    write_records(root / "inputs.jsonl", inputs)
+    write_records(root / "blind.jsonl", [without_labels(r) for r in inputs])
+    garbage = [{**r, "human": ["not-a-label"], "gold": 17} for r in inputs]
+    write_records(root / "garbage_labels.jsonl", garbage)
+    assert main(["fit", str(root / "train.jsonl"), "--out", str(root / "model.json")]) == 0
+    return root
+
+
+def route(work: Path, out: str, *extra: str, source: str = "inputs.jsonl") -> int:
+    return main(["route", str(work / source), "--budget", "0.3", "--out", str(work / out), *extra])
+
+
+def humans(records: list[dict]) -> int:
+    return sum(r["route"] == "human" for r in records)
+
+
+# -- route --------------------------------------------------------------------------------------
+
+
+def test_fit_writes_a_router_artifact(work):
+    artifact = json.loads((work / "model.json").read_text())
+    assert artifact["format"] == "hyper-ls-router/1"
+    assert artifact["strategy"]["name"] == "judge-error"
+    assert artifact["n_fitted"] == 160
+
+
+def test_route_writes_one_decision_per_input_with_the_exact_schema(work):
+    assert route(work, "decisions.jsonl", "--model", str(work / "model.json")) == 0
+    records = read_jsonl(work / "decisions.jsonl")
+    assert [r["id"] for r in records] == [f"c{i:04d}" for i in range(N_INPUTS)]
+    for record in records:
+        assert set(record) == {"id", "route", "score", "reasons"}
+        assert record["route"] in ("human", "ai")
+        assert isinstance(record["score"], float)
+        assert record["reasons"] and all(isinstance(r, str) and r for r in record["reasons"])
+    assert humans(records) == math.floor(0.3 * N_INPUTS)
+    for i in FAILED_INPUTS:
+        assert records[i]["route"] == "human"
+
+
+def test_route_matches_the_library(work):
+    assert route(work, "cli.jsonl", "--model", str(work / "model.json")) == 0
+    router = Router.load(work / "model.json")
+    result = router.route(read_comparisons(work / "inputs.jsonl", drop_labels=True), 0.3)
+    assert [r["route"] for r in read_jsonl(work / "cli.jsonl")] == [
+        d.route.value for d in result.decisions
+    ]
+
+
+@pytest.mark.parametrize("strategy", [None, "random", "judge-consistency"])
+def test_route_output_is_the_same_without_labels(work, strategy):
+    extra = ["--model", str(work / "model.json")]
+    extra += ["--strategy", strategy] if strategy else []
+    outputs = []
+    for source in ("inputs.jsonl", "blind.jsonl", "garbage_labels.jsonl"):
+        out = f"labels-{strategy}-{source}"
+        assert route(work, out, *extra, source=source) == 0
+        outputs.append((work / out).read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_route_with_the_shipped_prior(work):
+    assert route(work, "prior.jsonl") == 0
+    records = read_jsonl(work / "prior.jsonl")
+    assert len(records) == N_INPUTS
+    assert humans(records) == math.floor(0.3 * N_INPUTS)
+
+
+def test_random_strategy_works_without_a_model(work, capsys):
+    assert route(work, "random.jsonl", "--strategy", "random") == 0
+    records = read_jsonl(work / "random.jsonl")
+    assert humans(records) == math.floor(0.3 * N_INPUTS)
+    assert "strategy random" in flat(capsys.readouterr().err)
+
+
+def test_learned_strategy_other_than_the_models_needs_labels(work, capsys):
+    code = route(work, "nope.jsonl", "--model", str(work / "model.json"), "--strategy", "hyper")
+    assert code == 2
+    err = flat(capsys.readouterr().err)
+    assert "'hyper' must be fitted" in err
+    assert "--labeled" in err
+    assert not (work / "nope.jsonl").exists()
+
+
+def test_learned_strategy_is_fitted_on_labeled_data(work):
+    extra = ["--strategy", "simple-logreg", "--labeled", str(work / "train.jsonl")]
+    assert route(work, "simple.jsonl", "--model", str(work / "model.json"), *extra) == 0
+    assert humans(read_jsonl(work / "simple.jsonl")) == math.floor(0.3 * N_INPUTS)
+
+
+def test_labeled_data_refits_the_model(work):
+    extra = ["--labeled", str(work / "train.jsonl"), "--prior-strength", "10"]
+    assert route(work, "refit.jsonl", "--model", str(work / "model.json"), *extra) == 0
+    assert humans(read_jsonl(work / "refit.jsonl")) == math.floor(0.3 * N_INPUTS)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a judge-consistency router saved by 'fit' loses its feature names "
+    "(RoutingStrategy.to_dict), so 'route --model' fails with a numpy broadcast error",
+)
+def test_fit_then_route_with_a_fixed_strategy_model(work):
+    model = work / "consistency.json"
+    fit = ["fit", str(work / "train.jsonl"), "--out", str(model)]
+    assert main([*fit, "--strategy", "judge-consistency"]) == 0
+    assert route(work, "consistency.jsonl", "--model", str(model)) == 0
+
+
+def test_judge_failures_beyond_the_budget_warn_but_succeed(work, capsys):
+    records = make_records(10, seed=3, judge_failures=range(5))
+    write_records(work / "failures.jsonl", records)
+    extra = ["--model", str(work / "model.json")]
+    assert route(work, "failures-out.jsonl", *extra, source="failures.jsonl") == 0
+    assert humans(read_jsonl(work / "failures-out.jsonl")) == 5
+    assert "exceeds the budget of 3" in flat(capsys.readouterr().err)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def valid_line(i: int) -> str:
+    return json.dumps(make_records(i + 1, seed=5)[i])
+
+
+MALFORMED = [
+    pytest.param([valid_line(0), valid_line(1), "{broken"], "line 3: not valid JSON", id="json"),
+    pytest.param(
+        [valid_line(0), json.dumps({"id": "x", "prompt": "p", "response_a": "a"})],
+        "line 2: response_b: Field required",
+        id="missing-field",
+    ),
+    pytest.param(
+        [json.dumps({"id": "x", "prompt": "p", "response_a": "", "response_b": ""})],
+        "line 1: record: response_a and response_b are both empty",
+        id="both-empty",
+    ),
+    pytest.param([valid_line(0), valid_line(0)], "line 2: duplicate id 'c0000'", id="duplicate"),
+    pytest.param(["[1, 2]"], "line 1: expected a JSON object", id="not-an-object"),
+]
+
+
+@pytest.mark.parametrize(("lines", "message"), MALFORMED)
+def test_malformed_input_exits_2_naming_the_line(work, capsys, lines, message):
+    bad = work / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = work / "bad-out.jsonl"
+    out.unlink(missing_ok=True)
+    assert main(["route", str(bad), "--budget", "0.5", "--out", str(out)]) == 2
+    err = flat(capsys.readouterr().err)
+    assert message in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.main prints errors with rich markup enabled: an id or label such as '[/x]' "
+    "in the message raises rich.errors.MarkupError, a traceback with exit code 1",
+)
+def test_error_messages_with_brackets_are_printed_verbatim(work, capsys):
+    bad = work / "brackets.jsonl"
+    record = {"id": "[/x]", "prompt": "p", "response_a": "a", "response_b": "b"}
+    write_records(bad, [record, record])
+    assert main(["route", str(bad), "--budget", "0.5", "--out", str(work / "o.jsonl")]) == 2
+    assert "duplicate id '[/x]'" in flat(capsys.readouterr().err)
+
+
+def test_missing_input_file_exits_2(work, capsys):
+    assert route(work, "o.jsonl", source="does-not-exist.jsonl") == 2
+    assert "does-not-exist.jsonl" in flat(capsys.readouterr().err)
+
+
+def test_model_that_is_not_a_router_exits_2(work, capsys):
+    (work / "not-a-model.json").write_text('{"format": "other"}', encoding="utf-8")
+    assert route(work, "o.jsonl", "--model", str(work / "not-a-model.json")) == 2
+    assert "hyper-ls-router/1" in flat(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("budget", ["1.5", "-0.1", "lots"])
+def test_budget_outside_zero_one_is_a_usage_error(work, budget, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["route", str(work / "inputs.jsonl"), "--budget", budget, "--out", "o.jsonl"])
+    assert caught.value.code == 2
+    assert "--budget" in capsys.readouterr().err
+
+
+def test_unknown_strategy_is_a_usage_error(work, capsys):
+    with pytest.raises(SystemExit) as caught:
+        route(work, "o.jsonl", "--strategy", "magic")
+    assert caught.value.code == 2
+    assert "unknown strategy 'magic'" in capsys.readouterr().err
+
+
+# -- simulate --------------------------------------------------------------------------------------
+
+SIMULATED = ["random", "judge-consistency", "judge-error", "all-human", "all-judge"]
+
+
+@pytest.fixture(scope="module")
+def simulation(work) -> dict:
+    write_records(work / "labelled.jsonl", make_records(90, seed=11, n_groups=6))
+    args = ["simulate", str(work / "labelled.jsonl"), "--budgets", "0.25", "0.5"]
+    args += ["--seeds", "2", "--strategies", *SIMULATED]
+    args += ["--report", str(work / "report.json"), "--plot", str(work / "plot.png")]
+    assert main(args) == 0
+    return json.loads((work / "report.json").read_text())
+
+
+def test_simulate_writes_a_report_and_a_plot(work, simulation):
+    assert (work / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert simulation["n_comparisons"] == 90
+    assert simulation["n_groups"] == 6
+    assert simulation["seeds"] == 2
+    rows = {(r["strategy"], r["budget"]): r for r in simulation["results"]}
+    assert set(rows) == {(s, b) for s in SIMULATED for b in (0.25, 0.5)}
+    for row in rows.values():
+        for measure in ("capture_ratio", "label_accuracy", "downstream_accuracy"):
+            assert set(row[measure]) == {"mean", "std", "min", "max"}
+        assert 0.0 <= row["label_accuracy"]["mean"] <= 1.0
+
+
+def test_simulate_respects_the_budget_of_each_strategy(simulation):
+    rows = {(r["strategy"], r["budget"]): r for r in simulation["results"]}
+    for budget in (0.25, 0.5):
+        assert rows[("all-human", budget)]["human_share"] == 1.0
+        assert rows[("all-judge", budget)]["human_share"] == 0.0
+        assert (
+            rows[("all-human", budget)]["label_accuracy"]["mean"]
+            >= (rows[("all-judge", budget)]["label_accuracy"]["mean"])
+        )
+        for name in ("random", "judge-consistency", "judge-error"):
+            # floor(budget x fold size) per fold: at most 5 folds x 1 comparison short
+            share = rows[(name, budget)]["human_share"]
+            assert budget - 5 / 90 <= share <= budget
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli.simulate records ' '.join(['hyper-ls', *sys.argv[1:]]) as the report's "
+    "command, not the argv passed to main(): in-process callers get the wrong command",
+)
+def test_simulate_report_records_the_command(work, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["some-other-program", "--flag"])
+    write_records(work / "small.jsonl", make_records(40, seed=12, n_groups=5))
+    args = ["simulate", str(work / "small.jsonl"), "--budgets", "0.5", "--seeds", "1"]
+    args += ["--strategies", "random", "--report", str(work / "small.json")]
+    args += ["--plot", str(work / "small.png")]
+    assert main(args) == 0
+    report = json.loads((work / "small.json").read_text())
+    assert report["command"] == " ".join(["hyper-ls", *args])
+
+
+def test_simulate_needs_as_many_groups_as_folds(work, capsys):
+    write_records(work / "few.jsonl", make_records(30, seed=13, n_groups=3))
+    args = ["simulate", str(work / "few.jsonl"), "--strategies", "random", "--seeds", "1"]
+    args += ["--report", str(work / "few.json"), "--plot", str(work / "few.png")]
+    assert main(args) == 2
+    assert "at least 5 groups" in flat(capsys.readouterr().err)
+
+
+# -- the console script ------------------------------------------------------------------------
+
+
+def script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_console_script_routes_and_reports_errors_without_traceback(work):
+    model = ["--model", str(work / "model.json")]
+    out = work / "script.jsonl"
+    ok = script("route", str(work / "inputs.jsonl"), "--budget", "0.3", "--out", str(out), *model)
+    assert ok.returncode == 0, ok.stderr
+    assert route(work, "in-process.jsonl", *model) == 0
+    assert out.read_bytes() == (work / "in-process.jsonl").read_bytes()
+
+    bad = work / "script-bad.jsonl"
+    bad.write_text(valid_line(0) + "\n" + '{"id": "x", "prompt": ""}\n', encoding="utf-8")
+    failed = script("route", str(bad), "--budget", "0.3", "--out", str(work / "never.jsonl"))
+    assert failed.returncode == 2
+    assert "line 2: prompt: must not be empty" in flat(failed.stderr)
+    assert "Traceback" not in failed.stderr
+    assert not (work / "never.jsonl").exists()
