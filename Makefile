@@ -18,7 +18,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint label-studio
 	$(BIN)/pytest
 
 # A real Label Studio server for the tests marked `label_studio`, in its own ./.venv-ls

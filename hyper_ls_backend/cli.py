@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -130,7 +131,7 @@ def simulate(args: argparse.Namespace) -> None:
             folds=args.folds,
             progress=lambda: bar.advance(task),
         )
-    outcome["command"] = " ".join(["hyper-ls", *sys.argv[1:]])
+    outcome["command"] = args.command_line
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_simulation(outcome, args.plot)
     show_simulation(outcome)
@@ -202,12 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["hyper-ls", *argv])
     handler: Callable[[argparse.Namespace], None] = args.handler
     try:
         handler(args)
     except (UsageProblem, DatasetError, ValueError, OSError) as error:
-        err.print(f"[bold red]error:[/] {error}")
+        err.print(f"[bold red]error:[/] {escape(str(error))}")
         return 2
     return 0
 

@@ -131,11 +131,6 @@ def test_labeled_data_refits_the_model(work):
     assert humans(read_jsonl(work / "refit.jsonl")) == math.floor(0.3 * N_INPUTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a judge-consistency router saved by 'fit' loses its feature names "
-    "(RoutingStrategy.to_dict), so 'route --model' fails with a numpy broadcast error",
-)
 def test_fit_then_route_with_a_fixed_strategy_model(work):
     model = work / "consistency.json"
     fit = ["fit", str(work / "train.jsonl"), "--out", str(model)]
@@ -189,11 +184,6 @@ def test_malformed_input_exits_2_naming_the_line(work, capsys, lines, message):
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.main prints errors with rich markup enabled: an id or label such as '[/x]' "
-    "in the message raises rich.errors.MarkupError, a traceback with exit code 1",
-)
 def test_error_messages_with_brackets_are_printed_verbatim(work, capsys):
     bad = work / "brackets.jsonl"
     record = {"id": "[/x]", "prompt": "p", "response_a": "a", "response_b": "b"}
@@ -271,11 +261,6 @@ def test_simulate_respects_the_budget_of_each_strategy(simulation):
             assert budget - 5 / 90 <= share <= budget
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.simulate records ' '.join(['hyper-ls', *sys.argv[1:]]) as the report's "
-    "command, not the argv passed to main(): in-process callers get the wrong command",
-)
 def test_simulate_report_records_the_command(work, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["some-other-program", "--flag"])
     write_records(work / "small.jsonl", make_records(40, seed=12, n_groups=5))

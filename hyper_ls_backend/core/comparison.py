@@ -77,7 +77,7 @@ class Turn(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     role: str
-    content: str
+    content: Text
 
 
 class JudgeVerdict(BaseModel):

@@ -201,7 +201,7 @@ class Featurizer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "params": self.get_params(),
-            "quantiles": {k: [round(x, 4) for x in v] for k, v in self.quantiles_.items()},
+            "quantiles": self.quantiles_,
             "vocabulary": self.vocabulary_,
         }
 

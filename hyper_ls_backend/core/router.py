@@ -86,6 +86,11 @@ class RoutingResult:
 JUDGE_FAILED_REASON = "judge failed: no usable verdict, a human must label it"
 
 
+def budget_count(share: float, n: int) -> int:
+    """floor(share x n), immune to float noise (0.29 x 100 is 28.999999999999996)."""
+    return math.floor(round(share * n, 9))
+
+
 def forced_to_human(comparison: Comparison) -> bool:
     return comparison.judge_failed
 
@@ -200,7 +205,7 @@ class Router:
             raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
         fixed = self.strategy.fixed_human_share
         n = len(comparisons)
-        allowed = math.floor((budget if fixed is None else fixed) * n)
+        allowed = budget_count(budget if fixed is None else fixed, n)
         features = np.zeros((n, len(self.featurizer.feature_names_)), dtype=np.float32)
         scores = np.zeros(n)
         for start in range(0, n, SCORING_CHUNK):
@@ -308,7 +313,7 @@ class StreamingRouter:
         score = float(scores[0])
         self.n_seen += 1
         fixed = self.router.strategy.fixed_human_share
-        room = math.floor((self.budget if fixed is None else fixed) * self.n_seen) - self.n_human
+        room = budget_count(self.budget if fixed is None else fixed, self.n_seen) - self.n_human
         if forced_to_human(comparison):
             self.n_forced += 1
             route, reasons, forced = Route.HUMAN, [JUDGE_FAILED_REASON], True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,7 @@ from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.ppm import (
     MixScorer,
     PerformancePredictionModel,
+    cross_validate_ppm,
     knapsack_mix,
     mix_vectors,
     random_mix,
@@ -75,7 +77,11 @@ class RoutingStrategy(ABC):
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.get_params()}
+        return {
+            "name": self.name,
+            "params": self.get_params(),
+            "feature_names": getattr(self, "feature_names_", []),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoutingStrategy:
@@ -146,7 +152,8 @@ class LinearStrategy(RoutingStrategy):
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         terms = self._design(features) * self.coef_
-        per_column = terms.reshape(len(features), -1, len(self._columns)).sum(axis=1)
+        blocks = 1 + len(self.interaction_features)
+        per_column = terms.reshape(len(features), blocks, len(self._columns)).sum(axis=1)
         full = np.zeros(features.shape, dtype=float)
         full[:, self._columns] = per_column
         return full
@@ -172,7 +179,6 @@ class LinearStrategy(RoutingStrategy):
     def to_dict(self) -> dict[str, Any]:
         return {
             **super().to_dict(),
-            "feature_names": self.feature_names_,
             "intercept": round(float(self.intercept_), 6),
             "coef": [round(float(c), 6) for c in self.coef_],
             "training": getattr(self, "training_", {}),
@@ -288,8 +294,9 @@ class PPMStrategy(LinearStrategy):
 
     def training_mixes(
         self, features: np.ndarray, comparisons: Sequence[Comparison]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Sampled mixes as share vectors, and each one's proxy reward-model accuracy."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sampled mixes as share vectors, each one's proxy reward-model accuracy, and the
+        pool/held-out split each was scored on."""
         labelled = np.array([c.first_human is not None for c in comparisons])
         index = np.flatnonzero(labelled)
         groups = [comparisons[i].group for i in index]
@@ -299,8 +306,8 @@ class PPMStrategy(LinearStrategy):
         splitter = GroupShuffleSplit(
             self.n_splits, test_size=self.held_out_share, random_state=self.seed
         )
-        vectors, targets = [], []
-        for pool, held_out in splitter.split(index, groups=groups):
+        vectors, targets, blocks = [], [], []
+        for block, (pool, held_out) in enumerate(splitter.split(index, groups=groups)):
             pool_rows = index[pool]
             scorer = MixScorer(
                 [comparisons[i] for i in pool_rows], [comparisons[i] for i in index[held_out]]
@@ -308,13 +315,14 @@ class PPMStrategy(LinearStrategy):
             mixes = sample_mixes(features[pool_rows], self.n_mixes, rng)
             vectors.append(mix_vectors(features[pool_rows], mixes))
             targets.append(np.array([scorer.score(mix) for mix in mixes]))
-        return np.vstack(vectors), np.concatenate(targets)
+            blocks.append(np.full(len(mixes), block))
+        return np.vstack(vectors), np.concatenate(targets), np.concatenate(blocks)
 
     def fit(
         self, features: np.ndarray, comparisons: Sequence[Comparison], feature_names: list[str]
     ) -> PPMStrategy:
         super().fit(features, comparisons, feature_names)
-        vectors, targets = self.training_mixes(features, comparisons)
+        vectors, targets, blocks = self.training_mixes(features, comparisons)
         self.ppm_ = PerformancePredictionModel(self.degree).fit(vectors, targets)
         self.coef_ = self.ppm_.linear_terms(features.shape[1])
         self.intercept_ = 0.0
@@ -323,6 +331,10 @@ class PPMStrategy(LinearStrategy):
             "n_mixes": len(targets),
             "target_mean": float(targets.mean()),
             "target_std": float(targets.std()),
+            "ppm_quality": [
+                asdict(cross_validate_ppm(vectors, targets, degree, blocks, seed=self.seed))
+                for degree in (1, 2)
+            ],
         }
         return self
 

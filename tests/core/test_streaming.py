@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.core.router import JUDGE_FAILED_REASON, Decision, Route, StreamingRouter
+from hyper_ls_backend.core.router import (
+    JUDGE_FAILED_REASON,
+    Decision,
+    Route,
+    StreamingRouter,
+    budget_count,
+)
 from hyper_ls_backend.core.strategies import STRATEGIES
 
 from .synthetic import make_comparisons
@@ -38,8 +44,8 @@ def run(router, comparisons: list[Comparison], budget: float) -> list[Decision]:
         if decision.route is Route.HUMAN and not comparison.judge_failed:
             free_humans += 1
             # a chosen human never takes the ledger (forced ones included) past the budget
-            assert streaming.n_human <= math.floor(share * seen)
-        assert free_humans <= math.floor(share * seen)
+            assert streaming.n_human <= budget_count(share, seen)
+        assert free_humans <= budget_count(share, seen)
         assert streaming.n_seen == seen
     assert streaming.n_forced == sum(c.judge_failed for c in comparisons)
     assert streaming.n_human == sum(d.route is Route.HUMAN for d in decisions)
