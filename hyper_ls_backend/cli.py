@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
 from hyper_ls_backend.plots import plot_simulation
 from hyper_ls_backend.priors import load_default_router
+from hyper_ls_backend.settings import Settings
 
 DEFAULT_STRATEGY = "judge-error"
 err = Console(stderr=True, highlight=False)
@@ -138,6 +140,44 @@ def simulate(args: argparse.Namespace) -> None:
     err.print(f"report -> {args.report}, plot -> {args.plot}")
 
 
+def serve(args: argparse.Namespace) -> None:
+    """Start the Label Studio ML backend (embedded SQLite state and queue by default)."""
+    import uvicorn  # the server's dependencies load only when serving
+
+    settings = Settings()
+    host, port = args.host or settings.host, args.port or settings.port
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        "hyper_ls_backend.server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def connect(args: argparse.Namespace) -> None:
+    """Set up a Label Studio project for HyPER and connect this backend to it."""
+    from hyper_ls_backend.ls.setup import connect_project
+
+    settings = Settings()
+    if settings.label_studio_api_key is None:
+        raise UsageProblem("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) to connect")
+    project_id = connect_project(
+        settings,
+        backend_url=args.backend_url,
+        project_id=args.project,
+        title=args.title,
+        label_config=args.label_config.read_text(encoding="utf-8"),
+    )
+    err.print(
+        f"project {project_id} at {settings.label_studio_url} is routed by {args.backend_url}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyper-ls",
@@ -199,6 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulation.add_argument("--report", type=Path, default=Path("simulation.json"))
     simulation.add_argument("--plot", type=Path, default=Path("simulation.png"))
     simulation.set_defaults(handler=simulate)
+
+    serving = commands.add_parser("serve", help=serve.__doc__, description=serve.__doc__)
+    serving.add_argument("--host", help="default: $HOST or 0.0.0.0")
+    serving.add_argument("--port", type=int, help="default: $PORT or 9090")
+    serving.set_defaults(handler=serve)
+
+    connecting = commands.add_parser("connect", help=connect.__doc__, description=connect.__doc__)
+    connecting.add_argument("--project", type=int, help="an existing project (default: create one)")
+    connecting.add_argument("--title", default="Preference comparisons (HyPER)")
+    connecting.add_argument(
+        "--backend-url",
+        default="http://localhost:9090",
+        help="where Label Studio reaches this backend",
+    )
+    connecting.add_argument(
+        "--label-config", type=Path, default=Path("label_config/preference_5point.xml")
+    )
+    connecting.set_defaults(handler=connect)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Background work: the import pipeline and the durable queue that runs it."""

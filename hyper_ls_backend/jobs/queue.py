@@ -1,0 +1,91 @@
+"""Background work over huey: SQLite in MODEL_DIR by default, Redis when ``REDIS_URL`` is set.
+
+The database, not the queue, is the record of what is left to do: a webhook stores its
+tasks before it enqueues anything, and on start the backend re-enqueues every task that
+has no decision or whose decision is not yet written back. So a job lost with a killed
+worker is redone on restart, and a job run twice changes nothing (``Pipeline.route_task``
+is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from huey import Huey, RedisHuey, SqliteHuey
+from huey.api import TaskWrapper
+from huey.consumer import Consumer
+
+from hyper_ls_backend.jobs.pipeline import Pipeline
+from hyper_ls_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5
+"""Tasks per job: small, so many workers share an import and progress is visible."""
+RETRIES, RETRY_DELAY = 5, 5
+
+
+def make_huey(settings: Settings, immediate: bool = False) -> Huey:
+    if settings.redis_url:
+        return RedisHuey("hyper-ls", url=settings.redis_url, immediate=immediate)
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(
+        "hyper-ls", filename=str(settings.model_dir / "queue.sqlite3"), immediate=immediate
+    )
+
+
+class EmbeddedConsumer(Consumer):
+    """A huey consumer living inside the web server's process: the server (uvicorn) owns
+    the signals, so the consumer must not install its own handlers over them."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+class JobQueue:
+    """Enqueues routing work; runs it on an in-process consumer (threads)."""
+
+    def __init__(self, huey: Huey, pipeline: Pipeline, threads: int) -> None:
+        self.huey = huey
+        self._threads = threads
+        self._consumer = None
+        self._route: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
+            self._route_tasks_job(pipeline)
+        )
+
+    @staticmethod
+    def _route_tasks_job(pipeline: Pipeline) -> Callable[[int, list[int]], None]:
+        def route_tasks(project_id: int, task_ids: list[int]) -> None:
+            for task_id in task_ids:
+                pipeline.route_task(project_id, task_id)
+
+        return route_tasks
+
+    def route(self, project_id: int, task_ids: Sequence[int]) -> None:
+        for start in range(0, len(task_ids), CHUNK):
+            self._route(project_id, list(task_ids[start : start + CHUNK]))
+
+    def resume(self, pending: Sequence[tuple[int, int]]) -> None:
+        """Re-enqueue unfinished work found in the database at start-up."""
+        by_project: dict[int, list[int]] = {}
+        for project_id, task_id in pending:
+            by_project.setdefault(project_id, []).append(task_id)
+        for project_id, task_ids in by_project.items():
+            log.info("resuming %d unfinished tasks of project %d", len(task_ids), project_id)
+            self.route(project_id, task_ids)
+
+    def start(self) -> None:
+        if self.huey.immediate:
+            return
+        self._consumer = EmbeddedConsumer(
+            self.huey, workers=self._threads, worker_type="thread", periodic=False
+        )
+        self._consumer.start()
+
+    def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.stop(graceful=True)
+
+    def pending(self) -> int:
+        return self.huey.pending_count()

@@ -1,0 +1,147 @@
+"""Writing decisions back into Label Studio through label-studio-sdk.
+
+Every write is idempotent so a restart can replay it: the task's data fields are set (not
+appended), and a prediction or annotation is created only if the task does not already
+carry one from this backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.data_manager import Column, Filters, Operator, Type
+
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.ls.label_config import PreferenceConfig, Strength, prediction_result
+
+log = logging.getLogger(__name__)
+
+ROUTE_FIELD, SCORE_FIELD, REASON_FIELD = "hyper_route", "hyper_score", "hyper_reason"
+TABS = {"HyPER: human queue": "human", "HyPER: AI-labelled": "ai"}
+CLEAR_CONFIDENCE = 0.8
+"""Judge confidence from which a pre-filled answer says "clearly" rather than "slightly"."""
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    """What one routed task gets in Label Studio."""
+
+    task: dict[str, Any]
+    route: str
+    score: float
+    reason: str
+    model_version: str
+    label: Label | None = None
+    confidence: float | None = None
+    annotate: bool = True
+
+
+@dataclass(frozen=True)
+class Written:
+    prediction_id: int | None = None
+    annotation_id: int | None = None
+
+
+def strength_for(confidence: float | None) -> Strength:
+    return Strength.CLEAR if (confidence or 0.0) >= CLEAR_CONFIDENCE else Strength.SLIGHT
+
+
+class LabelStudioClient:
+    """The backend's view of one Label Studio server (a thin layer over the SDK)."""
+
+    def __init__(self, client: LabelStudio) -> None:
+        self.sdk = client
+        self._assignment_unavailable = False
+
+    @cached_property
+    def user_id(self) -> int:
+        """The Label Studio user the backend acts as (its annotations are not human labels)."""
+        return int(self.sdk.users.whoami().id)
+
+    @classmethod
+    def connect(cls, url: str, api_key: str, timeout: float = 30.0) -> LabelStudioClient:
+        return cls(LabelStudio(base_url=url, api_key=api_key, timeout=timeout))
+
+    def write(self, config: PreferenceConfig, item: WriteBack) -> Written:
+        task_id = int(item.task["id"])
+        data = {
+            **item.task.get("data", {}),
+            ROUTE_FIELD: item.route,
+            SCORE_FIELD: round(item.score, 4),
+            REASON_FIELD: item.reason,
+        }
+        self.sdk.tasks.update(id=str(task_id), data=data)
+        if item.route != "ai" or item.label is None:
+            return Written()
+        result = prediction_result(config, item.label, strength_for(item.confidence))
+        prediction_id = self._ensure_prediction(task_id, result, item)
+        annotation_id = (
+            self._ensure_annotation(task_id, result, prediction_id) if item.annotate else None
+        )
+        return Written(prediction_id, annotation_id)
+
+    def _ensure_prediction(self, task_id: int, result: list[dict], item: WriteBack) -> int:
+        for prediction in self.sdk.predictions.list(task=task_id):
+            if prediction.model_version == item.model_version:
+                return prediction.id
+        created = self.sdk.predictions.create(
+            task=task_id,
+            result=result,
+            score=item.confidence if item.confidence is not None else 0.5,
+            model_version=item.model_version,
+        )
+        return created.id
+
+    def _ensure_annotation(self, task_id: int, result: list[dict], prediction_id: int) -> int:
+        for annotation in self.sdk.annotations.list(id=task_id):
+            if annotation.parent_prediction == prediction_id:
+                return annotation.id
+        created = self.sdk.annotations.create(
+            id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False
+        )
+        return created.id
+
+    def ensure_tabs(self, project_id: int) -> None:
+        """Create the two Data Manager tabs filtered on ``data.hyper_route`` (once)."""
+        existing = {view.data.get("title") for view in self.sdk.views.list(project=project_id)}
+        for title, route in TABS.items():
+            if title in existing:
+                continue
+            filters = Filters.create(
+                Filters.AND,
+                [
+                    Filters.item(
+                        Column.data(ROUTE_FIELD), Operator.EQUAL, Type.String, Filters.value(route)
+                    )
+                ],
+            )
+            self.sdk.views.create(project=project_id, data={"title": title, "filters": filters})
+
+    def assign(self, project_id: int, task_id: int, emails: list[str]) -> bool:
+        """Assign a human-routed task to the named annotators (Label Studio Enterprise).
+
+        Returns False, once per client with a log line, when the server has no task
+        assignment (open source answers 404): tasks then stay in the shared queue.
+        """
+        if not emails or self._assignment_unavailable:
+            return False
+        users = [u.id for u in self.sdk.users.list() if u.email in set(emails)]
+        try:
+            self.sdk.projects.assignments.assign(
+                id=project_id, task_pk=task_id, type="AN", users=users
+            )
+        except ApiError as error:
+            if error.status_code not in (403, 404, 405):
+                raise
+            self._assignment_unavailable = True
+            log.warning(
+                "task assignment is not available on this Label Studio (open source edition?): "
+                "human-routed tasks stay in the shared queue"
+            )
+            return False
+        return True

@@ -1,0 +1,46 @@
+"""``hyper-ls connect``: prepare a Label Studio project and connect the backend to it."""
+
+from __future__ import annotations
+
+from hyper_ls_backend.ls.client import LabelStudioClient
+from hyper_ls_backend.ls.label_config import parse_label_config
+from hyper_ls_backend.settings import Settings
+
+
+def connect_project(
+    settings: Settings,
+    backend_url: str,
+    project_id: int | None,
+    title: str,
+    label_config: str,
+) -> int:
+    """Create (or update) the project, install the config, connect the backend, add tabs.
+
+    ``maximum_annotations=1`` makes an AI-labelled task leave the labeling stream once the
+    backend annotates it.
+    """
+    parse_label_config(label_config)  # fail here, not in Label Studio, on an unusable config
+    client = LabelStudioClient.connect(
+        settings.label_studio_url, settings.label_studio_api_key.get_secret_value()
+    )
+    sdk = client.sdk
+    if project_id is None:
+        project_id = sdk.projects.create(title=title, label_config=label_config).id
+    else:
+        sdk.projects.update(id=project_id, label_config=label_config)
+    sdk.projects.update(id=project_id, maximum_annotations=1, show_collab_predictions=True)
+    auth = (
+        {
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": settings.basic_auth_user,
+            "basic_auth_pass": settings.basic_auth_pass.get_secret_value(),
+        }
+        if settings.basic_auth_user and settings.basic_auth_pass
+        else {}
+    )
+    if not any(backend.url == backend_url for backend in sdk.ml.list(project=project_id)):
+        sdk.ml.create(
+            project=project_id, url=backend_url, title="HyPER router", is_interactive=False, **auth
+        )
+    client.ensure_tabs(project_id)
+    return project_id

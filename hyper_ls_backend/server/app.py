@@ -1,0 +1,147 @@
+"""The HTTP face of the backend: Label Studio's ML backend protocol over FastAPI.
+
+Every handler is a thin shell over ``HyperModel``. ``/setup`` only parses and stores (LS
+gives it 3 s); ``/webhook`` only stores and enqueues (LS gives it 1 s).
+"""
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hyper_ls_backend.ls.label_config import LabelConfigError
+from hyper_ls_backend.server import metrics
+from hyper_ls_backend.server.model import HyperModel
+from hyper_ls_backend.server.schemas import (
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    SetupRequest,
+    SetupResponse,
+    WebhookEvent,
+)
+from hyper_ls_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+MODEL_CLASS = "HyperRouter"
+
+
+# No ``from __future__ import annotations`` here: FastAPI reads these annotations at runtime.
+
+
+def current_model(request: Request) -> HyperModel:
+    return request.app.state.model
+
+
+Backend = Annotated[HyperModel, Depends(current_model)]
+
+
+def basic_auth_guard(settings: Settings):
+    """Reject requests without the configured basic-auth credentials (when configured)."""
+    security = HTTPBasic(auto_error=False)
+
+    def check(credentials: Annotated[HTTPBasicCredentials | None, Depends(security)]) -> None:
+        if not settings.basic_auth_user:
+            return
+        expected_pass = (
+            settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
+        )
+        valid = credentials is not None and (
+            secrets.compare_digest(credentials.username.encode(), settings.basic_auth_user.encode())
+            & secrets.compare_digest(credentials.password.encode(), expected_pass.encode())
+        )
+        if not valid:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "basic auth credentials missing or wrong",
+                headers={"WWW-Authenticate": "Basic"},
+            )
+
+    return check
+
+
+def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
+    """The ASGI app. ``model`` is built from ``settings`` at start-up unless given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.model = model or HyperModel.build(settings)
+        app.state.model.start()
+        yield
+        app.state.model.stop()
+
+    app = FastAPI(
+        title="hyper-ls-backend",
+        description="Routes preference comparisons to an LM judge or to human annotators.",
+        lifespan=lifespan,
+        dependencies=[Depends(basic_auth_guard(settings))],
+    )
+
+    @app.get("/health", response_model=HealthResponse)
+    def health(model: Backend) -> HealthResponse:
+        judge = model.pipeline.judge
+        return HealthResponse(
+            status="UP",
+            model_class=MODEL_CLASS,
+            judge=judge.model if judge else "none",
+            queue="redis" if settings.redis_url else "sqlite",
+            pending_jobs=model.queue.pending(),
+            notes=model.notes(),
+        )
+
+    @app.post("/setup", response_model=SetupResponse)
+    def setup(request: SetupRequest, model: Backend) -> SetupResponse:
+        try:
+            version = model.setup(request.project_id, request.schema_, request.extra_params)
+        except (LabelConfigError, ValueError) as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        return SetupResponse(model_version=version)
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(request: PredictRequest, model: Backend) -> PredictResponse:
+        project_id = project_of(request)
+        if model.store.project(project_id) is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"project {project_id} was never set up: connect the backend in the project's "
+                "Model settings first",
+            )
+        tasks = [task.model_dump() for task in request.tasks]
+        results = await run_in_threadpool(model.predict, project_id, tasks)
+        return PredictResponse(results=results)
+
+    @app.post("/webhook")
+    def webhook(event: WebhookEvent, model: Backend) -> dict[str, str]:
+        metrics.WEBHOOKS.labels(event.action).inc()
+        outcome = model.webhook(event)
+        return {"status": outcome}
+
+    @app.get("/metrics")
+    def prometheus(model: Backend) -> Response:
+        metrics.refresh(model)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def project_of(request: PredictRequest) -> int:
+    """LS sends ``project`` as ``"<id>.<timestamp>"`` (or a bare id)."""
+    if request.project is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request names no project")
+    try:
+        return int(str(request.project).split(".", 1)[0])
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"unreadable project {request.project!r}"
+        ) from None
+
+
+def app_from_environment() -> FastAPI:
+    """The app as ``hyper-ls serve`` runs it (uvicorn factory: one per worker process)."""
+    return create_app(Settings())

@@ -1,0 +1,248 @@
+"""The backend's model class, in the shape label-studio-ml users know: ``setup``,
+``predict(tasks, context)``, ``fit(event, data)``; plus the wiring that builds it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from hyper_ls_backend.core.comparison import Label, parse_label
+from hyper_ls_backend.core.router import Route, Router
+from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
+from hyper_ls_backend.jobs.queue import JobQueue, make_huey
+from hyper_ls_backend.lm import (
+    AnthropicJudge,
+    AnthropicTagger,
+    Judge,
+    OpenAICompatibleJudge,
+    OpenAICompatibleTagger,
+    RetryPolicy,
+    Tagger,
+)
+from hyper_ls_backend.ls.client import LabelStudioClient, strength_for
+from hyper_ls_backend.ls.label_config import (
+    PreferenceConfig,
+    Strength,
+    parse_label_config,
+    prediction_result,
+)
+from hyper_ls_backend.priors import load_default_router
+from hyper_ls_backend.server.schemas import WebhookEvent
+from hyper_ls_backend.settings import JudgeProvider, Settings
+from hyper_ls_backend.store import Store
+from hyper_ls_backend.store.schema import DecisionRecord
+
+log = logging.getLogger(__name__)
+
+
+def build_judge_and_tagger(settings: Settings, store: Store) -> tuple[Judge | None, Tagger | None]:
+    provider = settings.judge_provider
+    retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
+    common = {"timeout": settings.hyper_judge_timeout, "retry": retry}
+    if provider is JudgeProvider.ANTHROPIC:
+        key = settings.anthropic_api_key or settings.hyper_judge_api_key
+        options = {
+            "api_key": key.get_secret_value() if key else None,
+            **({"model": settings.hyper_judge_model} if settings.hyper_judge_model else {}),
+            **(
+                {"base_url": settings.hyper_judge_base_url} if settings.hyper_judge_base_url else {}
+            ),
+            **common,
+        }
+        judge = AnthropicJudge(**options, max_text_chars=settings.hyper_max_text_chars)
+        tagger = AnthropicTagger(**options, cache=store) if settings.hyper_tagger else None
+        return judge, tagger
+    if provider is JudgeProvider.OPENAI_COMPATIBLE:
+        if not (settings.hyper_judge_base_url and settings.hyper_judge_model):
+            raise ValueError(
+                "HYPER_JUDGE_PROVIDER=openai needs HYPER_JUDGE_BASE_URL and HYPER_JUDGE_MODEL"
+            )
+        key = settings.hyper_judge_api_key
+        options = {
+            "base_url": settings.hyper_judge_base_url,
+            "model": settings.hyper_judge_model,
+            "api_key": key.get_secret_value() if key else None,
+            **common,
+        }
+        judge = OpenAICompatibleJudge(**options, max_text_chars=settings.hyper_max_text_chars)
+        tagger = OpenAICompatibleTagger(**options, cache=store) if settings.hyper_tagger else None
+        return judge, tagger
+    return None, None
+
+
+@dataclass
+class HyperModel:
+    """One backend instance: state, pipeline, queue. Built once per server process."""
+
+    settings: Settings
+    store: Store
+    pipeline: Pipeline
+    queue: JobQueue
+
+    @classmethod
+    def build(cls, settings: Settings, immediate: bool = False) -> HyperModel:
+        store = Store(settings.sqlalchemy_url)
+        prior = (
+            Router.load(settings.hyper_router_model)
+            if settings.hyper_router_model
+            else load_default_router()
+        )
+        judge, tagger = build_judge_and_tagger(settings, store)
+        key = settings.label_studio_api_key
+        label_studio = (
+            LabelStudioClient.connect(settings.label_studio_url, key.get_secret_value())
+            if key
+            else None
+        )
+        pipeline = Pipeline(
+            settings, store, RouterRegistry(store, prior), judge, tagger, label_studio
+        )
+        queue = JobQueue(make_huey(settings, immediate=immediate), pipeline, settings.threads)
+        return cls(settings, store, pipeline, queue)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.queue.start()
+        self.queue.resume(self.store.undecided_tasks())
+        unwritten = [(d.project_id, d.task_id) for d in self.store.unwritten_decisions()]
+        if self.pipeline.label_studio is not None:
+            self.queue.resume(unwritten)
+        for note in self.notes():
+            log.warning(note)
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    def notes(self) -> list[str]:
+        """Plain statements about what this backend cannot do as configured."""
+        notes = []
+        if self.pipeline.judge is None:
+            notes.append(
+                "no LM judge configured (set ANTHROPIC_API_KEY, or HYPER_JUDGE_PROVIDER=openai "
+                "with HYPER_JUDGE_BASE_URL and HYPER_JUDGE_MODEL): every task goes to humans"
+            )
+        if self.pipeline.label_studio is None:
+            notes.append(
+                "LABEL_STUDIO_API_KEY is not set: decisions are stored but not written back "
+                "to Label Studio, and /predict is the only way to see them"
+            )
+        return notes
+
+    # -- the label-studio-ml contract ------------------------------------------------------
+
+    def setup(self, project_id: int, label_config: str, extra_params: Any) -> str:
+        """Check the project can be served; returns the model version it will be served by.
+
+        Raises ValueError naming what is missing from the config or wrong in extra params.
+        """
+        parse_label_config(label_config)
+        params = extra_params if isinstance(extra_params, dict) else {}
+        self.settings.for_project(extra_params)
+        self.store.save_project(project_id, label_config, params)
+        return self.pipeline.routers.for_project(project_id).version
+
+    def predict(self, project_id: int, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result per task, in order: the stored decision, routing unseen tasks now."""
+        config = parse_label_config(self.store.project(project_id).label_config)
+        self.store.record_tasks(project_id, tasks)
+        results = []
+        for task in tasks:
+            decision = self.store.decision(project_id, int(task["id"]))
+            if decision is None:
+                decision = self.pipeline.route_task(project_id, int(task["id"]))
+            results.append(prediction_for(decision, config))
+        return results
+
+    def webhook(self, event: WebhookEvent) -> str:
+        """Store what the event carries and enqueue the work; returns what was done."""
+        if event.action == "TASKS_CREATED":
+            return self._tasks_created(event)
+        if event.action in LABEL_EVENTS:
+            return self.fit(event.action, event.model_dump())
+        return "ignored"
+
+    def _tasks_created(self, event: WebhookEvent) -> str:
+        if event.project is None or not event.tasks:
+            return "ignored: no project or no tasks in the payload"
+        project_id = event.project.id
+        if self.store.project(project_id) is None:
+            if not event.project.label_config:
+                return f"ignored: project {project_id} was never set up"
+            self.setup(project_id, event.project.label_config, None)
+        fresh = self.store.record_tasks(project_id, event.tasks)
+        self.queue.route(project_id, [int(task["id"]) for task in event.tasks])
+        return f"queued {len(event.tasks)} tasks ({fresh} new)"
+
+    def fit(self, event: str, data: dict[str, Any]) -> str:
+        """Human labels: store them as they come, forget deleted ones."""
+        if event == "ANNOTATIONS_DELETED":
+            ids = [int(a["id"]) for a in data.get("annotations", []) if "id" in a]
+            return f"forgot {self.store.delete_human_labels(ids)} labels"
+        annotation, project = data.get("annotation") or {}, data.get("project") or {}
+        if not annotation or "id" not in project:
+            return "ignored: no annotation"
+        if annotation.get("was_cancelled"):
+            return "ignored: skipped task"
+        if annotation.get("parent_prediction") and self._made_by_backend(annotation):
+            return "ignored: the backend's own annotation"
+        stored = self.store.project(int(project["id"]))
+        if stored is None:
+            return "ignored: project was never set up"
+        label = human_label(parse_label_config(stored.label_config), annotation)
+        if label is None:
+            return "ignored: no preference in the annotation"
+        choice, coarse, strength = label
+        self.store.save_human_label(
+            int(annotation["id"]),
+            project_id=int(project["id"]),
+            task_id=int(annotation.get("task") or (data.get("task") or {}).get("id")),
+            label=coarse.value,
+            choice=choice,
+            strength=strength.value if strength else None,
+            annotator=completed_by(annotation),
+        )
+        return f"stored label {coarse.value}"
+
+    def _made_by_backend(self, annotation: dict[str, Any]) -> bool:
+        client = self.pipeline.label_studio
+        return client is not None and completed_by(annotation) == client.user_id
+
+
+LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
+
+
+def completed_by(annotation: dict[str, Any]) -> int | None:
+    """LS sends ``completed_by`` as an id or as a user object."""
+    user = annotation.get("completed_by")
+    if isinstance(user, dict):
+        user = user.get("id")
+    return int(user) if user is not None else None
+
+
+def human_label(
+    config: PreferenceConfig, annotation: dict[str, Any]
+) -> tuple[str, Label, Strength | None] | None:
+    """(choice, coarse label, strength) of the annotation's answer to the preference control."""
+    for region in annotation.get("result") or []:
+        if region.get("from_name") != config.control_name:
+            continue
+        choices = (region.get("value") or {}).get("choices") or []
+        if choices:
+            label, strength = config.label_for(choices[0])
+            return choices[0], label, strength
+    return None
+
+
+def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any]:
+    """A human-routed task gets no answer (a visible pre-fill anchors annotators)."""
+    result: list[dict[str, Any]] = []
+    if decision.route == Route.AI.value and decision.judge_label:
+        label = parse_label(decision.judge_label)
+        result = prediction_result(config, label, strength_for(decision.judge_confidence))
+    return {
+        "result": result,
+        "score": float(decision.score),
+        "model_version": decision.model_version,
+    }

@@ -1,0 +1,129 @@
+"""One ``Settings`` object, built at the edge from the environment and passed down.
+
+Nothing deeper than the server and the CLI reads ``os.environ``. Per-project overrides come
+from the ML backend's "extra params" in Label Studio (a JSON object whose keys are the
+lower-case names of the ``PROJECT_OVERRIDABLE`` settings below).
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class JudgeProvider(StrEnum):
+    ANTHROPIC = "anthropic"
+    OPENAI_COMPATIBLE = "openai"
+    NONE = "none"
+
+
+class AIMode(StrEnum):
+    ANNOTATE = "annotate"
+    """AI-routed tasks get the judge's prediction and an annotation made from it."""
+    PREDICT = "predict"
+    """AI-routed tasks get a prediction only, for teams that review every task."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the backend; the README's configuration table lists the same."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Label Studio
+    label_studio_url: str = "http://localhost:8080"
+    label_studio_api_key: SecretStr | None = None
+
+    # Where state lives
+    model_dir: Path = Path("./model_dir")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in MODEL_DIR"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis queue for multi-worker deployments; default: SQLite"
+    )
+
+    # Serving
+    host: str = "0.0.0.0"
+    port: int = 9090
+    workers: int = 1
+    threads: int = 4
+    basic_auth_user: str | None = None
+    basic_auth_pass: SecretStr | None = None
+    log_level: str = "INFO"
+
+    # Routing
+    hyper_budget: float = Field(default=0.25, ge=0.0, le=1.0)
+    hyper_ai_mode: AIMode = AIMode.ANNOTATE
+    hyper_router_model: Path | None = Field(
+        default=None, description="A fitted router JSON; default: the shipped prior"
+    )
+    hyper_annotators: list[str] = Field(
+        default_factory=list, description="Label Studio Enterprise: who gets human-routed tasks"
+    )
+
+    # Judge and tagger
+    hyper_judge_provider: JudgeProvider | None = Field(
+        default=None, description="default: anthropic when ANTHROPIC_API_KEY is set, else none"
+    )
+    hyper_judge_model: str | None = None
+    hyper_judge_base_url: str | None = None
+    hyper_judge_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    hyper_judge_timeout: float = 60.0
+    hyper_judge_max_attempts: int = 4
+    hyper_judge_concurrency: int = 4
+    hyper_tagger: bool = True
+    hyper_max_text_chars: int = 40_000
+
+    @field_validator("hyper_annotators", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def judge_provider(self) -> JudgeProvider:
+        if self.hyper_judge_provider is not None:
+            return self.hyper_judge_provider
+        return JudgeProvider.ANTHROPIC if self.anthropic_api_key else JudgeProvider.NONE
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.model_dir / 'hyper.sqlite3'}"
+
+    def for_project(self, extra_params: dict[str, Any] | str | None) -> Settings:
+        """These settings with a project's overrides applied (unknown keys are an error)."""
+        if not extra_params:
+            return self
+        if isinstance(extra_params, str):
+            try:
+                extra_params = json.loads(extra_params)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"extra params are not a JSON object: {error.msg}") from None
+        if not isinstance(extra_params, dict):
+            raise ValueError("extra params must be a JSON object")
+        unknown = sorted(set(extra_params) - PROJECT_OVERRIDABLE)
+        if unknown:
+            raise ValueError(
+                f"unknown extra params {unknown}; allowed: {sorted(PROJECT_OVERRIDABLE)}"
+            )
+        merged = {**self.model_dump(), **extra_params}
+        return Settings.model_validate(merged)
+
+
+PROJECT_OVERRIDABLE = frozenset(
+    {
+        "hyper_budget",
+        "hyper_ai_mode",
+        "hyper_annotators",
+        "hyper_judge_provider",
+        "hyper_judge_model",
+        "hyper_tagger",
+    }
+)

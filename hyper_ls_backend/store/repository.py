@@ -1,0 +1,266 @@
+"""The backend's durable state, behind one small object.
+
+Transactions are short and never wait on the network: judge calls and Label Studio
+write-backs happen between them. On SQLite every transaction takes the write lock when it
+begins (``BEGIN IMMEDIATE``), so the budget ledger is read and extended atomically even
+with several worker processes; on PostgreSQL the project row is locked instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hyper_ls_backend.store.schema import (
+    Base,
+    DecisionRecord,
+    HumanLabel,
+    JudgeOutput,
+    Project,
+    RouterVersion,
+    TagCacheEntry,
+    TaskRecord,
+    utcnow,
+)
+
+LEDGER_WINDOW = 1_000
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """How a project's budget stands before the next decision."""
+
+    n_seen: int
+    n_human: int
+    n_forced: int
+    recent_scores: list[float]
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_setup(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below decide
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ledger_lock = threading.Lock()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- projects --------------------------------------------------------------------------
+
+    def save_project(
+        self, project_id: int, label_config: str, extra_params: dict[str, Any]
+    ) -> None:
+        with self.session() as s:
+            project = s.get(Project, project_id) or Project(id=project_id)
+            project.label_config, project.extra_params = label_config, extra_params
+            s.add(project)
+
+    def project(self, project_id: int) -> Project | None:
+        with self.session() as s:
+            return s.get(Project, project_id)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def record_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> int:
+        """Remember imported tasks (once each); returns how many were new."""
+        ids = [int(t["id"]) for t in tasks]
+        with self.session() as s:
+            known = set(
+                s.scalars(
+                    select(TaskRecord.task_id).where(
+                        TaskRecord.project_id == project_id, TaskRecord.task_id.in_(ids)
+                    )
+                )
+            )
+            fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known}
+            s.add_all(
+                TaskRecord(project_id=project_id, task_id=tid, payload=task)
+                for tid, task in fresh.items()
+            )
+        return len(fresh)
+
+    def task(self, project_id: int, task_id: int) -> TaskRecord | None:
+        with self.session() as s:
+            return s.get(TaskRecord, (project_id, task_id))
+
+    def undecided_tasks(self) -> list[tuple[int, int]]:
+        """(project, task) pairs received but not yet routed, oldest first."""
+        with self.session() as s:
+            rows = s.execute(
+                select(TaskRecord.project_id, TaskRecord.task_id)
+                .outerjoin(
+                    DecisionRecord,
+                    (DecisionRecord.project_id == TaskRecord.project_id)
+                    & (DecisionRecord.task_id == TaskRecord.task_id),
+                )
+                .where(DecisionRecord.task_id.is_(None))
+                .order_by(TaskRecord.received_at, TaskRecord.task_id)
+            )
+            return [(p, t) for p, t in rows]
+
+    def save_comparison(
+        self, project_id: int, task_id: int, comparison: dict[str, Any] | None, problem: str | None
+    ) -> None:
+        with self.session() as s:
+            record = s.get(TaskRecord, (project_id, task_id))
+            record.comparison, record.problem = comparison, problem
+
+    # -- judge -----------------------------------------------------------------------------
+
+    def save_judge_output(self, project_id: int, task_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            s.merge(JudgeOutput(project_id=project_id, task_id=task_id, **fields))
+
+    def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
+        with self.session() as s:
+            return s.get(JudgeOutput, (project_id, task_id))
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decide(
+        self, project_id: int, task_id: int, decide: Callable[[Ledger], dict[str, Any]]
+    ) -> tuple[DecisionRecord, bool]:
+        """The task's decision, made now by ``decide(ledger)`` if it has none yet.
+
+        Returns (decision, made_now). Reading the ledger and writing the decision happen in
+        one locked transaction, so concurrent workers never overspend the budget.
+        """
+        with self._ledger_lock, self.session() as s:
+            if s.bind.dialect.name != "sqlite":
+                s.execute(select(Project).where(Project.id == project_id).with_for_update())
+            existing = s.get(DecisionRecord, (project_id, task_id))
+            if existing is not None:
+                return existing, False
+            ledger = self._ledger(s, project_id)
+            record = DecisionRecord(
+                project_id=project_id, task_id=task_id, sequence=ledger.n_seen + 1, **decide(ledger)
+            )
+            s.add(record)
+            return record, True
+
+    def _ledger(self, s: Session, project_id: int) -> Ledger:
+        in_project = DecisionRecord.project_id == project_id
+        human = DecisionRecord.route == "human"
+        n_seen = s.scalar(select(func.count()).where(in_project)) or 0
+        n_human = s.scalar(select(func.count()).where(in_project, human)) or 0
+        n_forced = (
+            s.scalar(select(func.count()).where(in_project, human, DecisionRecord.forced)) or 0
+        )
+        recent = s.scalars(
+            select(DecisionRecord.score)
+            .where(in_project)
+            .order_by(DecisionRecord.sequence.desc())
+            .limit(LEDGER_WINDOW)
+        ).all()
+        return Ledger(n_seen, n_human, n_forced, list(reversed(recent)))
+
+    def decision(self, project_id: int, task_id: int) -> DecisionRecord | None:
+        with self.session() as s:
+            return s.get(DecisionRecord, (project_id, task_id))
+
+    def unwritten_decisions(self) -> list[DecisionRecord]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(DecisionRecord)
+                    .where(DecisionRecord.written_at.is_(None))
+                    .order_by(DecisionRecord.project_id, DecisionRecord.sequence)
+                )
+            )
+
+    def mark_written(
+        self,
+        project_id: int,
+        task_id: int,
+        prediction_id: int | None = None,
+        annotation_id: int | None = None,
+    ) -> None:
+        with self.session() as s:
+            record = s.get(DecisionRecord, (project_id, task_id))
+            record.written_at = utcnow()
+            record.prediction_id, record.annotation_id = prediction_id, annotation_id
+
+    def decision_counts(self) -> dict[tuple[int, str], int]:
+        with self.session() as s:
+            rows = s.execute(
+                select(DecisionRecord.project_id, DecisionRecord.route, func.count()).group_by(
+                    DecisionRecord.project_id, DecisionRecord.route
+                )
+            )
+            return {(p, r): n for p, r, n in rows}
+
+    # -- human labels ----------------------------------------------------------------------
+
+    def save_human_label(self, annotation_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            s.merge(HumanLabel(annotation_id=annotation_id, updated_at=utcnow(), **fields))
+
+    def delete_human_labels(self, annotation_ids: Sequence[int]) -> int:
+        with self.session() as s:
+            labels = s.scalars(
+                select(HumanLabel).where(HumanLabel.annotation_id.in_(annotation_ids))
+            )
+            count = 0
+            for label in labels:
+                label.deleted, label.updated_at, count = True, utcnow(), count + 1
+            return count
+
+    def human_labels(self, project_id: int) -> list[HumanLabel]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(HumanLabel).where(
+                        HumanLabel.project_id == project_id, HumanLabel.deleted.is_(False)
+                    )
+                )
+            )
+
+    # -- router versions -------------------------------------------------------------------
+
+    def active_router(self, project_id: int) -> RouterVersion | None:
+        with self.session() as s:
+            return s.scalar(
+                select(RouterVersion).where(
+                    RouterVersion.project_id == project_id, RouterVersion.active.is_(True)
+                )
+            )
+
+    # -- tagger cache (the lm layer's TagCache protocol) -----------------------------------
+
+    def get(self, key: str) -> dict[str, str] | None:
+        with self.session() as s:
+            entry = s.get(TagCacheEntry, key)
+            return dict(entry.tags) if entry else None
+
+    def put(self, key: str, tags: dict[str, str]) -> None:
+        with self.session() as s:
+            s.merge(TagCacheEntry(key=key, tags=tags))

@@ -1,0 +1,114 @@
+"""Database tables (SQLAlchemy 2.0). SQLite in MODEL_DIR by default; any SQLAlchemy URL works.
+
+A row per Label Studio task imported (`tasks`), its judge output (`judge_outputs`), the
+one routing decision it will ever get (`decisions`, primary key = project + task, so a
+task cannot be routed twice), human labels (`human_labels`), router versions per project
+(`router_versions`) and the tagger's cache (`tag_cache`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_config: Mapped[str] = mapped_column(Text, default="")
+    extra_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskRecord(Base):
+    """A task as received on import: its raw payload, and the comparison read from it."""
+
+    __tablename__ = "tasks"
+
+    project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JudgeOutput(Base):
+    __tablename__ = "judge_outputs"
+
+    project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    verdict: Mapped[dict[str, Any]] = mapped_column()
+    calls: Mapped[list[Any]] = mapped_column()
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_s: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DecisionRecord(Base):
+    """The routing decision for a task. Written once; ``written_at`` records the write-back."""
+
+    __tablename__ = "decisions"
+
+    project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer)
+    """Order of decisions within the project: the budget ledger counts along it."""
+    route: Mapped[str] = mapped_column(String(8))
+    score: Mapped[float] = mapped_column(Float)
+    reasons: Mapped[list[Any]] = mapped_column()
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    judge_label: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    judge_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    annotation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class HumanLabel(Base):
+    __tablename__ = "human_labels"
+
+    annotation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    label: Mapped[str] = mapped_column(String(8))
+    choice: Mapped[str] = mapped_column(String(64))
+    strength: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    annotator: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RouterVersion(Base):
+    __tablename__ = "router_versions"
+
+    project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    artifact: Mapped[dict[str, Any]] = mapped_column()
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TagCacheEntry(Base):
+    __tablename__ = "tag_cache"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tags: Mapped[dict[str, Any]] = mapped_column()
