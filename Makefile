@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint
+.PHONY: install serve test lint
 
 $(BIN)/hyper-ls: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(BIN)/hyper-ls: pyproject.toml
 	touch $@
 
 install: $(BIN)/hyper-ls
+
+serve: install
+	$(BIN)/hyper-ls serve
 
 lint: install
 	$(BIN)/ruff check .

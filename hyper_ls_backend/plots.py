@@ -29,7 +29,10 @@ def plot_simulation(report: dict[str, Any], path: str | Path) -> None:
             budgets = [r["budget"] for r in rows]
             means = [r[key]["mean"] for r in rows]
             stds = [r[key]["std"] for r in rows]
-            axis.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, label=name)
+            if rows[0]["human_share"] in (0.0, 1.0):  # a fixed reference, not a budgeted router
+                axis.plot(budgets, means, linestyle="--", linewidth=1.2, label=name)
+            else:
+                axis.errorbar(budgets, means, yerr=stds, marker="o", capsize=3, label=name)
         if key == "capture_ratio":
             axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         axis.set_title(title)

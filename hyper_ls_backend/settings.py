@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class JudgeProvider(StrEnum):
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     hyper_router_model: Path | None = Field(
         default=None, description="A fitted router JSON; default: the shipped prior"
     )
-    hyper_annotators: list[str] = Field(
+    hyper_annotators: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Label Studio Enterprise: who gets human-routed tasks"
     )
 
@@ -76,7 +76,6 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     hyper_judge_timeout: float = 60.0
     hyper_judge_max_attempts: int = 4
-    hyper_judge_concurrency: int = 4
     hyper_tagger: bool = True
     hyper_max_text_chars: int = 40_000
 
