@@ -1,36 +1,36 @@
 """Talking to LMs: the judge and the tagger, their prompts, parsing, retries and cost.
 
-Depends on core types, ``anthropic`` and ``requests`` only. Every client takes its
-settings as constructor arguments; nothing here reads the environment.
+Depends on core types, ``anthropic`` and ``requests`` only. Nothing here reads the
+environment: the caller builds one transport (``AnthropicTransport`` or
+``OpenAICompatibleTransport``) from its settings and injects it into a ``Judge`` and a
+``Tagger``, which may share it::
+
+    transport = AnthropicTransport(api_key=key, timeout=30.0)
+    judge = Judge(transport, retry=RetryPolicy(attempts=4))
+    tagger = Tagger(transport, cache=LRUTagCache())
 """
 
 from hyper_ls_backend.lm.anthropic_api import (
+    ANTHROPIC_BASE_URL,
     DEFAULT_ANTHROPIC_MODEL,
     AnthropicTransport,
     build_anthropic_client,
 )
 from hyper_ls_backend.lm.cache import LRUTagCache, TagCache
-from hyper_ls_backend.lm.judge import (
-    AnthropicJudge,
-    Judge,
-    JudgeCall,
-    JudgeResult,
-    OpenAICompatibleJudge,
-)
+from hyper_ls_backend.lm.judge import Judge, JudgeCall, JudgeResult
 from hyper_ls_backend.lm.openai_api import OpenAICompatibleTransport
 from hyper_ls_backend.lm.pricing import DEFAULT_PRICES, Price, PriceTable
 from hyper_ls_backend.lm.retry import RetryPolicy
-from hyper_ls_backend.lm.tagger import AnthropicTagger, OpenAICompatibleTagger, Tagger, TagResult
-from hyper_ls_backend.lm.tags import TAG_CHOICES, TAG_NAMES
+from hyper_ls_backend.lm.tagger import Tagger, TagResult
+from hyper_ls_backend.lm.tags import FREE_TEXT_TAGS, TAG_NAMES
 from hyper_ls_backend.lm.transport import Completion, LMError, StructuredRequest, Transport
 
 __all__ = [
+    "ANTHROPIC_BASE_URL",
     "DEFAULT_ANTHROPIC_MODEL",
     "DEFAULT_PRICES",
-    "TAG_CHOICES",
+    "FREE_TEXT_TAGS",
     "TAG_NAMES",
-    "AnthropicJudge",
-    "AnthropicTagger",
     "AnthropicTransport",
     "Completion",
     "Judge",
@@ -38,8 +38,6 @@ __all__ = [
     "JudgeResult",
     "LMError",
     "LRUTagCache",
-    "OpenAICompatibleJudge",
-    "OpenAICompatibleTagger",
     "OpenAICompatibleTransport",
     "Price",
     "PriceTable",

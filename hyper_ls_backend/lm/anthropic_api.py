@@ -20,8 +20,7 @@ from hyper_ls_backend.lm.transport import (
     Redactor,
     StructuredRequest,
     TransientLMError,
-    is_retryable_status,
-    parse_retry_after,
+    status_error,
 )
 
 DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
@@ -84,9 +83,7 @@ class AnthropicTransport:
             raise TransientLMError(self._redact(f"connection error: {error}")) from error
         except anthropic.APIStatusError as error:
             detail = self._redact(_status_detail(error))
-            if is_retryable_status(error.status_code):
-                raise TransientLMError(detail, parse_retry_after(error.response.headers)) from error
-            raise LMError(detail) from error
+            raise status_error(error.status_code, detail, error.response.headers) from error
         except anthropic.AnthropicError as error:
             raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
         return _completion(message, request.schema_name)

@@ -20,19 +20,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-import anthropic
-import requests
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from hyper_ls_backend.core.comparison import FIVE_POINT_SCALE, Comparison, JudgeVerdict, Label
-from hyper_ls_backend.lm.anthropic_api import (
-    ANTHROPIC_BASE_URL,
-    DEFAULT_ANTHROPIC_MODEL,
-    AnthropicTransport,
-    ToolChoice,
-)
 from hyper_ls_backend.lm.batch import map_bounded
-from hyper_ls_backend.lm.openai_api import OpenAICompatibleTransport, ResponseFormat
 from hyper_ls_backend.lm.parsing import UnparseableAnswer, parse_verdict
 from hyper_ls_backend.lm.pricing import PriceTable
 from hyper_ls_backend.lm.prompts import DEFAULT_MAX_TEXT_CHARS, judge_request
@@ -135,7 +126,11 @@ def combine(calls: Sequence[JudgeCall], model: str) -> JudgeVerdict:
 
 
 class Judge:
-    """An LM judge over any ``Transport``. Thread-safe: one instance serves a whole batch."""
+    """An LM judge over any ``Transport``. Thread-safe: one instance serves a whole batch.
+
+    The transport (``AnthropicTransport``, ``OpenAICompatibleTransport``) carries the API's
+    settings and is built once by the caller; one transport can serve a judge and a tagger.
+    """
 
     def __init__(
         self,
@@ -187,97 +182,12 @@ class Judge:
             max_tokens=self._max_output_tokens,
         )
         outcome = call_with_retries(self._transport, request, self._retry)
-        completion = outcome.completion
-        if completion is None:
-            return JudgeCall(
-                swapped=swapped,
-                latency_s=outcome.latency_s,
-                attempts=outcome.attempts,
-                error=outcome.error,
-            )
-        answered = JudgeCall(
-            swapped=swapped,
-            raw=completion.raw,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=self._prices.cost(
-                self.model, completion.input_tokens, completion.output_tokens
-            ),
-            latency_s=outcome.latency_s,
-            attempts=outcome.attempts,
-        )
+        answered = JudgeCall(swapped=swapped, **outcome.record(self._prices, self.model))
+        if outcome.completion is None:
+            return answered
         try:
-            parsed = parse_verdict(completion)
+            parsed = parse_verdict(outcome.completion)
         except UnparseableAnswer as error:
             return answered.model_copy(update={"error": str(error)})
         preference = UNSWAP[parsed.preference] if swapped else parsed.preference
         return answered.model_copy(update={"preference": preference, "rationale": parsed.rationale})
-
-
-class AnthropicJudge(Judge):
-    """A judge on the Anthropic Messages API. Pass ``client`` (tests, shared clients) or
-    ``api_key``; settings come from the caller, never from the environment."""
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        client: anthropic.Anthropic | None = None,
-        model: str = DEFAULT_ANTHROPIC_MODEL,
-        base_url: str = ANTHROPIC_BASE_URL,
-        timeout: float = 60.0,
-        tool_choice: ToolChoice = "forced",
-        prices: PriceTable | None = None,
-        retry: RetryPolicy | None = None,
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        max_output_tokens: int = 1024,
-    ) -> None:
-        transport = AnthropicTransport(
-            client,
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            model=model,
-            tool_choice=tool_choice,
-        )
-        super().__init__(
-            transport,
-            prices=prices,
-            retry=retry,
-            max_text_chars=max_text_chars,
-            max_output_tokens=max_output_tokens,
-        )
-
-
-class OpenAICompatibleJudge(Judge):
-    """A judge on an OpenAI-compatible chat completions endpoint (vLLM, Ollama, llama.cpp)."""
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        response_format: ResponseFormat = "json_schema",
-        session: requests.Session | None = None,
-        prices: PriceTable | None = None,
-        retry: RetryPolicy | None = None,
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        max_output_tokens: int = 1024,
-    ) -> None:
-        transport = OpenAICompatibleTransport(
-            base_url=base_url,
-            model=model,
-            api_key=api_key,
-            timeout=timeout,
-            response_format=response_format,
-            session=session,
-        )
-        super().__init__(
-            transport,
-            prices=prices,
-            retry=retry,
-            max_text_chars=max_text_chars,
-            max_output_tokens=max_output_tokens,
-        )

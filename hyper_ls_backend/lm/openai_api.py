@@ -21,8 +21,7 @@ from hyper_ls_backend.lm.transport import (
     Redactor,
     StructuredRequest,
     TransientLMError,
-    is_retryable_status,
-    parse_retry_after,
+    status_error,
 )
 
 ResponseFormat = Literal["json_schema", "json_object", "none"]
@@ -72,9 +71,7 @@ class OpenAICompatibleTransport:
             raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
         if response.status_code >= 400:
             detail = self._redact(f"HTTP {response.status_code}: {_error_message(response)}")
-            if is_retryable_status(response.status_code):
-                raise TransientLMError(detail, parse_retry_after(response.headers))
-            raise LMError(detail)
+            raise status_error(response.status_code, detail, response.headers)
         return _completion(response)
 
     def _body(self, request: StructuredRequest) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyper_ls_backend.core.comparison import Comparison, Turn
+from hyper_ls_backend.core.features import TAG_VOCABULARY
 from hyper_ls_backend.lm.parsing import PREFERENCES
-from hyper_ls_backend.lm.tags import TAG_CHOICES
+from hyper_ls_backend.lm.tags import FREE_TEXT_TAGS, TAG_NAMES
 from hyper_ls_backend.lm.transport import StructuredRequest
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
@@ -61,11 +62,13 @@ or data (yes, no).
 TAGS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        **{name: {"type": "string", "enum": list(values)} for name, values in TAG_CHOICES.items()},
-        "subject": {"type": "string"},
-        "language": {"type": "string"},
+        **{
+            name: {"type": "string", "enum": list(values)}
+            for name, values in TAG_VOCABULARY.items()
+        },
+        **{name: {"type": "string"} for name in FREE_TEXT_TAGS},
     },
-    "required": [*TAG_CHOICES, "subject", "language"],
+    "required": list(TAG_NAMES),
     "additionalProperties": False,
 }
 

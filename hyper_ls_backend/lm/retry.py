@@ -10,9 +10,11 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from hyper_ls_backend.lm.pricing import PriceTable
 from hyper_ls_backend.lm.transport import (
     Completion,
     LMError,
@@ -57,6 +59,21 @@ class CallOutcome:
     error: str | None
     attempts: int
     latency_s: float
+
+    def record(self, prices: PriceTable, model: str) -> dict[str, Any]:
+        """The fields every call's result keeps: the answer verbatim, tokens, cost, latency,
+        attempts, and the error when the call failed (a failed call costs nothing)."""
+        completion = self.completion
+        if completion is None:
+            return {"latency_s": self.latency_s, "attempts": self.attempts, "error": self.error}
+        return {
+            "raw": completion.raw,
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+            "cost_usd": prices.cost(model, completion.input_tokens, completion.output_tokens),
+            "latency_s": self.latency_s,
+            "attempts": self.attempts,
+        }
 
 
 def call_with_retries(

@@ -11,19 +11,10 @@ import hashlib
 import logging
 from collections.abc import Iterable
 
-import anthropic
-import requests
 from pydantic import BaseModel, ConfigDict
 
-from hyper_ls_backend.lm.anthropic_api import (
-    ANTHROPIC_BASE_URL,
-    DEFAULT_ANTHROPIC_MODEL,
-    AnthropicTransport,
-    ToolChoice,
-)
 from hyper_ls_backend.lm.batch import map_bounded
 from hyper_ls_backend.lm.cache import LRUTagCache, TagCache
-from hyper_ls_backend.lm.openai_api import OpenAICompatibleTransport, ResponseFormat
 from hyper_ls_backend.lm.parsing import answer_object
 from hyper_ls_backend.lm.pricing import PriceTable
 from hyper_ls_backend.lm.prompts import DEFAULT_MAX_TEXT_CHARS, tagger_request
@@ -56,7 +47,8 @@ class TagResult(BaseModel):
 
 
 class Tagger:
-    """A tagger over any ``Transport``. Thread-safe when its cache is."""
+    """A tagger over any ``Transport`` (shareable with a ``Judge``). Thread-safe when its
+    cache is."""
 
     def __init__(
         self,
@@ -92,22 +84,10 @@ class Tagger:
             prompt, max_chars=self._max_text_chars, max_tokens=self._max_output_tokens
         )
         outcome = call_with_retries(self._transport, request, self._retry)
+        answered = TagResult(tags={}, **outcome.record(self._prices, self.model))
         completion = outcome.completion
         if completion is None:
-            return TagResult(
-                tags={}, latency_s=outcome.latency_s, attempts=outcome.attempts, error=outcome.error
-            )
-        answered = TagResult(
-            tags={},
-            raw=completion.raw,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=self._prices.cost(
-                self.model, completion.input_tokens, completion.output_tokens
-            ),
-            latency_s=outcome.latency_s,
-            attempts=outcome.attempts,
-        )
+            return answered
         answer = answer_object(completion)
         if answer is None:
             error = f"no JSON object in the answer (stop reason {completion.stop_reason})"
@@ -126,71 +106,3 @@ class Tagger:
         distinct = list(dict.fromkeys(prompts))
         results = dict(zip(distinct, map_bounded(self.tag, distinct, max_concurrency), strict=True))
         return [results[prompt] for prompt in prompts]
-
-
-class AnthropicTagger(Tagger):
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        client: anthropic.Anthropic | None = None,
-        model: str = DEFAULT_ANTHROPIC_MODEL,
-        base_url: str = ANTHROPIC_BASE_URL,
-        timeout: float = 60.0,
-        tool_choice: ToolChoice = "forced",
-        cache: TagCache | None = None,
-        prices: PriceTable | None = None,
-        retry: RetryPolicy | None = None,
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        max_output_tokens: int = 512,
-    ) -> None:
-        transport = AnthropicTransport(
-            client,
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            model=model,
-            tool_choice=tool_choice,
-        )
-        super().__init__(
-            transport,
-            cache=cache,
-            prices=prices,
-            retry=retry,
-            max_text_chars=max_text_chars,
-            max_output_tokens=max_output_tokens,
-        )
-
-
-class OpenAICompatibleTagger(Tagger):
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        response_format: ResponseFormat = "json_schema",
-        session: requests.Session | None = None,
-        cache: TagCache | None = None,
-        prices: PriceTable | None = None,
-        retry: RetryPolicy | None = None,
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        max_output_tokens: int = 512,
-    ) -> None:
-        transport = OpenAICompatibleTransport(
-            base_url=base_url,
-            model=model,
-            api_key=api_key,
-            timeout=timeout,
-            response_format=response_format,
-            session=session,
-        )
-        super().__init__(
-            transport,
-            cache=cache,
-            prices=prices,
-            retry=retry,
-            max_text_chars=max_text_chars,
-            max_output_tokens=max_output_tokens,
-        )

@@ -1,8 +1,9 @@
-"""The descriptive tag vocabulary (HyPER's tagger dimensions) and how answers are cleaned.
+"""The tagger's dimensions and how its answers are cleaned.
 
-An LM's answer is normalised (case, spacing, common synonyms) and validated; a value
-outside the vocabulary is dropped with a note rather than stored, so the router only ever
-sees the values it was trained on.
+The closed dimensions' values are core's (``core.features.TAG_VOCABULARY``), the ones the
+router's features are built from. An LM's answer is normalised (case, spacing, common
+synonyms) and validated; a value outside the vocabulary is dropped with a note rather than
+stored, so the router only ever sees the values it was trained on.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-TAG_CHOICES: Mapping[str, tuple[str, ...]] = {
-    "safety_concern": ("safe", "low", "moderate", "high"),
-    "complexity_of_intents": ("simple", "moderate", "complex"),
-    "expertise": ("general_public", "basic_domain", "expert_domain"),
-    "open_endedness": ("no", "low", "moderate", "high"),
-    "format_constraints": ("yes", "no"),
-    "context_material": ("yes", "no"),
-}
+from hyper_ls_backend.core.features import TAG_VOCABULARY
+
 FREE_TEXT_TAGS: tuple[str, ...] = ("subject", "language")
-TAG_NAMES: tuple[str, ...] = (*TAG_CHOICES, *FREE_TEXT_TAGS)
+"""The open dimensions (``core.features.OPEN_TAG_DIMENSIONS``) the tagger describes; the
+third, ``category``, comes from the dataset (``meta.category``), not from an LM."""
+TAG_NAMES: tuple[str, ...] = (*TAG_VOCABULARY, *FREE_TEXT_TAGS)
+"""Every tag the tagger answers: core's closed dimensions, then the open ones above."""
 
 _SYNONYMS: Mapping[str, Mapping[str, str]] = {
     "safety_concern": {"none": "safe", "no": "safe", "medium": "moderate"},
@@ -80,10 +78,10 @@ def _clean_value(name: str, value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     text = " ".join(value.split()).lower().strip(" .;:'\"")
-    if name in TAG_CHOICES:
+    if name in TAG_VOCABULARY:
         token = re.sub(r"[\s\-]+", "_", text)
         token = _SYNONYMS.get(name, {}).get(token, token)
-        return token if token in TAG_CHOICES[name] else None
+        return token if token in TAG_VOCABULARY[name] else None
     if name == "language":
         text = _LANGUAGE_CODES.get(text, text)
         return text if _LANGUAGE.fullmatch(text) else None
@@ -91,8 +89,8 @@ def _clean_value(name: str, value: Any) -> str | None:
 
 
 def _expected(name: str) -> str:
-    if name in TAG_CHOICES:
-        return "expected one of " + ", ".join(TAG_CHOICES[name])
+    if name in TAG_VOCABULARY:
+        return "expected one of " + ", ".join(TAG_VOCABULARY[name])
     if name == "language":
         return "expected a language name"
     return "expected a short subject"

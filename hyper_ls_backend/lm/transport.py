@@ -80,6 +80,14 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUS or status >= 500
 
 
+def status_error(status: int, detail: str, headers: Mapping[str, str]) -> LMError:
+    """The error for an HTTP error response: transient, with the server's requested wait,
+    when the status is worth retrying. ``detail`` must already be redacted."""
+    if is_retryable_status(status):
+        return TransientLMError(detail, parse_retry_after(headers))
+    return LMError(detail)
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
     lowered = {k.lower(): v for k, v in headers.items()}

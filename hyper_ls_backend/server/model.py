@@ -12,13 +12,14 @@ from hyper_ls_backend.core.router import Route, Router
 from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
 from hyper_ls_backend.jobs.queue import JobQueue, make_huey
 from hyper_ls_backend.lm import (
-    AnthropicJudge,
-    AnthropicTagger,
+    ANTHROPIC_BASE_URL,
+    DEFAULT_ANTHROPIC_MODEL,
+    AnthropicTransport,
     Judge,
-    OpenAICompatibleJudge,
-    OpenAICompatibleTagger,
+    OpenAICompatibleTransport,
     RetryPolicy,
     Tagger,
+    Transport,
 )
 from hyper_ls_backend.ls.client import LabelStudioClient, strength_for
 from hyper_ls_backend.ls.label_config import (
@@ -37,38 +38,35 @@ log = logging.getLogger(__name__)
 
 
 def build_judge_and_tagger(settings: Settings, store: Store) -> tuple[Judge | None, Tagger | None]:
+    """One transport from the settings, shared by the judge and the tagger."""
     provider = settings.judge_provider
-    retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
-    common = {"timeout": settings.hyper_judge_timeout, "retry": retry}
+    transport: Transport
     if provider is JudgeProvider.ANTHROPIC:
         key = settings.anthropic_api_key or settings.hyper_judge_api_key
-        options = {
-            "api_key": key.get_secret_value() if key else None,
-            **({"model": settings.hyper_judge_model} if settings.hyper_judge_model else {}),
-            **(
-                {"base_url": settings.hyper_judge_base_url} if settings.hyper_judge_base_url else {}
-            ),
-            **common,
-        }
-        judge = AnthropicJudge(**options, max_text_chars=settings.hyper_max_text_chars)
-        tagger = AnthropicTagger(**options, cache=store) if settings.hyper_tagger else None
-        return judge, tagger
-    if provider is JudgeProvider.OPENAI_COMPATIBLE:
+        transport = AnthropicTransport(
+            api_key=key.get_secret_value() if key else None,
+            base_url=settings.hyper_judge_base_url or ANTHROPIC_BASE_URL,
+            model=settings.hyper_judge_model or DEFAULT_ANTHROPIC_MODEL,
+            timeout=settings.hyper_judge_timeout,
+        )
+    elif provider is JudgeProvider.OPENAI_COMPATIBLE:
         if not (settings.hyper_judge_base_url and settings.hyper_judge_model):
             raise ValueError(
                 "HYPER_JUDGE_PROVIDER=openai needs HYPER_JUDGE_BASE_URL and HYPER_JUDGE_MODEL"
             )
         key = settings.hyper_judge_api_key
-        options = {
-            "base_url": settings.hyper_judge_base_url,
-            "model": settings.hyper_judge_model,
-            "api_key": key.get_secret_value() if key else None,
-            **common,
-        }
-        judge = OpenAICompatibleJudge(**options, max_text_chars=settings.hyper_max_text_chars)
-        tagger = OpenAICompatibleTagger(**options, cache=store) if settings.hyper_tagger else None
-        return judge, tagger
-    return None, None
+        transport = OpenAICompatibleTransport(
+            base_url=settings.hyper_judge_base_url,
+            model=settings.hyper_judge_model,
+            api_key=key.get_secret_value() if key else None,
+            timeout=settings.hyper_judge_timeout,
+        )
+    else:
+        return None, None
+    retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
+    judge = Judge(transport, retry=retry, max_text_chars=settings.hyper_max_text_chars)
+    tagger = Tagger(transport, retry=retry, cache=store) if settings.hyper_tagger else None
+    return judge, tagger
 
 
 @dataclass

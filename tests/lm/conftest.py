@@ -1,16 +1,17 @@
-"""Fixtures for the lm tests: a live fake LM server and clients aimed at it."""
+"""Fixtures for the lm tests: a live fake LM server and transports aimed at it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import anthropic
 import pytest
 
-from hyper_ls_backend.lm import AnthropicJudge, OpenAICompatibleJudge
+from hyper_ls_backend.lm import AnthropicTransport, OpenAICompatibleTransport
 
 from .fake_llm_server import FakeLLMServer
-from .helpers import API_KEY, FAST_RETRY
+from .helpers import API_KEY
 
 
 @pytest.fixture
@@ -21,34 +22,21 @@ def server() -> Iterator[FakeLLMServer]:
 
 
 @pytest.fixture
-def anthropic_judge(server: FakeLLMServer) -> Callable[..., AnthropicJudge]:
-    def build(**overrides: object) -> AnthropicJudge:
-        settings: dict[str, object] = {
-            "api_key": API_KEY,
-            "base_url": server.base_url,
-            "timeout": 2.0,
-            "retry": FAST_RETRY,
-        }
-        settings.update(overrides)
-        return AnthropicJudge(**settings)  # type: ignore[arg-type]
-
-    return build
+def anthropic_transport(server: FakeLLMServer) -> Callable[..., AnthropicTransport]:
+    """Builds an ``AnthropicTransport`` aimed at the fake server; keywords override."""
+    return partial(AnthropicTransport, api_key=API_KEY, base_url=server.base_url, timeout=2.0)
 
 
 @pytest.fixture
-def openai_judge(server: FakeLLMServer) -> Callable[..., OpenAICompatibleJudge]:
-    def build(**overrides: object) -> OpenAICompatibleJudge:
-        settings: dict[str, object] = {
-            "base_url": f"{server.base_url}/v1",
-            "model": "local-model",
-            "api_key": API_KEY,
-            "timeout": 2.0,
-            "retry": FAST_RETRY,
-        }
-        settings.update(overrides)
-        return OpenAICompatibleJudge(**settings)  # type: ignore[arg-type]
-
-    return build
+def openai_transport(server: FakeLLMServer) -> Callable[..., OpenAICompatibleTransport]:
+    """Builds an ``OpenAICompatibleTransport`` aimed at the fake server; keywords override."""
+    return partial(
+        OpenAICompatibleTransport,
+        base_url=f"{server.base_url}/v1",
+        model="local-model",
+        api_key=API_KEY,
+        timeout=2.0,
+    )
 
 
 @pytest.fixture

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.lm import RetryPolicy
+from hyper_ls_backend.lm import Judge, RetryPolicy, Tagger
 
 from .fake_llm_server import Recorded
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.001, max_wait=0.05)
+
+make_judge = partial(Judge, retry=FAST_RETRY)
+"""``Judge(transport, ...)`` with fast retries unless ``retry`` is given."""
+make_tagger = partial(Tagger, retry=FAST_RETRY)
+"""``Tagger(transport, ...)`` with fast retries unless ``retry`` is given."""
 
 
 def make_comparison(id: str = "c1", **fields: object) -> Comparison:

@@ -11,7 +11,7 @@ import anthropic
 import pytest
 
 from hyper_ls_backend.core.comparison import Label
-from hyper_ls_backend.lm import AnthropicJudge, Price, PriceTable, RetryPolicy
+from hyper_ls_backend.lm import AnthropicTransport, Judge, Price, PriceTable, RetryPolicy
 
 from .fake_llm_server import (
     FakeLLMServer,
@@ -21,9 +21,9 @@ from .fake_llm_server import (
     anthropic_text_reply,
     anthropic_tool_reply,
 )
-from .helpers import API_KEY, make_comparison, shows_alpha_first
+from .helpers import API_KEY, make_comparison, make_judge, shows_alpha_first
 
-JudgeFactory = Callable[..., AnthropicJudge]
+TransportFactory = Callable[..., AnthropicTransport]
 
 
 def verdict(preference: str, **usage: int) -> Reply:
@@ -31,12 +31,12 @@ def verdict(preference: str, **usage: int) -> Reply:
 
 
 def test_verdict_in_both_orders_is_unswapped_and_consistent(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     # ALPHA is better: the judge says "A" when ALPHA is shown first and "B" when swapped.
     server.script(verdict("A-is-clearly-better"), verdict("B-is-clearly-better"))
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.verdict.label is Label.A
     assert result.verdict.consistent is True
@@ -53,11 +53,11 @@ def test_verdict_in_both_orders_is_unswapped_and_consistent(
 
 
 def test_request_forces_the_verdict_tool_with_the_five_point_schema(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(verdict("Tie"), verdict("Tie"))
 
-    anthropic_judge().judge(make_comparison())
+    make_judge(anthropic_transport()).judge(make_comparison())
 
     body = server.requests[0].body
     assert body["tool_choice"] == {"type": "tool", "name": "record_verdict"}
@@ -73,22 +73,22 @@ def test_request_forces_the_verdict_tool_with_the_five_point_schema(
 
 
 def test_auto_tool_choice_for_models_that_reject_forced_tools(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(verdict("Tie"), verdict("Tie"))
 
-    anthropic_judge(tool_choice="auto").judge(make_comparison())
+    make_judge(anthropic_transport(tool_choice="auto")).judge(make_comparison())
 
     assert server.requests[0].body["tool_choice"] == {"type": "auto"}
 
 
 def test_position_biased_judge_is_inconsistent(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     # Always prefers whatever is shown first: after un-swapping the answers disagree.
     server.script(verdict("A-is-slightly-better"), verdict("A-is-slightly-better"))
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.verdict.consistent is False
     assert result.verdict.label is Label.TIE
@@ -97,14 +97,14 @@ def test_position_biased_judge_is_inconsistent(
 
 
 def test_plain_text_answer_is_parsed_when_no_tool_use_comes_back(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(
         anthropic_text_reply("Having compared both, my verdict: B is slightly better."),
         anthropic_text_reply('```json\n{"preference": "A-is-slightly-better"}\n```'),
     )
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     # B-slightly in the first order; A-slightly when swapped means B-slightly too.
     assert result.verdict.label is Label.B
@@ -113,14 +113,14 @@ def test_plain_text_answer_is_parsed_when_no_tool_use_comes_back(
 
 
 def test_tokens_and_cost_are_summed_over_both_calls(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(
         verdict("Tie", input_tokens=1000, output_tokens=200),
         verdict("Tie", input_tokens=1200, output_tokens=100),
     )
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert (result.input_tokens, result.output_tokens) == (2200, 300)
     assert result.cost_usd == pytest.approx((2200 * 3.0 + 300 * 15.0) / 1e6)
@@ -129,34 +129,40 @@ def test_tokens_and_cost_are_summed_over_both_calls(
     assert result.latency_s > 0
 
 
-def test_price_table_is_configurable(server: FakeLLMServer, anthropic_judge: JudgeFactory) -> None:
+def test_price_table_is_configurable(
+    server: FakeLLMServer, anthropic_transport: TransportFactory
+) -> None:
     server.script(
         verdict("Tie", input_tokens=1_000_000, output_tokens=0),
         verdict("Tie", input_tokens=1_000_000, output_tokens=0),
     )
     prices = PriceTable({"claude-sonnet-4-6": Price(input_per_mtok=0.5, output_per_mtok=1.0)})
 
-    result = anthropic_judge(prices=prices).judge(make_comparison())
+    result = make_judge(anthropic_transport(), prices=prices).judge(make_comparison())
 
     assert result.cost_usd == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("status", [429, 500, 529])
 def test_retryable_errors_are_retried_then_succeed(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory, status: int
+    server: FakeLLMServer, anthropic_transport: TransportFactory, status: int
 ) -> None:
     server.script(anthropic_error(status), verdict("Tie"), verdict("Tie"))
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.verdict.label is Label.TIE
     assert [c.attempts for c in result.calls] == [2, 1]
     assert len(server.requests) == 3
 
 
-def test_retry_after_is_honoured(server: FakeLLMServer, anthropic_judge: JudgeFactory) -> None:
+def test_retry_after_is_honoured(
+    server: FakeLLMServer, anthropic_transport: TransportFactory
+) -> None:
     server.script(anthropic_error(429, retry_after="0.3"), verdict("Tie"), verdict("Tie"))
-    judge = anthropic_judge(retry=RetryPolicy(attempts=2, initial_wait=0.001, max_wait=5.0))
+    judge = make_judge(
+        anthropic_transport(), retry=RetryPolicy(attempts=2, initial_wait=0.001, max_wait=5.0)
+    )
 
     start = time.monotonic()
     result = judge.judge(make_comparison())
@@ -165,21 +171,21 @@ def test_retry_after_is_honoured(server: FakeLLMServer, anthropic_judge: JudgeFa
     assert result.verdict.label is Label.TIE
 
 
-def test_timeouts_are_retried(server: FakeLLMServer, anthropic_judge: JudgeFactory) -> None:
+def test_timeouts_are_retried(server: FakeLLMServer, anthropic_transport: TransportFactory) -> None:
     server.script(Reply(delay=2.0), verdict("Tie"), verdict("Tie"))
 
-    result = anthropic_judge(timeout=0.2).judge(make_comparison())
+    result = make_judge(anthropic_transport(timeout=0.2)).judge(make_comparison())
 
     assert result.verdict.label is Label.TIE
     assert result.calls[0].attempts == 2
 
 
 def test_exhausted_retries_give_a_failed_verdict_with_the_error(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.responder = lambda request: anthropic_error(529, "Overloaded")
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.failed and result.verdict.label is None
     assert result.verdict.consistent is None and result.verdict.confidence is None
@@ -190,36 +196,38 @@ def test_exhausted_retries_give_a_failed_verdict_with_the_error(
 
 
 def test_client_errors_are_not_retried(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.responder = lambda request: anthropic_error(400, "tool_choice not supported")
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.failed
     assert [c.attempts for c in result.calls] == [1, 1]
     assert "tool_choice not supported" in (result.error or "")
 
 
-def test_unreachable_server_gives_a_failed_verdict(anthropic_judge: JudgeFactory) -> None:
+def test_unreachable_server_gives_a_failed_verdict(anthropic_transport: TransportFactory) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
 
-    result = anthropic_judge(base_url=f"http://127.0.0.1:{closed_port}").judge(make_comparison())
+    judge = make_judge(anthropic_transport(base_url=f"http://127.0.0.1:{closed_port}"))
+
+    result = judge.judge(make_comparison())
 
     assert result.failed
     assert "connection error" in (result.error or "")
 
 
 def test_garbage_answer_fails_but_its_tokens_are_charged(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.responder = lambda request: anthropic_text_reply(
         "I cannot decide, both have merit. A is good; B is good.", output_tokens=50
     )
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.failed
     assert "no preference in the answer" in (result.error or "")
@@ -228,11 +236,11 @@ def test_garbage_answer_fails_but_its_tokens_are_charged(
 
 
 def test_one_failed_order_still_gives_a_verdict_marked_single_order(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(verdict("A-is-clearly-better"), *[anthropic_error(500)] * 3)
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert result.verdict.label is Label.A
     assert result.verdict.consistent is None
@@ -241,7 +249,7 @@ def test_one_failed_order_still_gives_a_verdict_marked_single_order(
 
 
 def test_judge_many_bounds_concurrency_and_keeps_input_order(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     def answer(request: Recorded) -> Reply:
         # Comparisons with an even id prefer ALPHA, odd ones BETA.
@@ -253,7 +261,7 @@ def test_judge_many_bounds_concurrency_and_keeps_input_order(
     server.responder = answer
     comparisons = [make_comparison(str(i), prompt=f"Question item-{i} here.") for i in range(12)]
 
-    results = anthropic_judge().judge_many(comparisons, max_concurrency=3)
+    results = make_judge(anthropic_transport()).judge_many(comparisons, max_concurrency=3)
 
     assert [r.comparison_id for r in results] == [str(i) for i in range(12)]
     assert [r.verdict.label for r in results] == [Label.A, Label.B] * 6
@@ -261,7 +269,7 @@ def test_judge_many_bounds_concurrency_and_keeps_input_order(
 
 
 def test_context_and_truncation_reach_the_prompt(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory
+    server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     server.script(verdict("Tie"), verdict("Tie"))
     comparison = make_comparison(
@@ -273,7 +281,7 @@ def test_context_and_truncation_reach_the_prompt(
         response_b="BETA " + "x" * 500,
     )
 
-    anthropic_judge(max_text_chars=100).judge(comparison)
+    make_judge(anthropic_transport(), max_text_chars=100).judge(comparison)
 
     first, second = (request.user_text() for request in server.requests)
     assert first.index("CTX-ALPHA") < first.index("CTX-BETA")
@@ -287,21 +295,21 @@ def test_injected_sdk_client_is_used(
 ) -> None:
     server.script(verdict("Tie"), verdict("Tie"))
 
-    result = AnthropicJudge(client=anthropic_client, model="claude-haiku-4-5").judge(
-        make_comparison()
-    )
+    transport = AnthropicTransport(anthropic_client, model="claude-haiku-4-5")
+
+    result = Judge(transport).judge(make_comparison())
 
     assert result.verdict.label is Label.TIE
     assert server.requests[0].body["model"] == "claude-haiku-4-5"
 
 
-def test_a_judge_needs_credentials_given_explicitly() -> None:
+def test_a_transport_needs_credentials_given_explicitly() -> None:
     with pytest.raises(ValueError, match="client or an api_key"):
-        AnthropicJudge()
+        AnthropicTransport()
 
 
 def test_api_key_never_reaches_logs_or_errors(
-    server: FakeLLMServer, anthropic_judge: JudgeFactory, caplog: pytest.LogCaptureFixture
+    server: FakeLLMServer, anthropic_transport: TransportFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.script(
@@ -310,7 +318,7 @@ def test_api_key_never_reaches_logs_or_errors(
         anthropic_error(401, f"invalid x-api-key: {API_KEY}"),
     )
 
-    result = anthropic_judge().judge(make_comparison())
+    result = make_judge(anthropic_transport()).judge(make_comparison())
 
     assert server.requests[0].headers["authorization"] == f"Bearer {API_KEY}"  # it was sent
     assert result.error is not None and "[redacted]" in result.error

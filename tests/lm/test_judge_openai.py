@@ -10,22 +10,24 @@ from collections.abc import Callable
 import pytest
 
 from hyper_ls_backend.core.comparison import Label
-from hyper_ls_backend.lm import OpenAICompatibleJudge, Price, PriceTable
+from hyper_ls_backend.lm import OpenAICompatibleTransport, Price, PriceTable
 
 from .fake_llm_server import FakeLLMServer, Reply, openai_error, openai_reply
-from .helpers import API_KEY, make_comparison
+from .helpers import API_KEY, make_comparison, make_judge
 
-JudgeFactory = Callable[..., OpenAICompatibleJudge]
+TransportFactory = Callable[..., OpenAICompatibleTransport]
 
 
 def verdict(preference: str, **usage: int) -> Reply:
     return openai_reply(json.dumps({"rationale": "because", "preference": preference}), **usage)
 
 
-def test_json_verdicts_in_both_orders(server: FakeLLMServer, openai_judge: JudgeFactory) -> None:
+def test_json_verdicts_in_both_orders(
+    server: FakeLLMServer, openai_transport: TransportFactory
+) -> None:
     server.script(verdict("B-is-slightly-better"), verdict("A-is-clearly-better"))
 
-    result = openai_judge().judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert result.verdict.label is Label.B
     assert result.verdict.consistent is True
@@ -44,50 +46,49 @@ def test_json_verdicts_in_both_orders(server: FakeLLMServer, openai_judge: Judge
     ("mode", "expected"), [("json_object", {"type": "json_object"}), ("none", None)]
 )
 def test_response_format_follows_what_the_server_supports(
-    server: FakeLLMServer, openai_judge: JudgeFactory, mode: str, expected: object
+    server: FakeLLMServer, openai_transport: TransportFactory, mode: str, expected: object
 ) -> None:
     server.script(verdict("Tie"), verdict("Tie"))
 
-    openai_judge(response_format=mode).judge(make_comparison())
+    make_judge(openai_transport(response_format=mode)).judge(make_comparison())
 
     assert server.requests[0].body.get("response_format") == expected
 
 
 def test_fallback_parsing_of_prose_and_embedded_json(
-    server: FakeLLMServer, openai_judge: JudgeFactory
+    server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
     server.script(
         openai_reply('Sure! Here it is: {"preference": "a is clearly better"} Hope it helps.'),
         openai_reply("After careful thought: [[B]]"),
     )
 
-    result = openai_judge().judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert [c.preference for c in result.calls] == ["A-is-clearly-better", "A-is-slightly-better"]
     assert result.verdict.label is Label.A and result.verdict.consistent is True
 
 
 def test_local_models_cost_nothing_unless_priced(
-    server: FakeLLMServer, openai_judge: JudgeFactory
+    server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
     server.script(*[verdict("Tie", prompt_tokens=500, completion_tokens=40)] * 4)
 
-    free = openai_judge().judge(make_comparison())
-    priced = openai_judge(prices=PriceTable({"local-model": Price(1.0, 2.0)})).judge(
-        make_comparison()
-    )
+    free = make_judge(openai_transport()).judge(make_comparison())
+    prices = PriceTable({"local-model": Price(1.0, 2.0)})
+    priced = make_judge(openai_transport(), prices=prices).judge(make_comparison())
 
     assert (free.input_tokens, free.output_tokens, free.cost_usd) == (1000, 80, 0.0)
     assert priced.cost_usd == pytest.approx((1000 * 1.0 + 80 * 2.0) / 1e6)
 
 
 def test_rate_limit_with_retry_after_then_success(
-    server: FakeLLMServer, openai_judge: JudgeFactory
+    server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
     server.script(openai_error(429, retry_after="0.2"), verdict("Tie"), verdict("Tie"))
 
     start = time.monotonic()
-    result = openai_judge().judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert result.verdict.label is Label.TIE
     assert time.monotonic() - start >= 0.05  # the policy's max_wait caps the server's 0.2 s
@@ -95,12 +96,12 @@ def test_rate_limit_with_retry_after_then_success(
 
 
 def test_timeouts_and_server_errors_exhaust_retries(
-    server: FakeLLMServer, openai_judge: JudgeFactory
+    server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
     server.script(Reply(delay=1.0), openai_error(502), openai_error(503))
     server.responder = lambda request: openai_error(500, "boom")
 
-    result = openai_judge(timeout=0.2).judge(make_comparison())
+    result = make_judge(openai_transport(timeout=0.2)).judge(make_comparison())
 
     assert result.failed
     assert result.calls[0].error == "HTTP 503: fake failure"
@@ -119,22 +120,22 @@ def test_timeouts_and_server_errors_exhaust_retries(
     ids=["prose", "null-content", "not-json", "no-choices"],
 )
 def test_garbage_gives_a_failed_verdict(
-    server: FakeLLMServer, openai_judge: JudgeFactory, reply: Reply
+    server: FakeLLMServer, openai_transport: TransportFactory, reply: Reply
 ) -> None:
     server.responder = lambda request: reply
 
-    result = openai_judge().judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert result.failed and result.error
 
 
 def test_api_key_stays_out_of_logs(
-    server: FakeLLMServer, openai_judge: JudgeFactory, caplog: pytest.LogCaptureFixture
+    server: FakeLLMServer, openai_transport: TransportFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.responder = lambda request: openai_error(401, f"bad key {API_KEY}")
 
-    result = openai_judge().judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert API_KEY not in caplog.text
     assert API_KEY not in result.model_dump_json()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
-import anthropic
 import pytest
 
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.features import OPEN_TAG_DIMENSIONS, TAG_VOCABULARY
 from hyper_ls_backend.lm import (
+    FREE_TEXT_TAGS,
     TAG_NAMES,
-    AnthropicTagger,
+    AnthropicTransport,
     LRUTagCache,
-    OpenAICompatibleTagger,
+    OpenAICompatibleTransport,
 )
+from hyper_ls_backend.lm.prompts import TAGGER_SYSTEM, TAGS_SCHEMA
 from hyper_ls_backend.lm.tags import clean_tags
 
 from .fake_llm_server import (
@@ -23,7 +27,7 @@ from .fake_llm_server import (
     anthropic_tool_reply,
     openai_reply,
 )
-from .helpers import API_KEY, FAST_RETRY, make_comparison
+from .helpers import make_comparison, make_judge, make_tagger
 
 MESSY_ANSWER = {
     "Safety Concern": "Moderate",
@@ -47,15 +51,19 @@ CLEAN_TAGS = {
 }
 
 
+AnthropicFactory = Callable[..., AnthropicTransport]
+OpenAIFactory = Callable[..., OpenAICompatibleTransport]
+
+
 def tags_reply(answer: dict[str, object], **usage: int) -> Reply:
     return anthropic_tool_reply(answer, name="record_tags", **usage)
 
 
 def test_one_call_returns_every_dimension_normalised(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.script(tags_reply(MESSY_ANSWER, input_tokens=300, output_tokens=60))
-    tagger = AnthropicTagger(client=anthropic_client, retry=FAST_RETRY)
+    tagger = make_tagger(anthropic_transport())
 
     result = tagger.tag("Is it legal to record a phone call in Germany? Answer in 3 bullets.")
 
@@ -70,10 +78,10 @@ def test_one_call_returns_every_dimension_normalised(
 
 
 def test_second_call_for_the_same_prompt_makes_no_request(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.script(tags_reply(MESSY_ANSWER))
-    tagger = AnthropicTagger(client=anthropic_client, retry=FAST_RETRY)
+    tagger = make_tagger(anthropic_transport())
 
     first = tagger.tag("Write a haiku about rain.")
     second = tagger.tag("Write a haiku about rain.")
@@ -83,14 +91,12 @@ def test_second_call_for_the_same_prompt_makes_no_request(
 
 
 def test_cache_is_injectable_and_keyed_by_model(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.script(tags_reply(MESSY_ANSWER), tags_reply(MESSY_ANSWER))
     cache = LRUTagCache()
-    haiku = AnthropicTagger(
-        client=anthropic_client, model="claude-haiku-4-5", cache=cache, retry=FAST_RETRY
-    )
-    sonnet = AnthropicTagger(client=anthropic_client, cache=cache, retry=FAST_RETRY)
+    haiku = make_tagger(anthropic_transport(model="claude-haiku-4-5"), cache=cache)
+    sonnet = make_tagger(anthropic_transport(), cache=cache)
 
     haiku.tag("same prompt")
     haiku.tag("same prompt")
@@ -112,10 +118,10 @@ def test_lru_forgets_the_least_recently_used() -> None:
 
 
 def test_tag_many_tags_each_distinct_prompt_once(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.responder = lambda request: tags_reply(MESSY_ANSWER)
-    tagger = AnthropicTagger(client=anthropic_client, retry=FAST_RETRY)
+    tagger = make_tagger(anthropic_transport())
 
     results = tagger.tag_many(["p1", "p2", "p1", "p3", "p2"], max_concurrency=3)
 
@@ -149,7 +155,7 @@ def test_unknown_values_are_dropped_with_a_note() -> None:
 
 
 def test_partial_answers_are_kept_and_cached_but_failures_are_not(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.script(
         tags_reply({"safety_concern": "safe"}),
@@ -158,7 +164,7 @@ def test_partial_answers_are_kept_and_cached_but_failures_are_not(
         anthropic_error(500),
         anthropic_error(500),
     )
-    tagger = AnthropicTagger(client=anthropic_client, retry=FAST_RETRY)
+    tagger = make_tagger(anthropic_transport())
 
     partial = tagger.tag("partial")
     garbage = tagger.tag("garbage")
@@ -170,11 +176,11 @@ def test_partial_answers_are_kept_and_cached_but_failures_are_not(
     assert failed.tags == {} and failed.attempts == 3 and "HTTP 500" in (failed.error or "")
 
 
-def test_openai_compatible_tagger_shares_the_pipeline(server: FakeLLMServer) -> None:
+def test_openai_compatible_tagger_shares_the_pipeline(
+    server: FakeLLMServer, openai_transport: OpenAIFactory
+) -> None:
     server.script(openai_reply("```json\n" + json.dumps(MESSY_ANSWER) + "\n```"))
-    tagger = OpenAICompatibleTagger(
-        base_url=f"{server.base_url}/v1", model="qwen", api_key=API_KEY, retry=FAST_RETRY
-    )
+    tagger = make_tagger(openai_transport(model="qwen"))
 
     result = tagger.tag("Summarise this: ...")
 
@@ -183,13 +189,41 @@ def test_openai_compatible_tagger_shares_the_pipeline(server: FakeLLMServer) -> 
 
 
 def test_long_prompts_are_truncated_with_a_note(
-    server: FakeLLMServer, anthropic_client: anthropic.Anthropic
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
 ) -> None:
     server.script(tags_reply(MESSY_ANSWER))
-    tagger = AnthropicTagger(client=anthropic_client, retry=FAST_RETRY, max_text_chars=50)
+    tagger = make_tagger(anthropic_transport(), max_text_chars=50)
 
     tagger.tag("y" * 1000)
 
     text = server.requests[0].user_text()
     assert "y" * 51 not in text
     assert "request was truncated to 50 characters" in text
+
+
+def test_one_transport_serves_the_judge_and_the_tagger(
+    server: FakeLLMServer, anthropic_transport: AnthropicFactory
+) -> None:
+    tie = anthropic_tool_reply({"rationale": "even", "preference": "Tie"})
+    server.script(tie, tie, tags_reply(MESSY_ANSWER))
+    transport = anthropic_transport(model="claude-haiku-4-5")
+    judge, tagger = make_judge(transport), make_tagger(transport)
+
+    judged = judge.judge(make_comparison())
+    tagged = tagger.tag("Explain recursion to a child.")
+
+    assert judged.verdict.label is Label.TIE and judged.verdict.model == "claude-haiku-4-5"
+    assert tagged.tags == CLEAN_TAGS and tagger.model == judge.model
+    assert [r.body["model"] for r in server.requests] == ["claude-haiku-4-5"] * 3
+
+
+def test_tag_vocabulary_is_cores() -> None:
+    assert set(FREE_TEXT_TAGS) <= set(OPEN_TAG_DIMENSIONS)
+    assert tuple(TAG_VOCABULARY) + FREE_TEXT_TAGS == TAG_NAMES
+    properties = TAGS_SCHEMA["properties"]
+    assert {name: tuple(properties[name]["enum"]) for name in TAG_VOCABULARY} == TAG_VOCABULARY
+    assert TAGS_SCHEMA["required"] == list(TAG_NAMES)
+    for name, values in TAG_VOCABULARY.items():
+        assert f"- {name}: " in TAGGER_SYSTEM and ", ".join(values) in TAGGER_SYSTEM
+    for name in FREE_TEXT_TAGS:
+        assert f"- {name}: " in TAGGER_SYSTEM
