@@ -11,6 +11,7 @@ A fitted router saves to a small, versioned, human-readable JSON file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -114,29 +115,40 @@ class Router:
 
     # -- learning -------------------------------------------------------------------------
 
-    def fit(self, comparisons: Sequence[Comparison]) -> Router:
+    def fit(
+        self, comparisons: Sequence[Comparison], sample_weight: np.ndarray | None = None
+    ) -> Router:
         if self.featurizer is None:
             self.featurizer = Featurizer().fit(comparisons)
         features = self.featurizer.transform(comparisons)
-        self.strategy.fit(features, comparisons, self.featurizer.feature_names_)
+        self.strategy.fit(features, comparisons, self.featurizer.feature_names_, sample_weight)
         self._set_reference(features, comparisons)
         self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
         self.n_fitted_ = len(comparisons)
-        return self
+        return self._stamp()
 
-    def refit(self, labelled: Sequence[Comparison], prior_strength: float = 200.0) -> Router:
+    def refit(
+        self,
+        labelled: Sequence[Comparison],
+        prior_strength: float = 200.0,
+        sample_weight: np.ndarray | None = None,
+        reference: Sequence[Comparison] | None = None,
+    ) -> Router:
         """A new router fitted on ``labelled`` with this one's columns, shrunk toward it.
 
         The new coefficients are ``w * fresh + (1 - w) * prior`` with
         ``w = n / (n + prior_strength)``: a project with few labels stays close to the prior.
+        ``reference`` (default: ``labelled``) is what typical inputs look like: pass every
+        comparison the campaign has seen, since labelled ones are a biased sample of them.
         """
         strategy = make_strategy(self.strategy.name, **self.strategy.get_params())
-        fresh = Router(strategy, featurizer=self.featurizer).fit(labelled)
+        fresh = Router(strategy, featurizer=self.featurizer).fit(labelled, sample_weight)
         if isinstance(fresh.strategy, LinearStrategy) and isinstance(self.strategy, LinearStrategy):
             n = fresh.strategy.training_.get("n_labelled", len(labelled))
             fresh.strategy.blend(self.strategy, n / (n + prior_strength))
-            fresh._set_reference(fresh.featurizer.transform(labelled), labelled)
-        return fresh
+        typical = reference or labelled
+        fresh._set_reference(fresh.featurizer.transform(typical), typical)
+        return fresh._stamp()
 
     def _set_reference(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> None:
         """Remember what typical inputs look like: score quantiles seed the streaming
@@ -241,9 +253,14 @@ class Router:
 
     # -- persistence ----------------------------------------------------------------------
 
-    @property
-    def version(self) -> str:
-        return f"{self.strategy.name}-{self.fitted_at_}"
+    def _stamp(self) -> Router:
+        """Name this fitted state: strategy, fit time and a digest of the parameters, so two
+        fits in the same second (a refit and its trial) never share a version."""
+        digest = hashlib.sha1(
+            json.dumps(self.strategy.to_dict(), sort_keys=True).encode()
+        ).hexdigest()[:8]
+        self.version = f"{self.strategy.name}-{self.fitted_at_}-{digest}"
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +285,7 @@ class Router:
         router.feature_means_ = np.asarray(data["feature_means"], dtype=np.float32)
         router.fitted_at_ = data["fitted_at"]
         router.n_fitted_ = data["n_fitted"]
+        router.version = data["version"]
         return router
 
     def save(self, path: str | Path) -> None:

@@ -64,8 +64,14 @@ class RoutingStrategy(ABC):
         return {"seed": self.seed}
 
     def fit(
-        self, features: np.ndarray, comparisons: Sequence[Comparison], feature_names: list[str]
+        self,
+        features: np.ndarray,
+        comparisons: Sequence[Comparison],
+        feature_names: list[str],
+        sample_weight: np.ndarray | None = None,
     ) -> RoutingStrategy:
+        """Learn from labelled comparisons. ``sample_weight`` (e.g. inverse propensities of
+        being labelled) is used by strategies that fit a model on individual comparisons."""
         self.feature_names_ = list(feature_names)
         return self
 
@@ -319,7 +325,11 @@ class PPMStrategy(LinearStrategy):
         return np.vstack(vectors), np.concatenate(targets), np.concatenate(blocks)
 
     def fit(
-        self, features: np.ndarray, comparisons: Sequence[Comparison], feature_names: list[str]
+        self,
+        features: np.ndarray,
+        comparisons: Sequence[Comparison],
+        feature_names: list[str],
+        sample_weight: np.ndarray | None = None,
     ) -> PPMStrategy:
         super().fit(features, comparisons, feature_names)
         vectors, targets, blocks = self.training_mixes(features, comparisons)
