@@ -1,0 +1,322 @@
+"""The import flow for one task: reading, judging, routing within budget, write-back."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lm.fake_llm_server import FakeLLMServer, anthropic_error
+from server.harness import (
+    CONFIG_3WAY,
+    CONFIG_5POINT,
+    LS_KEY,
+    PROJECT,
+    FakeLabelStudio,
+    ScriptedJudge,
+    judge_settings,
+    make_settings,
+    task,
+    tasks_created,
+)
+
+from hyper_ls_backend.server.model import HyperModel
+from hyper_ls_backend.server.schemas import WebhookEvent
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> Iterator[Any]:
+    """``build(settings, config)``: a set-up immediate-mode model; stopped at teardown."""
+    models: list[HyperModel] = []
+
+    def make(settings: Any, config: str = CONFIG_5POINT, extra: Any = None) -> HyperModel:
+        model = HyperModel.build(settings, immediate=True)
+        model.start()
+        model.setup(PROJECT, config, extra)
+        models.append(model)
+        return model
+
+    yield make
+    for model in models:
+        model.stop()
+
+
+def import_tasks(model: HyperModel, tasks: list[dict[str, Any]]) -> None:
+    outcome = model.webhook(WebhookEvent.model_validate(tasks_created(tasks)))
+    assert outcome.startswith("queued"), outcome
+
+
+# -- malformed tasks ------------------------------------------------------------------------
+
+MALFORMED = {
+    "missing-response": ({"prompt": "p", "response_a": "x"}, "data.response_b"),
+    "missing-prompt": ({"response_a": "x", "response_b": "y"}, "data.prompt"),
+    "empty-prompt": ({"prompt": "   ", "response_a": "x", "response_b": "y"}, "empty"),
+    "both-empty": ({"prompt": "p", "response_a": "", "response_b": " "}, "both empty"),
+    "non-text-prompt": ({"prompt": 42, "response_a": "x", "response_b": "y"}, "int, not text"),
+    "non-text-response": (
+        {"prompt": "p", "response_a": ["x"], "response_b": "y"},
+        "list, not text",
+    ),
+    "huge-text": (
+        {"prompt": "p", "response_a": "x" * 1_000_001, "response_b": "y"},
+        "limit 1,000,000",
+    ),
+    "bad-context": (
+        {"prompt": "p", "response_a": "x", "response_b": "y", "context": [1, 2]},
+        "data.context",
+    ),
+    "bad-tags": ({"prompt": "p", "response_a": "x", "response_b": "y", "tags": [1]}, "tags"),
+}
+
+
+@pytest.mark.parametrize(("data", "named"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_task_goes_to_humans_with_the_reason(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    data: dict[str, Any],
+    named: str,
+) -> None:
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=0.0))
+    import_tasks(model, [{"id": 1, "data": data}, task(2, "a")])
+    bad, good = model.store.decision(PROJECT, 1), model.store.decision(PROJECT, 2)
+    assert bad.route == "human" and bad.forced
+    assert bad.reasons[0].startswith("task could not be read")
+    assert named in bad.reasons[0]
+    assert "task 1" not in judge.calls  # never sent to the judge
+    assert model.store.task(PROJECT, 1).problem is not None
+    assert good.route == "ai"  # the batch goes on
+
+
+@pytest.mark.parametrize("data", [None, "a string", [1, 2]], ids=["null", "string", "list"])
+def test_a_task_whose_data_is_not_an_object_goes_to_humans(
+    build: Any, tmp_path: Path, data: Any
+) -> None:
+    model = build(make_settings(tmp_path))
+    import_tasks(model, [{"id": 1, "data": data}])
+    decision = model.store.decision(PROJECT, 1)
+    assert decision.route == "human"
+    assert "'data' is missing or not an object" in decision.reasons[0]
+
+
+# -- judge failures and successes -----------------------------------------------------------
+
+
+def test_judge_failures_go_to_humans_after_the_retries_are_exhausted(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, fast_retries: None
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_judge_max_attempts=3)
+    model = build(settings, extra={"hyper_budget": 0.0})
+    import_tasks(model, [task(1, "fail")])
+    decision = model.store.decision(PROJECT, 1)
+    output = model.store.judge_output(PROJECT, 1)
+    assert judge.calls["task 1"] == 6  # 3 attempts in each answer order
+    assert decision.route == "human" and decision.forced
+    assert decision.reasons[0].startswith("judge failed after retries")
+    assert "HTTP 500" in decision.reasons[0]
+    assert decision.judge_label is None
+    assert output is not None and output.error and output.verdict["label"] is None
+
+
+def test_a_judge_that_recovers_within_its_retries_is_used(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, fast_retries: None
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_judge_max_attempts=3)
+    model = build(settings, extra={"hyper_budget": 0.0})
+    llm.script(anthropic_error(500), anthropic_error(529))  # then the scripted verdicts
+    import_tasks(model, [task(1, "b")])
+    decision = model.store.decision(PROJECT, 1)
+    assert len(llm.requests) == 4
+    assert decision.route == "ai"
+    assert decision.judge_label == "B" and decision.judge_confidence == 1.0
+
+
+def test_a_judge_failure_is_forced_to_humans_even_with_no_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = build(
+        judge_settings(tmp_path, llm.base_url, hyper_judge_max_attempts=1, hyper_budget=0.0)
+    )
+    import_tasks(model, [task(1, "a"), task(2, "fail"), task(3, "a")])
+    routes = [model.store.decision(PROJECT, i).route for i in (1, 2, 3)]
+    assert routes == ["ai", "human", "ai"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "n"),
+    [
+        (0.25, 20),
+        (0.3, 17),
+        (0.5, 9),
+        (1.0, 6),
+        (0.0, 8),
+        (0.1, 25),
+    ],
+)
+def test_a_batch_of_judged_tasks_sends_exactly_floor_budget_times_n_to_humans(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    budget: float,
+    n: int,
+) -> None:
+    # a position-biased judge: every task looks equally worth a human. The streaming router
+    # alone under-spent here (0 of floor(0.1 x 25) = 2 at budget 0.1): each batch must end
+    # with exactly floor(b x N) humans, and never more than floor(b x k) after k decisions.
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    import_tasks(model, [task(i, "biased") for i in range(1, n + 1)])
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    humans = sum(d.route == "human" for d in decisions)
+    assert not any(d.forced for d in decisions)
+    assert humans == math.floor(budget * n)
+    # and never more than the budget along the way
+    running = 0
+    for k, decision in enumerate(sorted(decisions, key=lambda d: d.sequence), start=1):
+        running += decision.route == "human"
+        assert running <= math.floor(budget * k + 1e-9)
+
+
+PLANS = ["a", "b", "tie", "a-slight", "biased"]
+
+
+def test_a_mixed_batch_never_exceeds_the_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    n, budget = 40, 0.25
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    import_tasks(model, [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)])
+    humans = model.store.decision_counts().get((PROJECT, "human"), 0)
+    assert 0 < humans <= math.floor(budget * n)
+
+
+def test_a_mixed_batch_spends_exactly_its_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    n, budget = 40, 0.25
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    import_tasks(model, [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)])
+    counts = model.store.decision_counts()
+    assert counts.get((PROJECT, "human"), 0) == math.floor(budget * n)
+
+
+def test_concurrent_routing_never_overspends_the_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer
+) -> None:
+    llm.responder = ScriptedJudge(delay=0.005)
+    n, budget = 32, 0.25
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    model.store.record_tasks(PROJECT, [task(i, "biased") for i in range(1, n + 1)])
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(
+            pool.map(lambda i: model.pipeline.route_task(PROJECT, i), [*range(1, n + 1)] * 2)
+        )
+    assert len({(d.task_id, d.sequence) for d in decisions}) == n
+    ordered = sorted({d.task_id: d for d in decisions}.values(), key=lambda d: d.sequence)
+    assert [d.sequence for d in ordered] == list(range(1, n + 1))
+    running = 0
+    for k, decision in enumerate(ordered, start=1):
+        running += decision.route == "human"
+        assert running <= math.floor(budget * k + 1e-9)
+    assert running == math.floor(budget * n)
+
+
+def test_a_projects_extra_params_set_its_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = build(
+        judge_settings(tmp_path, llm.base_url, hyper_budget=0.0), extra={"hyper_budget": 1.0}
+    )
+    import_tasks(model, [task(i, "a") for i in range(1, 5)])
+    assert model.store.decision_counts() == {(PROJECT, "human"): 4}
+
+
+def test_without_a_judge_every_task_goes_to_humans_forced(build: Any, tmp_path: Path) -> None:
+    model = build(make_settings(tmp_path, hyper_budget=0.0))
+    import_tasks(model, [task(1), task(2)])
+    for task_id in (1, 2):
+        decision = model.store.decision(PROJECT, task_id)
+        assert decision.route == "human" and decision.forced
+        assert "no LM judge configured" in decision.reasons[0]
+
+
+def test_route_task_twice_changes_nothing(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = build(judge_settings(tmp_path, llm.base_url))
+    import_tasks(model, [task(1, "a")])
+    first = model.store.decision(PROJECT, 1)
+    again = model.pipeline.route_task(PROJECT, 1)
+    assert (again.route, again.sequence, again.score) == (first.route, first.sequence, first.score)
+    assert judge.calls["task 1"] == 2
+
+
+def test_route_task_for_an_unknown_project_raises_lookup_error(build: Any, tmp_path: Path) -> None:
+    model = build(make_settings(tmp_path))
+    with pytest.raises(LookupError, match="project 999 is unknown"):
+        model.pipeline.route_task(999, 1)
+
+
+# -- write-back (a tiny local Label Studio) --------------------------------------------------
+
+
+def test_decisions_are_written_back_to_label_studio(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    label_studio: FakeLabelStudio,
+) -> None:
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=0.0,
+        hyper_judge_max_attempts=1,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    model = build(settings, config=CONFIG_3WAY)
+    import_tasks(model, [task(1, "b"), task(2, "fail")])
+    ai, human = model.store.decision(PROJECT, 1), model.store.decision(PROJECT, 2)
+    assert ai.written_at is not None and human.written_at is not None
+    assert ai.prediction_id is not None and ai.annotation_id is not None
+    assert human.prediction_id is None and human.annotation_id is None
+    patches = {path: body for method, path, _, body in label_studio.requests if method == "PATCH"}
+    data_1 = next(body for path, body in patches.items() if "/tasks/1" in path)["data"]
+    data_2 = next(body for path, body in patches.items() if "/tasks/2" in path)["data"]
+    assert data_1["hyper_route"] == "ai" and data_1["prompt"].startswith("[judge:b]")
+    assert data_2["hyper_route"] == "human" and "judge failed" in data_2["hyper_reason"]
+    (prediction,) = [
+        body
+        for method, path, _, body in label_studio.requests
+        if method == "POST" and "/predictions" in path
+    ]
+    assert prediction["task"] == 1
+    assert prediction["result"][0]["value"] == {"choices": ["B"]}
+    assert not model.store.unwritten_decisions()
+
+
+def test_predict_mode_writes_a_prediction_but_no_annotation(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    label_studio: FakeLabelStudio,
+) -> None:
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=0.0,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    model = build(settings, extra={"hyper_ai_mode": "predict"})
+    import_tasks(model, [task(1, "a")])
+    decision = model.store.decision(PROJECT, 1)
+    assert decision.prediction_id is not None and decision.annotation_id is None
+    assert not any("/annotations" in p for p in label_studio.paths("POST"))

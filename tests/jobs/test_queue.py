@@ -1,0 +1,172 @@
+"""The huey queue with its embedded consumer: background routing, and restart recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lm.fake_llm_server import FakeLLMServer
+from server.harness import (
+    CONFIG_5POINT,
+    LS_KEY,
+    PROJECT,
+    FakeLabelStudio,
+    ScriptedJudge,
+    judge_settings,
+    make_settings,
+    serve,
+    setup_body,
+    task,
+    tasks_created,
+    wait_until,
+)
+
+from hyper_ls_backend.server.model import HyperModel
+from hyper_ls_backend.server.schemas import WebhookEvent
+from hyper_ls_backend.settings import Settings
+
+
+@pytest.fixture
+def models() -> Iterator[list[HyperModel]]:
+    """Models a test starts; each is stopped at teardown (its consumer threads joined)."""
+    started: list[HyperModel] = []
+    yield started
+    for model in started:
+        model.stop()
+
+
+def start(settings: Settings, started: list[HyperModel]) -> HyperModel:
+    model = HyperModel.build(settings, immediate=False)
+    model.start()
+    started.append(model)
+    return model
+
+
+def all_routed(model: HyperModel, n: int) -> bool:
+    return sum(model.store.decision_counts().values()) == n and model.queue.pending() == 0
+
+
+def import_without_running(settings: Settings, tasks: list[dict[str, Any]]) -> HyperModel:
+    """A backend that stored and enqueued an import, then died before any job ran."""
+    crashed = HyperModel.build(settings, immediate=False)  # never started: no consumer
+    crashed.setup(PROJECT, CONFIG_5POINT, None)
+    crashed.webhook(WebhookEvent.model_validate(tasks_created(tasks)))
+    assert crashed.store.decision_counts() == {}
+    assert crashed.queue.pending() > 0
+    crashed.store.engine.dispose()
+    return crashed
+
+
+def test_the_embedded_consumer_routes_a_webhooks_tasks_in_the_background(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25)
+    with serve(settings, immediate=False) as (client, model):
+        client.post("/setup", json=setup_body())
+        client.post("/webhook", json=tasks_created([task(i, "biased") for i in range(1, 21)]))
+        wait_until(lambda: all_routed(model, 20), what="20 tasks routed")
+        counts = model.store.decision_counts()
+        health = client.get("/health").json()
+    assert counts == {(PROJECT, "human"): 5, (PROJECT, "ai"): 15}
+    assert health["pending_jobs"] == 0 and health["queue"] == "sqlite"
+
+
+def test_pending_jobs_show_on_health_until_a_consumer_runs_them(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    crashed = import_without_running(settings, [task(i) for i in range(1, 12)])
+    assert crashed.queue.pending() == 3  # chunks of 5
+
+
+def test_restart_routes_every_enqueued_but_unrun_task_exactly_once(
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+) -> None:
+    judge = ScriptedJudge(delay=0.01)  # slow enough for jobs to overlap
+    llm.responder = judge
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25)
+    n = 23
+    import_without_running(settings, [task(i, "biased") for i in range(1, n + 1)])
+
+    restarted = start(settings, models)
+    wait_until(lambda: all_routed(restarted, n), what=f"{n} tasks routed after restart")
+    decisions = [restarted.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert sum(d.route == "human" for d in decisions) == 5  # floor(0.25 x 23)
+    assert not restarted.store.undecided_tasks()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hyper_ls_backend/server/model.py HyperModel.start re-enqueues every undecided "
+    "task (queue.resume) although the jobs enqueued before the crash are still in the huey "
+    "SQLite queue; both copies run concurrently on the consumer's threads and "
+    "Pipeline.route_task only checks for a decision before judging (jobs/pipeline.py), so "
+    "the same task is judged twice: duplicate LM calls and cost (the decision stays single)",
+)
+def test_restart_judges_every_enqueued_but_unrun_task_exactly_once(
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+) -> None:
+    judge = ScriptedJudge(delay=0.01)
+    llm.responder = judge
+    # as many worker threads as jobs: an old job and its resumed copy run side by side
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, threads=8)
+    n = 20
+    import_without_running(settings, [task(i, "a") for i in range(1, n + 1)])
+
+    restarted = start(settings, models)
+    wait_until(lambda: all_routed(restarted, n), what=f"{n} tasks routed after restart")
+    wait_until(lambda: restarted.queue.pending() == 0)
+    duplicated = sorted(key for key, count in judge.calls.items() if count != 2)
+    assert duplicated == [], f"judged more than once: {duplicated}"
+    assert len(judge.calls) == n
+
+
+def test_restart_routes_tasks_stored_but_never_enqueued(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, models: list[HyperModel]
+) -> None:
+    """A crash between storing a webhook's tasks and enqueuing them loses nothing."""
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.5)
+    crashed = HyperModel.build(settings, immediate=False)
+    crashed.setup(PROJECT, CONFIG_5POINT, None)
+    crashed.store.record_tasks(PROJECT, [task(i, "biased") for i in range(1, 11)])
+    assert crashed.queue.pending() == 0
+
+    restarted = start(settings, models)
+    wait_until(lambda: all_routed(restarted, 10), what="10 tasks routed after restart")
+    assert restarted.store.decision_counts() == {(PROJECT, "human"): 5, (PROJECT, "ai"): 5}
+    assert dict(judge.calls) == {f"task {i}": 2 for i in range(1, 11)}
+
+
+def test_restart_does_not_route_decided_tasks_again(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, models: list[HyperModel]
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url)
+    first = start(settings, models)
+    first.setup(PROJECT, CONFIG_5POINT, None)
+    first.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, 8)])))
+    wait_until(lambda: all_routed(first, 7))
+    first.stop()
+    before = {i: first.store.decision(PROJECT, i).sequence for i in range(1, 8)}
+    calls = sum(judge.calls.values())
+
+    second = start(settings, models)
+    assert second.queue.pending() == 0
+    assert {i: second.store.decision(PROJECT, i).sequence for i in range(1, 8)} == before
+    assert sum(judge.calls.values()) == calls
+
+
+def test_restart_writes_back_decisions_that_were_never_written(
+    tmp_path: Path, label_studio: FakeLabelStudio, models: list[HyperModel]
+) -> None:
+    offline = make_settings(tmp_path)  # first run: no Label Studio key, nothing written
+    first = HyperModel.build(offline, immediate=True)
+    first.setup(PROJECT, CONFIG_5POINT, None)
+    first.webhook(WebhookEvent.model_validate(tasks_created([task(1), task(2)])))
+    assert len(first.store.unwritten_decisions()) == 2
+
+    online = make_settings(tmp_path, label_studio_url=label_studio.url, label_studio_api_key=LS_KEY)
+    second = start(online, models)
+    wait_until(lambda: not second.store.unwritten_decisions(), what="decisions written back")
+    patched = sorted(p.split("?")[0].rstrip("/") for p in label_studio.paths("PATCH"))
+    assert patched == ["/api/tasks/1", "/api/tasks/2"]

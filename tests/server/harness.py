@@ -1,0 +1,295 @@
+"""Shared test harness for the server, store and jobs tests (no Label Studio server).
+
+- ``make_settings``: ``Settings`` rooted in a tmp dir, built from arguments only (the
+  environment is cleared by the ``clean_env`` fixture), tagger off, no write-back.
+- ``ScriptedJudge``: a responder for ``tests/lm/fake_llm_server.py`` that answers each
+  judge call according to a ``[judge:PLAN]`` marker in the task's prompt.
+- ``FakeLabelStudio``: a tiny HTTP server speaking the few Label Studio endpoints the
+  backend's write-back uses, recording every request.
+- payload builders for ``/setup``, ``/predict`` and ``/webhook``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from lm.fake_llm_server import Recorded, Reply, anthropic_error, anthropic_tool_reply
+
+from hyper_ls_backend.server.app import create_app
+from hyper_ls_backend.server.model import HyperModel
+from hyper_ls_backend.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_3WAY = (REPO / "label_config" / "preference_3way.xml").read_text()
+CONFIG_5POINT = (REPO / "label_config" / "preference_5point.xml").read_text()
+JUDGE_KEY = "sk-ant-server-test-SECRET-4242424242"
+LS_KEY = "ls-token-SECRET-0123456789abcdef0123456789"
+ALPHA, BETA = "ALPHA", "BETA"
+PROJECT = 7
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "model_dir": tmp_path / "model_dir",
+        "label_studio_api_key": None,
+        "anthropic_api_key": None,
+        "hyper_judge_api_key": None,
+        "hyper_judge_provider": "none",
+        "hyper_tagger": False,
+        "basic_auth_user": None,
+        "basic_auth_pass": None,
+        "redis_url": None,
+        "database_url": None,
+        "threads": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def judge_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
+    """Settings whose Anthropic judge is the fake LM server at ``base_url``."""
+    values: dict[str, Any] = {
+        "hyper_judge_provider": "anthropic",
+        "anthropic_api_key": JUDGE_KEY,
+        "hyper_judge_base_url": base_url,
+        "hyper_judge_timeout": 5.0,
+        "hyper_judge_max_attempts": 2,
+    }
+    values.update(overrides)
+    return make_settings(tmp_path, **values)
+
+
+@contextmanager
+def serve(settings: Settings, *, immediate: bool = True) -> Iterator[tuple[TestClient, HyperModel]]:
+    """A started app (lifespan run) over a model built from ``settings``."""
+    model = HyperModel.build(settings, immediate=immediate)
+    with TestClient(create_app(settings, model)) as client:
+        yield client, model
+
+
+# -- payloads -------------------------------------------------------------------------------
+
+
+def task(
+    task_id: int,
+    plan: str | None = None,
+    *,
+    prompt: str | None = None,
+    a: str | None = None,
+    b: str | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    """A Label Studio task for the shipped configs; ``plan`` scripts the judge."""
+    marker = f"[judge:{plan}] " if plan else ""
+    fields = {
+        "prompt": prompt if prompt is not None else f"{marker}task {task_id}: explain recursion.",
+        "response_a": a if a is not None else f"{ALPHA}: a function calling itself ({task_id}).",
+        "response_b": b if b is not None else f"{BETA}: recursion is recursion ({task_id}).",
+        **data,
+    }
+    return {"id": task_id, "data": fields, "meta": {}, "annotations": [], "predictions": []}
+
+
+def setup_body(config: str = CONFIG_5POINT, project: int = PROJECT, **extra: Any) -> dict:
+    return {
+        "project": f"{project}.1700000000",
+        "schema": config,
+        "hostname": "http://localhost:8080",
+        "access_token": "x",
+        "model_version": "",
+        **extra,
+    }
+
+
+def predict_body(tasks: list[dict], project: int | str = PROJECT) -> dict:
+    return {
+        "tasks": tasks,
+        "project": f"{project}.1700000000" if isinstance(project, int) else project,
+        "label_config": CONFIG_5POINT,
+        "params": {"login": None, "password": None, "context": None},
+    }
+
+
+def tasks_created(tasks: list[dict], project: int = PROJECT, config: str | None = None) -> dict:
+    project_body: dict[str, Any] = {"id": project, "title": "p"}
+    if config is not None:
+        project_body["label_config"] = config
+    return {"action": "TASKS_CREATED", "project": project_body, "tasks": tasks}
+
+
+def annotation_event(
+    action: str,
+    annotation_id: int,
+    task_id: int,
+    choice: str | None,
+    *,
+    project: int = PROJECT,
+    completed_by: Any = 3,
+    **annotation: Any,
+) -> dict:
+    result = (
+        [
+            {
+                "from_name": "preference",
+                "to_name": "prompt",
+                "type": "choices",
+                "value": {"choices": [choice]},
+            }
+        ]
+        if choice is not None
+        else []
+    )
+    body = {
+        "id": annotation_id,
+        "task": task_id,
+        "result": result,
+        "completed_by": completed_by,
+        "was_cancelled": False,
+        "parent_prediction": None,
+        **annotation,
+    }
+    return {
+        "action": action,
+        "project": {"id": project},
+        "task": {"id": task_id},
+        "annotation": body,
+    }
+
+
+# -- the scripted judge ---------------------------------------------------------------------
+
+MARKER = re.compile(r"\[judge:(?P<plan>[a-z0-9-]+)\]")
+PLANS = {
+    "a": ("A-is-clearly-better", "B-is-clearly-better"),
+    "b": ("B-is-clearly-better", "A-is-clearly-better"),
+    "a-slight": ("A-is-slightly-better", "B-is-slightly-better"),
+    "tie": ("Tie", "Tie"),
+    # position bias: "the first shown is clearly better" in both orders
+    "biased": ("A-is-clearly-better", "A-is-clearly-better"),
+}
+
+
+class ScriptedJudge:
+    """Answers per the prompt's ``[judge:PLAN]`` (default ``a``); ``fail`` is HTTP 500."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Recorded) -> Reply:
+        text = request.user_text()
+        match = MARKER.search(text)
+        plan = match["plan"] if match else "a"
+        task_key = re.search(r"task \d+", text)
+        with self._lock:
+            self.calls[task_key.group(0) if task_key else "?"] += 1
+        if plan == "fail":
+            return anthropic_error(500, "scripted internal error")
+        swapped = ALPHA in text and BETA in text and text.index(BETA) < text.index(ALPHA)
+        answer = PLANS[plan][1 if swapped else 0]
+        reply = anthropic_tool_reply({"rationale": "scripted", "preference": answer})
+        if self.delay:
+            return Reply(reply.status, reply.body, reply.headers, self.delay)
+        return reply
+
+
+# -- a tiny Label Studio ----------------------------------------------------------------------
+
+
+class FakeLabelStudio:
+    """The Label Studio endpoints the write-back uses, answering with minimal JSON."""
+
+    def __init__(self, user_id: int = 99) -> None:
+        self.user_id = user_id
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self._ids = iter(range(1000, 10**6))
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeLabelStudio:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def paths(self, method: str | None = None) -> list[str]:
+        return [path for m, path, _, _ in self.requests if method in (None, m)]
+
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        route = path.split("?", 1)[0].rstrip("/")
+        if route.endswith("/current-user/whoami"):
+            return 200, {"id": self.user_id, "email": "backend@example.com", "username": "hyper"}
+        if method == "PATCH" and re.fullmatch(r"/api/tasks/\d+", route):
+            return 200, {"id": int(route.rsplit("/", 1)[1]), "data": (body or {}).get("data")}
+        if method == "GET" and route in ("/api/predictions", "/api/annotations"):
+            return 200, []
+        if method == "GET" and re.fullmatch(r"/api/tasks/\d+/annotations", route):
+            return 200, []
+        if method == "POST" and (
+            route == "/api/predictions" or re.fullmatch(r"/api/tasks/\d+/annotations", route)
+        ):
+            with self._lock:
+                new_id = next(self._ids)
+            return 201, {"id": new_id, **(body or {})}
+        return 404, {"detail": f"fake Label Studio: no route for {method} {route}"}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with server._lock:
+                    server.requests.append((self.command, self.path, headers, body))
+                status, answer = server._answer(self.command, self.path, body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+# -- waiting --------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")

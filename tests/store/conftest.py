@@ -1,0 +1,1 @@
+from server.conftest import clean_env  # noqa: F401  (autouse)

@@ -1,0 +1,262 @@
+"""The Store: one decision per task, a budget ledger that holds under concurrency, labels."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyper_ls_backend.store import Ledger, Store
+
+P = 7
+
+
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state' / 'hyper.sqlite3'}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(url(tmp_path))
+
+
+def decision(route: str = "human", score: float = 0.0, **fields: Any) -> dict[str, Any]:
+    return {
+        "route": route,
+        "score": score,
+        "reasons": ["test"],
+        "forced": False,
+        "model_version": "test-v1",
+        **fields,
+    }
+
+
+def tasks(*ids: int) -> list[dict[str, Any]]:
+    return [{"id": i, "data": {"prompt": f"p{i}"}} for i in ids]
+
+
+# -- one decision per task ------------------------------------------------------------------
+
+
+def test_decide_makes_a_decision_once_and_returns_it_afterwards(store: Store) -> None:
+    calls: list[Ledger] = []
+
+    def decide(ledger: Ledger) -> dict[str, Any]:
+        calls.append(ledger)
+        return decision("ai", 0.5)
+
+    _, made = store.decide(P, 1, decide)
+    again, made_again = store.decide(P, 1, lambda _: decision("human"))
+    assert made and not made_again
+    assert len(calls) == 1
+    assert (again.route, again.sequence, again.score) == ("ai", 1, 0.5)
+    assert store.decision(P, 1).route == "ai"
+
+
+def test_decide_called_concurrently_from_threads_makes_one_decision(store: Store) -> None:
+    calls = []
+    barrier = threading.Barrier(16)
+
+    def decide(ledger: Ledger) -> dict[str, Any]:
+        calls.append(ledger)
+        time.sleep(0.01)  # widen the window a second decision would need
+        return decision("human" if len(calls) % 2 else "ai")
+
+    def attempt(_: int) -> tuple[str, int, bool]:
+        barrier.wait()
+        record, made = store.decide(P, 1, decide)
+        return record.route, record.sequence, made
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(attempt, range(16)))
+    assert len(calls) == 1
+    assert sum(made for _, _, made in outcomes) == 1
+    assert len({(route, seq) for route, seq, _ in outcomes}) == 1
+    assert store.decision_counts() == {(P, outcomes[0][0]): 1}
+
+
+def test_two_stores_on_one_database_never_decide_a_task_twice(tmp_path: Path) -> None:
+    """Two worker processes each have their own Store: only the database can serialize."""
+    stores = [Store(url(tmp_path)), Store(url(tmp_path))]
+    barrier = threading.Barrier(12)
+    made = []
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        _, now = stores[i % 2].decide(P, 1, lambda _: (time.sleep(0.01), decision())[1])
+        made.append(now)
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(attempt, range(12)))
+    assert made.count(True) == 1
+    assert stores[0].decision_counts() == {(P, "human"): 1}
+
+
+# -- the budget ledger ----------------------------------------------------------------------
+
+
+def budget_rule(budget: float) -> Any:
+    """Human whenever the ledger has room: the most a correct ledger may ever allow."""
+
+    def decide(ledger: Ledger) -> dict[str, Any]:
+        time.sleep(0.001)
+        room = math.floor(budget * (ledger.n_seen + 1) + 1e-9) - ledger.n_human
+        return decision("human" if room > 0 else "ai", float(ledger.n_seen))
+
+    return decide
+
+
+@pytest.mark.parametrize("n_stores", [1, 2], ids=["one-store", "two-stores"])
+def test_concurrent_decisions_never_exceed_the_budget(tmp_path: Path, n_stores: int) -> None:
+    budget, n = 0.3, 60
+    stores = [Store(url(tmp_path)) for _ in range(n_stores)]
+    rule = budget_rule(budget)
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda t: stores[t % n_stores].decide(P, t, rule), range(1, n + 1)))
+    records = sorted((stores[0].decision(P, t) for t in range(1, n + 1)), key=lambda r: r.sequence)
+    assert [r.sequence for r in records] == list(range(1, n + 1))
+    n_human = 0
+    for k, record in enumerate(records, start=1):
+        n_human += record.route == "human"
+        assert n_human <= math.floor(budget * k + 1e-9), f"over budget after {k} decisions"
+        assert record.score == k - 1  # each decision saw every earlier one in its ledger
+    assert n_human == math.floor(budget * n)
+
+
+def test_the_ledger_counts_seen_human_forced_and_recent_scores(store: Store) -> None:
+    seen: list[Ledger] = []
+
+    def record(route: str, score: float, forced: bool = False) -> Any:
+        def decide(ledger: Ledger) -> dict[str, Any]:
+            seen.append(ledger)
+            return decision(route, score, forced=forced)
+
+        return decide
+
+    store.record_tasks(P, tasks(1, 2, 3, 4))
+    store.decide(P, 1, record("human", 0.9, forced=True))
+    store.decide(P, 2, record("ai", 0.1))
+    store.decide(P, 3, record("human", 0.7))
+    store.decide(P, 4, record("ai", 0.2))
+    store.decide(P + 1, 1, record("ai", 0.3))  # another project has its own ledger
+    assert [(x.n_seen, x.n_human, x.n_forced) for x in seen] == [
+        (0, 0, 0),
+        (1, 1, 1),
+        (2, 1, 1),
+        (3, 2, 1),
+        (0, 0, 0),
+    ]
+    assert seen[3].recent_scores == [0.9, 0.1, 0.7]
+    assert store.decision(P + 1, 1).sequence == 1
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def test_record_tasks_keeps_the_first_payload_and_counts_new_tasks(store: Store) -> None:
+    assert store.record_tasks(P, tasks(1, 2)) == 2
+    changed = [{"id": 2, "data": {"prompt": "changed"}}, *tasks(3)]
+    assert store.record_tasks(P, changed) == 1
+    assert store.task(P, 2).payload["data"]["prompt"] == "p2"
+    assert store.task(P + 1, 1) is None
+
+
+def test_record_tasks_with_a_duplicate_inside_one_batch(store: Store) -> None:
+    assert store.record_tasks(P, tasks(1, 1, 2)) == 2
+    assert {t for _, t in store.undecided_tasks()} == {1, 2}
+
+
+def test_concurrent_record_tasks_of_the_same_tasks_all_succeed(tmp_path: Path) -> None:
+    stores = [Store(url(tmp_path)) for _ in range(3)]
+    batch = tasks(*range(1, 51))
+    barrier = threading.Barrier(9)
+
+    def record(i: int) -> int:
+        barrier.wait()
+        return stores[i % 3].record_tasks(P, batch)
+
+    with ThreadPoolExecutor(9) as pool:
+        fresh = list(pool.map(record, range(9)))
+    assert sum(fresh) == 50
+    assert len(stores[0].undecided_tasks()) == 50
+
+
+def test_undecided_tasks_are_the_received_ones_without_a_decision_oldest_first(
+    store: Store,
+) -> None:
+    store.record_tasks(P, tasks(5, 3))
+    store.record_tasks(P + 1, tasks(1))
+    store.record_tasks(P, tasks(4))
+    store.decide(P, 3, lambda _: decision())
+    assert store.undecided_tasks() == [(P, 5), (P + 1, 1), (P, 4)]
+
+
+def test_unwritten_decisions_until_marked_written(store: Store) -> None:
+    store.decide(P, 1, lambda _: decision("ai"))
+    store.decide(P, 2, lambda _: decision("human"))
+    assert [d.task_id for d in store.unwritten_decisions()] == [1, 2]
+    store.mark_written(P, 1, prediction_id=10, annotation_id=20)
+    assert [d.task_id for d in store.unwritten_decisions()] == [2]
+    written = store.decision(P, 1)
+    assert written.written_at is not None
+    assert (written.prediction_id, written.annotation_id) == (10, 20)
+
+
+def test_decision_counts_per_project_and_route(store: Store) -> None:
+    for task_id, route in enumerate(["ai", "human", "ai"], start=1):
+        store.decide(P, task_id, lambda _, route=route: decision(route))
+    store.decide(P + 1, 1, lambda _: decision("human"))
+    assert store.decision_counts() == {(P, "ai"): 2, (P, "human"): 1, (P + 1, "human"): 1}
+
+
+def test_state_survives_a_new_store_on_the_same_database(tmp_path: Path) -> None:
+    first = Store(url(tmp_path))
+    first.save_project(P, "<View/>", {"hyper_budget": 0.5})
+    first.record_tasks(P, tasks(1, 2))
+    first.decide(P, 1, lambda _: decision("ai"))
+    first.engine.dispose()
+    second = Store(url(tmp_path))
+    assert second.project(P).extra_params == {"hyper_budget": 0.5}
+    assert second.undecided_tasks() == [(P, 2)]
+    _, made = second.decide(P, 1, lambda _: decision("human"))
+    assert not made and second.decision(P, 1).route == "ai"
+
+
+# -- human labels and the tag cache ---------------------------------------------------------
+
+
+def label(**fields: Any) -> dict[str, Any]:
+    return {"project_id": P, "task_id": 1, "label": "A", "choice": "A", **fields}
+
+
+def test_human_labels_are_updated_by_annotation_and_soft_deleted(store: Store) -> None:
+    store.save_human_label(11, **label())
+    store.save_human_label(12, **label(task_id=2, label="tie", choice="Tie"))
+    store.save_human_label(11, **label(label="B", choice="B-is-clearly-better", strength="clear"))
+    store.save_human_label(13, **label(project_id=P + 1))
+    labels = {x.annotation_id: x for x in store.human_labels(P)}
+    assert set(labels) == {11, 12}
+    assert (labels[11].label, labels[11].strength) == ("B", "clear")
+    assert store.delete_human_labels([11, 999]) == 1
+    assert [x.annotation_id for x in store.human_labels(P)] == [12]
+    assert store.delete_human_labels([]) == 0
+
+
+def test_tag_cache_round_trip(store: Store) -> None:
+    assert store.get("k") is None
+    store.put("k", {"subject": "law"})
+    store.put("k", {"subject": "math"})
+    assert store.get("k") == {"subject": "math"}
+
+
+def test_projects_are_saved_and_replaced(store: Store) -> None:
+    assert store.project(P) is None
+    store.save_project(P, "<View>1</View>", {})
+    store.save_project(P, "<View>2</View>", {"hyper_budget": 0.1})
+    project = store.project(P)
+    assert (project.label_config, project.extra_params) == ("<View>2</View>", {"hyper_budget": 0.1})
