@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
+from label_studio_sdk import LabelStudio
+
 from hyper_ls_backend.ls.client import LabelStudioClient
 from hyper_ls_backend.ls.label_config import parse_label_config
 from hyper_ls_backend.settings import Settings
@@ -42,5 +46,28 @@ def connect_project(
         sdk.ml.create(
             project=project_id, url=backend_url, title="HyPER router", is_interactive=False, **auth
         )
+    if auth:
+        authorize_webhook(
+            sdk, project_id, backend_url, auth["basic_auth_user"], auth["basic_auth_pass"]
+        )
     client.ensure_tabs(project_id)
     return project_id
+
+
+def authorize_webhook(
+    sdk: LabelStudio, project_id: int, backend_url: str, user: str, password: str
+) -> None:
+    """Give the webhook Label Studio created for the backend the basic-auth header.
+
+    Label Studio sends the ML backend's credentials on /health, /setup and /predict, but
+    creates the ``<backend>/webhook`` webhook without them: behind basic auth every
+    TASKS_CREATED would be refused (401) and no task ever routed.
+    """
+    url = backend_url.rstrip("/") + "/webhook"
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    for webhook in sdk.webhooks.list(project=str(project_id)):
+        headers = dict(webhook.headers or {})
+        if webhook.url == url and headers.get("Authorization") != f"Basic {token}":
+            sdk.webhooks.update(
+                id=webhook.id, headers={**headers, "Authorization": f"Basic {token}"}
+            )
