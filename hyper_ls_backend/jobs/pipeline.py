@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyper_ls_backend.core.comparison import Comparison, parse_label
-from hyper_ls_backend.core.router import Route, Router, StreamingRouter
+from hyper_ls_backend.core.router import Route, Router, StreamingRouter, budget_count
 from hyper_ls_backend.lm import Judge, Tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import (
@@ -28,6 +28,7 @@ from hyper_ls_backend.store.schema import DecisionRecord
 log = logging.getLogger(__name__)
 
 NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
+BUDGET_FILL_REASON = "budget fill: the rest of the received tasks are needed to spend the budget"
 REASONS_IN_SUMMARY = 2
 
 
@@ -142,11 +143,16 @@ class Pipeline:
             window=ledger.recent_scores,
         )
         decision = streaming.decide(comparison)
+        route, reasons = decision.route, decision.reasons
+        fixed = router.strategy.fixed_human_share
+        share = settings.hyper_budget if fixed is None else fixed
+        if route is Route.AI and must_fill(ledger, share):
+            route, reasons = Route.HUMAN, [BUDGET_FILL_REASON, *reasons]
         verdict = comparison.judge
         return {
-            "route": decision.route.value,
+            "route": route.value,
             "score": decision.score,
-            "reasons": [judge_error] if judge_error else decision.reasons,
+            "reasons": [judge_error] if judge_error else reasons,
             "forced": decision.forced,
             "judge_label": verdict.label.value if verdict and verdict.label else None,
             "judge_confidence": verdict.confidence if verdict else None,
@@ -181,6 +187,19 @@ class Pipeline:
         self.store.mark_written(
             decision.project_id, decision.task_id, written.prediction_id, written.annotation_id
         )
+
+
+def must_fill(ledger: Ledger, share: float) -> bool:
+    """Whether every task received and not yet decided (this one included) must go to
+    humans for the project to end at exactly ``floor(share x received)`` human tasks.
+
+    The streaming router alone never overspends but may underspend when a batch scores
+    lower than the router's reference scores; this spends the rest at the end of a batch.
+    It keeps ``n_human <= floor(share x n_seen)`` at every step, like the router.
+    """
+    need = budget_count(share, ledger.n_received) - ledger.n_human
+    remaining = ledger.n_received - ledger.n_seen
+    return need > 0 and remaining <= need
 
 
 def summarize(decision: DecisionRecord) -> str:

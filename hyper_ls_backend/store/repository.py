@@ -41,6 +41,8 @@ class Ledger:
     n_human: int
     n_forced: int
     recent_scores: list[float]
+    n_received: int = 0
+    """Tasks of the project received so far, decided or not (at least ``n_seen``)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -181,7 +183,8 @@ class Store:
             .order_by(DecisionRecord.sequence.desc())
             .limit(LEDGER_WINDOW)
         ).all()
-        return Ledger(n_seen, n_human, n_forced, list(reversed(recent)))
+        n_received = s.scalar(select(func.count()).where(TaskRecord.project_id == project_id)) or 0
+        return Ledger(n_seen, n_human, n_forced, list(reversed(recent)), max(n_received, n_seen))
 
     def decision(self, project_id: int, task_id: int) -> DecisionRecord | None:
         with self.session() as s:
