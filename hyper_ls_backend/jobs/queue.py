@@ -57,8 +57,18 @@ class JobQueue:
     @staticmethod
     def _route_tasks_job(pipeline: Pipeline) -> Callable[[int, list[int]], None]:
         def route_tasks(project_id: int, task_ids: list[int]) -> None:
+            # One task that fails (Label Studio down, task deleted) must not hold back the
+            # others of its chunk: route them all, then fail the job so huey retries it
+            # (tasks already routed and written are skipped on the retry).
+            failed = []
             for task_id in task_ids:
-                pipeline.route_task(project_id, task_id)
+                try:
+                    pipeline.route_task(project_id, task_id)
+                except Exception:
+                    log.exception("routing task %d of project %d failed", task_id, project_id)
+                    failed.append(task_id)
+            if failed:
+                raise RuntimeError(f"project {project_id}: tasks {failed} failed, retrying")
 
         return route_tasks
 
