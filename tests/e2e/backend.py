@@ -175,9 +175,9 @@ class ScriptedJudge:
 
     Plans: the keys of ``PLANS`` (a consistent answer); ``biased`` (always "the first shown
     is clearly better": inconsistent across orders); ``fail-500`` / ``fail-429`` /
-    ``fail-timeout`` (every attempt fails that way); ``flaky`` (429, then 500, then a
-    timeout, then the ``a-clear`` answer, per answer order). ``calls`` counts requests per
-    (plan key, order), where the plan key is the prompt's first line.
+    ``fail-timeout`` (every attempt fails that way); ``flaky`` (429 then 500 in the A-B
+    order, a timeout then 429 in the B-A order, then the ``a-clear`` answer). ``calls``
+    counts requests per (task key, order), the key being the ``<<KEY>>`` of the prompt.
     """
 
     def __init__(self, slow_s: float) -> None:
@@ -202,12 +202,14 @@ class ScriptedJudge:
             return anthropic_error(429, "scripted rate limit", retry_after="0")
         if plan == "fail-timeout":
             return _slow(self.slow_s)
-        if plan == "flaky" and attempt <= 3:
-            return [
-                anthropic_error(429, "scripted rate limit", retry_after="0"),
-                anthropic_error(500, "scripted internal error"),
-                _slow(self.slow_s),
-            ][attempt - 1]
+        if plan == "flaky" and attempt <= 2:
+            rate_limit = anthropic_error(429, "scripted rate limit", retry_after="0")
+            failures = (
+                [_slow(self.slow_s), rate_limit]
+                if swapped
+                else [rate_limit, anthropic_error(500, "scripted internal error")]
+            )
+            return failures[attempt - 1]
         if plan == "biased":
             answer = "A-is-clearly-better"
         else:

@@ -22,6 +22,7 @@ from label_studio_sdk.core.api_error import ApiError
 from e2e.backend import PLANS, BackendProcess, ScriptedJudge, comparison_data, wait_for
 from e2e.conftest import CONFIG_5POINT, Connect, StartBackend
 from e2e.label_studio import LabelStudioServer
+from hyper_ls_backend.jobs.queue import CHUNK
 from hyper_ls_backend.ls.client import REASON_FIELD, ROUTE_FIELD, SCORE_FIELD, TABS
 
 pytestmark = pytest.mark.label_studio
@@ -90,14 +91,24 @@ def import_tasks(client: LabelStudio, project_id: int, data: list[dict[str, Any]
     return ids
 
 
-def decisions_in_store(backend: BackendProcess, project_id: int) -> list[tuple[int, str]]:
-    """(task, route) rows of the backend's own database (read-only)."""
+def decisions_in_store(
+    backend: BackendProcess, project_id: int, unwritten: bool = False
+) -> list[tuple[int, str]]:
+    """(task, route) rows of the backend's own database (read-only); ``unwritten``: only
+    decisions not yet written back to Label Studio."""
     path = backend.model_dir / "hyper.sqlite3"
+    where = " AND written_at IS NULL" if unwritten else ""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
         return db.execute(
-            "SELECT task_id, route FROM decisions WHERE project_id = ? ORDER BY task_id",
+            f"SELECT task_id, route FROM decisions WHERE project_id = ?{where} ORDER BY task_id",
             (project_id,),
         ).fetchall()
+
+
+def finished_jobs(backend: BackendProcess) -> int:
+    """Routing jobs the backend has run (from its log: huey logs each one it finishes)."""
+    log = backend.log.read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "route_tasks" in line and "executed in" in line)
 
 
 def wait_idle(backend: BackendProcess, timeout: float = 30.0) -> None:
@@ -225,7 +236,7 @@ def test_judge_errors_are_retried_and_a_judge_that_never_answers_sends_the_task_
 
     _, judge = scripted_judge
     by_key = {key_of(t): t for t in tasks}
-    # 429, 500 and a timeout in turn, then an answer: retried up to success, in both orders
+    # 429 and 500 (A-B order), a timeout and 429 (B-A order), then answers: retried to success
     assert judge.attempts("flaky") == {False: 3, True: 3}
     flaky = by_key["flaky"]
     assert flaky.data[ROUTE_FIELD] == "ai"
@@ -341,12 +352,16 @@ def test_a_backend_killed_mid_import_loses_nothing_and_routes_nothing_twice(
     )
     backend.kill()
     decided_at_kill = len(decisions_in_store(backend, project_id))
+    unwritten_at_kill = len(decisions_in_store(backend, project_id, unwritten=True))
     assert decided_at_kill < n, "the import finished before the kill: nothing was tested"
     judge.delay_s = 0.0
     backend.start()
     wait_until_routed(ls_client, project_id, n, timeout=120)
     wait_idle(backend)
-    print(f"\n[timing] backend restart {backend.startup_s:.1f} s; {decided_at_kill}/{n} at kill")
+    print(
+        f"\n[timing] backend restart {backend.startup_s:.1f} s; at the kill {decided_at_kill}/{n}"
+        f" decided, {unwritten_at_kill} of them not yet written back"
+    )
 
     def check_state() -> list[Any]:
         tasks = ls_tasks(ls_client, project_id)
@@ -375,9 +390,15 @@ def test_a_backend_killed_mid_import_loses_nothing_and_routes_nothing_twice(
             for task_id, d in zip(ids, data, strict=True)
         ],
     }
+    jobs_before = finished_jobs(backend)
     status, body = backend.request("POST", "/webhook", payload)
     assert status == 200 and "(0 new)" in body["status"], body
-    wait_idle(backend)
+    wait_for(
+        lambda: finished_jobs(backend) >= jobs_before + math.ceil(n / CHUNK),
+        30,
+        interval=0.2,
+        what="the duplicated webhook's jobs to run",
+    )
     after = check_state()
     assert [(t.id, t.data, predictions(t), annotations(t)) for t in after] == [
         (t.id, t.data, predictions(t), annotations(t)) for t in before
