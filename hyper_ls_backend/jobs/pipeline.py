@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hyper_ls_backend.core.comparison import Comparison, parse_label
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
 BUDGET_FILL_REASON = "budget fill: the rest of the received tasks are needed to spend the budget"
 REASONS_IN_SUMMARY = 2
+LOCK_STRIPES = 256
 
 
 class RouterRegistry:
@@ -59,8 +60,22 @@ class Pipeline:
     tagger: Tagger | None
     label_studio: LabelStudioClient | None
 
+    _task_locks: list[threading.Lock] = field(
+        default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)],
+        init=False,
+        repr=False,
+    )
+    """Two jobs for one task (a duplicated webhook, jobs left in the queue by a crash and
+    the same tasks resumed at start, /predict during an import) run one after the other in
+    this process, so the judge is paid once and the write-back never creates a second
+    prediction or annotation."""
+
     def route_task(self, project_id: int, task_id: int) -> DecisionRecord:
         """Route one received task (if not yet routed) and make sure LS shows the decision."""
+        with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+            return self._route_task(project_id, task_id)
+
+    def _route_task(self, project_id: int, task_id: int) -> DecisionRecord:
         project = self.store.project(project_id)
         if project is None:
             raise LookupError(f"project {project_id} is unknown: was the backend connected?")
