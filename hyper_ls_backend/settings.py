@@ -98,15 +98,9 @@ class Settings(BaseSettings):
 
     def for_project(self, extra_params: dict[str, Any] | str | None) -> Settings:
         """These settings with a project's overrides applied (unknown keys are an error)."""
+        extra_params = parse_extra_params(extra_params)
         if not extra_params:
             return self
-        if isinstance(extra_params, str):
-            try:
-                extra_params = json.loads(extra_params)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"extra params are not a JSON object: {error.msg}") from None
-        if not isinstance(extra_params, dict):
-            raise ValueError("extra params must be a JSON object")
         unknown = sorted(set(extra_params) - PROJECT_OVERRIDABLE)
         if unknown:
             raise ValueError(
@@ -114,6 +108,20 @@ class Settings(BaseSettings):
             )
         merged = {**self.model_dump(), **extra_params}
         return Settings.model_validate(merged)
+
+
+def parse_extra_params(extra_params: dict[str, Any] | str | None) -> dict[str, Any]:
+    """Label Studio's "extra params" as a dict: it may send an object or a JSON string."""
+    if not extra_params:
+        return {}
+    if isinstance(extra_params, str):
+        try:
+            extra_params = json.loads(extra_params)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"extra params are not a JSON object: {error.msg}") from None
+    if not isinstance(extra_params, dict):
+        raise ValueError("extra params must be a JSON object")
+    return extra_params
 
 
 PROJECT_OVERRIDABLE = frozenset(

@@ -30,7 +30,7 @@ from hyper_ls_backend.ls.label_config import (
 )
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.schemas import WebhookEvent
-from hyper_ls_backend.settings import JudgeProvider, Settings
+from hyper_ls_backend.settings import JudgeProvider, Settings, parse_extra_params
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.schema import DecisionRecord
 
@@ -136,8 +136,8 @@ class HyperModel:
         Raises ValueError naming what is missing from the config or wrong in extra params.
         """
         parse_label_config(label_config)
-        params = extra_params if isinstance(extra_params, dict) else {}
-        self.settings.for_project(extra_params)
+        params = parse_extra_params(extra_params)
+        self.settings.for_project(params)
         self.store.save_project(project_id, label_config, params)
         return self.pipeline.routers.for_project(project_id).version
 
@@ -169,9 +169,19 @@ class HyperModel:
             if not event.project.label_config:
                 return f"ignored: project {project_id} was never set up"
             self.setup(project_id, event.project.label_config, None)
-        fresh = self.store.record_tasks(project_id, event.tasks)
-        self.queue.route(project_id, [int(task["id"]) for task in event.tasks])
-        return f"queued {len(event.tasks)} tasks ({fresh} new)"
+        tasks = [task for task in event.tasks if has_task_id(task)]
+        if len(tasks) < len(event.tasks):
+            log.warning(
+                "project %d: %d imported tasks have no numeric id and were skipped",
+                project_id,
+                len(event.tasks) - len(tasks),
+            )
+        fresh = self.store.record_tasks(project_id, tasks)
+        self.queue.route(project_id, [int(task["id"]) for task in tasks])
+        skipped = len(event.tasks) - len(tasks)
+        return f"queued {len(tasks)} tasks ({fresh} new)" + (
+            f"; skipped {skipped} without an id" if skipped else ""
+        )
 
     def fit(self, event: str, data: dict[str, Any]) -> str:
         """Human labels: store them as they come, forget deleted ones."""
@@ -228,9 +238,20 @@ def human_label(
             continue
         choices = (region.get("value") or {}).get("choices") or []
         if choices:
-            label, strength = config.label_for(choices[0])
+            try:
+                label, strength = config.label_for(choices[0])
+            except ValueError:
+                return None  # a choice the project's config does not have (renamed since?)
             return choices[0], label, strength
     return None
+
+
+def has_task_id(task: dict[str, Any]) -> bool:
+    try:
+        int(task["id"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any]:

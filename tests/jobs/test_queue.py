@@ -96,14 +96,6 @@ def test_restart_routes_every_enqueued_but_unrun_task_exactly_once(
     assert not restarted.store.undecided_tasks()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hyper_ls_backend/server/model.py HyperModel.start re-enqueues every undecided "
-    "task (queue.resume) although the jobs enqueued before the crash are still in the huey "
-    "SQLite queue; both copies run concurrently on the consumer's threads and "
-    "Pipeline.route_task only checks for a decision before judging (jobs/pipeline.py), so "
-    "the same task is judged twice: duplicate LM calls and cost (the decision stays single)",
-)
 def test_restart_judges_every_enqueued_but_unrun_task_exactly_once(
     tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
 ) -> None:

@@ -130,12 +130,6 @@ def test_setup_stores_extra_params_given_as_an_object(tmp_path: Path) -> None:
         assert model.store.project(PROJECT).extra_params == {"hyper_budget": 0.5}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hyper_ls_backend/server/model.py HyperModel.setup: extra params sent as a JSON "
-    "string are validated by Settings.for_project but stored as {} (`params = extra_params if "
-    "isinstance(extra_params, dict) else {}`), so the project's overrides are silently lost",
-)
 def test_setup_stores_extra_params_given_as_a_json_string(tmp_path: Path) -> None:
     with serve(make_settings(tmp_path)) as (client, model):
         response = client.post("/setup", json=setup_body(extra_params='{"hyper_budget": 0.5}'))

@@ -157,13 +157,6 @@ def test_a_webhook_without_an_action_is_422(tmp_path: Path) -> None:
     assert "action" in str(response.json()["detail"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hyper_ls_backend/server/model.py HyperModel._tasks_created / store.record_tasks: "
-    "`int(task['id'])` on a task without an id (or a non-numeric one) raises KeyError/"
-    "ValueError, the webhook answers 500 and the payload's well-formed tasks are never "
-    "stored or routed",
-)
 def test_a_task_without_an_id_does_not_sink_the_rest_of_the_import(tmp_path: Path) -> None:
     with serve(make_settings(tmp_path)) as (client, model):
         client.post("/setup", json=setup_body())
@@ -300,13 +293,6 @@ def test_annotations_deleted_forgets_the_labels(tmp_path: Path) -> None:
     assert remaining == [12]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hyper_ls_backend/server/model.py human_label -> PreferenceConfig.label_for raises "
-    "ValueError for a choice the stored config does not have (e.g. the project's choices were "
-    "renamed in LS; PROJECT_UPDATED is ignored), and HyperModel.fit does not catch it: "
-    "/webhook answers 500 instead of acknowledging and ignoring the annotation",
-)
 def test_an_annotation_with_a_choice_the_config_lacks_is_acknowledged(tmp_path: Path) -> None:
     with serve(make_settings(tmp_path)) as (client, model):
         client.post("/setup", json=setup_body(CONFIG_3WAY))
