@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
@@ -123,7 +124,7 @@ def wait_idle(backend: BackendProcess, timeout: float = 30.0) -> None:
     wait_for(idle, timeout, interval=0.2, what="the backend's queue to drain")
 
 
-def check_ai_task(task: Any, model_version: str | None = None) -> str:
+def check_ai_task(task: Any) -> str:
     """An AI-routed task: one backend prediction, one annotation from it, labelled; returns
     the choice."""
     (prediction,) = predictions(task)
@@ -133,8 +134,6 @@ def check_ai_task(task: Any, model_version: str | None = None) -> str:
     assert annotation["parent_prediction"] == prediction["id"]
     assert task.is_labeled is True
     assert task.total_annotations == 1
-    if model_version is not None:
-        assert prediction["model_version"] == model_version
     return choice
 
 
@@ -161,7 +160,7 @@ def test_import_of_200_tasks_routes_every_task_within_the_budget(
     data = [comparison_data(f"t{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(n)]
 
     imported = import_tasks(ls_client, project_id, data)
-    tasks, seconds = wait_until_routed(ls_client, project_id, n, timeout=150)
+    tasks, seconds = wait_until_routed(ls_client, project_id, n, timeout=240)
     print(
         f"\n[timing] backend start {backend.startup_s:.1f} s; {n} tasks routed in {seconds:.1f} s"
     )
@@ -190,14 +189,19 @@ def test_import_of_200_tasks_routes_every_task_within_the_budget(
     views = {v.data["title"]: v for v in ls_client.views.list(project=project_id)}
     assert set(TABS) <= set(views)
     for title, route in TABS.items():
+        (rule,) = views[title].data["filters"]["items"]
+        assert (rule["filter"], rule["operator"], rule["value"]) == (
+            f"filter:tasks:data.{ROUTE_FIELD}",
+            "equal",
+            route,
+        )
         in_tab = sorted(
             t.id for t in ls_client.tasks.list(project=project_id, view=views[title].id)
         )
         assert in_tab == sorted(t.id for t in tasks if t.data[ROUTE_FIELD] == route), title
 
     # the labeling stream serves human-routed tasks only (AI ones are labelled already)
-    next_task = ls_client.projects.get(id=project_id)
-    assert next_task.maximum_annotations == 1
+    assert ls_client.projects.get(id=project_id).maximum_annotations == 1
     by_id = {t.id: t for t in tasks}
     served = label_studio_next_task(label_studio, project_id)
     assert by_id[served].data[ROUTE_FIELD] == "human"
@@ -205,8 +209,6 @@ def test_import_of_200_tasks_routes_every_task_within_the_budget(
 
 def label_studio_next_task(label_studio: LabelStudioServer, project_id: int) -> int:
     """The task the labeling stream ("Label All Tasks") serves next."""
-    import httpx
-
     response = httpx.get(
         f"{label_studio.url}/api/projects/{project_id}/next",
         headers={"Authorization": f"Token {label_studio.api_key}"},
@@ -310,7 +312,7 @@ def test_a_malformed_task_goes_to_humans_with_its_reason_and_the_batch_goes_on(
     # A task without response_b can still reach the backend (a cloud storage sync, a task
     # edited after import). Make one in Label Studio behind the webhook's back, then send
     # TASKS_CREATED for it as Label Studio would: humans get it, with the reason.
-    (webhook,) = [w for w in ls_client.webhooks.list(project=str(project_id))]
+    (webhook,) = ls_client.webhooks.list(project=str(project_id))
     ls_client.webhooks.update(id=webhook.id, is_active=False)
     (edited_id,) = import_tasks(ls_client, project_id, [comparison_data("edited")])
     edited = comparison_data("edited")
