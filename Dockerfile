@@ -8,7 +8,7 @@ ENV PYTHONUNBUFFERED=1 \
     PORT=9090 \
     MODEL_DIR=/data/models \
     WORKERS=1 \
-    THREADS=4
+    THREADS=8
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 9090
     workers: int = 1
-    threads: int = 4
+    threads: int = 8
     basic_auth_user: str | None = None
     basic_auth_pass: SecretStr | None = None
     log_level: str = "INFO"

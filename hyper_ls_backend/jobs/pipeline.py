@@ -83,13 +83,14 @@ class Pipeline:
         config = parse_label_config(project.label_config)
         record = self.store.task(project_id, task_id)
         decision = self.store.decision(project_id, task_id)
+        made_now = False
         if decision is None:
             comparison, problem = self._read(project_id, task_id, record.payload, config)
             judge_error = None
             if comparison is not None and self.judge is not None:
                 comparison, judge_error = self._judge(project_id, task_id, comparison)
             router = self.routers.for_project(project_id)
-            decision, _ = self.store.decide(
+            decision, made_now = self.store.decide(
                 project_id,
                 task_id,
                 lambda ledger: self._decide(
@@ -97,7 +98,7 @@ class Pipeline:
                 ),
             )
         if decision.written_at is None and self.label_studio is not None:
-            self._write_back(decision, record.payload, config, settings)
+            self._write_back(decision, record.payload, config, settings, fresh=made_now)
         return decision
 
     def _read(
@@ -180,6 +181,7 @@ class Pipeline:
         payload: dict[str, Any],
         config: PreferenceConfig,
         settings: Settings,
+        fresh: bool,
     ) -> None:
         label = decision.judge_label
         written = self.label_studio.write(
@@ -193,6 +195,7 @@ class Pipeline:
                 label=parse_label(label) if label else None,
                 confidence=decision.judge_confidence,
                 annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
+                fresh=fresh,
             ),
         )
         if decision.route == Route.HUMAN.value and settings.hyper_annotators:

@@ -39,6 +39,9 @@ class WriteBack:
     label: Label | None = None
     confidence: float | None = None
     annotate: bool = True
+    fresh: bool = False
+    """The decision was just made: nothing can have been written for it yet, so the
+    write-back need not look for an earlier prediction or annotation first."""
 
 
 @dataclass(frozen=True)
@@ -79,32 +82,36 @@ class LabelStudioClient:
         if item.route != "ai" or item.label is None:
             return Written()
         result = prediction_result(config, item.label, strength_for(item.confidence))
-        prediction_id = self._ensure_prediction(task_id, result, item)
+        prediction_id = (None if item.fresh else self._existing_prediction(task_id, item)) or (
+            self.sdk.predictions.create(
+                task=task_id,
+                result=result,
+                score=item.confidence if item.confidence is not None else 0.5,
+                model_version=item.model_version,
+            ).id
+        )
+        if not item.annotate:
+            return Written(prediction_id)
         annotation_id = (
-            self._ensure_annotation(task_id, result, prediction_id) if item.annotate else None
+            None if item.fresh else self._existing_annotation(task_id, prediction_id)
+        ) or (
+            self.sdk.annotations.create(
+                id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False
+            ).id
         )
         return Written(prediction_id, annotation_id)
 
-    def _ensure_prediction(self, task_id: int, result: list[dict], item: WriteBack) -> int:
+    def _existing_prediction(self, task_id: int, item: WriteBack) -> int | None:
         for prediction in self.sdk.predictions.list(task=task_id):
             if prediction.model_version == item.model_version:
                 return prediction.id
-        created = self.sdk.predictions.create(
-            task=task_id,
-            result=result,
-            score=item.confidence if item.confidence is not None else 0.5,
-            model_version=item.model_version,
-        )
-        return created.id
+        return None
 
-    def _ensure_annotation(self, task_id: int, result: list[dict], prediction_id: int) -> int:
+    def _existing_annotation(self, task_id: int, prediction_id: int) -> int | None:
         for annotation in self.sdk.annotations.list(id=task_id):
             if annotation.parent_prediction == prediction_id:
                 return annotation.id
-        created = self.sdk.annotations.create(
-            id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False
-        )
-        return created.id
+        return None
 
     def ensure_tabs(self, project_id: int) -> None:
         """Create the two Data Manager tabs filtered on ``data.hyper_route`` (once)."""
