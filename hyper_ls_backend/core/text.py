@@ -19,9 +19,9 @@ SIMILARITY_TOKEN_LIMIT = 2_000
 
 _SEPARATORS = str.maketrans(dict.fromkeys(string.punctuation, " "))
 _SUBLINEAR = [0.0] + [1 + math.log(count) for count in range(1, 256)]
-# Entity-like tokens: capitalised words (a cheap stand-in for NER), and numbers.
-_ENTITY = re.compile(r"\b[A-Z][a-zA-Z]+\b")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+FINAL_ANSWER_CHARS = 300
+"""Where a response's final number (its answer, in math and reasoning) is looked for."""
 _CODE_MARKERS = ("```", "\n    ", "\n\t", "def ", "function ", "#include", "=>", "};")
 _LIST = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]", re.MULTILINE)
 
@@ -76,11 +76,18 @@ SIMILARITY_CHAR_LIMIT = SIMILARITY_TOKEN_LIMIT * 8
 
 
 def entities(text: str) -> set[str]:
-    return set(_ENTITY.findall(text[:SIMILARITY_CHAR_LIMIT]))
+    """Entity-like tokens: capitalised words (a cheap stand-in for NER)."""
+    tokens = text[:SIMILARITY_CHAR_LIMIT].translate(_SEPARATORS).split()
+    return {t for t in tokens if len(t) > 1 and t[0].isupper()}
 
 
-def numbers(text: str) -> list[str]:
-    return _NUMBER.findall(text[-SIMILARITY_CHAR_LIMIT:])
+def numbers(tokens: list[str]) -> set[str]:
+    return {t for t in tokens if t.isdigit()}
+
+
+def final_number(text: str) -> str | None:
+    found = _NUMBER.findall(text[-FINAL_ANSWER_CHARS:])
+    return found[-1] if found else None
 
 
 def has_code(text: str) -> bool:
@@ -126,7 +133,7 @@ def measure_pair(prompt: str, response_a: str, response_b: str) -> PairMeasures:
     counts_a, counts_b = Counter(head_a), Counter(head_b)
     longer = max(len_a, len_b)
     gap = abs(len_a - len_b) / longer if longer else 0.0
-    numbers_a, numbers_b = numbers(response_a), numbers(response_b)
+    final_a = final_number(response_a)
     longer_side = "same" if gap <= SAME_LENGTH_TOLERANCE else ("A" if len_a > len_b else "B")
     return PairMeasures(
         prompt_len=len(words(prompt)),
@@ -138,8 +145,8 @@ def measure_pair(prompt: str, response_a: str, response_b: str) -> PairMeasures:
         rouge_l=rouge_l(head_a, head_b),
         cosine=cosine(counts_a, counts_b),
         entity_overlap=jaccard(entities(response_a), entities(response_b)),
-        number_overlap=jaccard(set(numbers_a), set(numbers_b)),
-        final_numbers_match=bool(numbers_a) and bool(numbers_b) and numbers_a[-1] == numbers_b[-1],
+        number_overlap=jaccard(numbers(head_a), numbers(head_b)),
+        final_numbers_match=final_a is not None and final_a == final_number(response_b),
         longer_side=longer_side,
         prompt_has_code=has_code(prompt),
         responses_have_code=has_code(response_a) or has_code(response_b),
