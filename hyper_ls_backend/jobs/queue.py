@@ -53,6 +53,16 @@ class JobQueue:
         self._route: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
             self._route_tasks_job(pipeline)
         )
+        self._dispatch: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
+            self._dispatch_job()
+        )
+
+    def _dispatch_job(self) -> Callable[[int, list[int]], None]:
+        def dispatch_tasks(project_id: int, task_ids: list[int]) -> None:
+            for start in range(0, len(task_ids), CHUNK):
+                self._route(project_id, task_ids[start : start + CHUNK])
+
+        return dispatch_tasks
 
     @staticmethod
     def _route_tasks_job(pipeline: Pipeline) -> Callable[[int, list[int]], None]:
@@ -73,8 +83,8 @@ class JobQueue:
         return route_tasks
 
     def route(self, project_id: int, task_ids: Sequence[int]) -> None:
-        for start in range(0, len(task_ids), CHUNK):
-            self._route(project_id, list(task_ids[start : start + CHUNK]))
+        """One job that fans out into chunks: a webhook pays for a single enqueue."""
+        self._dispatch(project_id, list(task_ids))
 
     def resume(self, pending: Sequence[tuple[int, int]]) -> None:
         """Re-enqueue unfinished work found in the database at start-up."""
