@@ -69,7 +69,7 @@ def test_webhook_stores_the_tasks_before_enqueuing_them(tmp_path: Path) -> None:
     outcome = model.webhook(event)
     assert seen == [True] * 12
     assert "12 new" in outcome
-    assert model.queue.pending() == 3  # chunks of 5, nothing run: no consumer was started
+    assert model.queue.pending() == 1  # one dispatch job, not run: no consumer was started
 
 
 def test_webhook_for_an_unknown_project_sets_it_up_from_the_payloads_config(
