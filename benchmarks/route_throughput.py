@@ -74,6 +74,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         routed = sum(1 for _ in out.open())
+        input_mb = source.stat().st_size / 1e6
     print(
         json.dumps(
             {
@@ -83,7 +84,7 @@ def main() -> None:
                 "seconds": round(elapsed, 2),
                 "comparisons_per_second": round(args.n / elapsed),
                 "peak_rss_mb": round(peak_mb),
-                "input_mb": round(source.stat().st_size / 1e6, 1) if source.exists() else None,
+                "input_mb": round(input_mb, 1),
                 "python": platform.python_version(),
                 "cpus": len(__import__("os").sched_getaffinity(0)),
             }
