@@ -18,12 +18,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hyper_ls_backend.core.campaign import SPLITS, CampaignSettings, simulate_online
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
 from hyper_ls_backend.core.evaluation import simulate as run_simulation
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
-from hyper_ls_backend.plots import plot_simulation
+from hyper_ls_backend.plots import plot_campaigns, plot_simulation
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.settings import Settings
 
@@ -121,8 +122,11 @@ def fit(args: argparse.Namespace) -> None:
 
 def simulate(args: argparse.Namespace) -> None:
     """Replay routing on labelled data with grouped CV and compare strategies."""
-    names = args.strategies or list(STRATEGIES)
     comparisons = read_comparisons(args.data)
+    if args.online:
+        simulate_campaigns(args, comparisons)
+        return
+    names = args.strategies or list(STRATEGIES)
     with progress_bar("simulating") as bar:
         task = bar.add_task("simulating", total=args.seeds * args.folds * len(names))
         outcome = run_simulation(
@@ -137,6 +141,41 @@ def simulate(args: argparse.Namespace) -> None:
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_simulation(outcome, args.plot)
     show_simulation(outcome)
+    err.print(f"report -> {args.report}, plot -> {args.plot}")
+
+
+def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) -> None:
+    """``simulate --online``: replay the data as campaigns, frozen prior vs online refits."""
+    reports = []
+    with progress_bar("campaigns") as bar:
+        task = bar.add_task("campaigns", total=len(args.budgets))
+        for budget in args.budgets:
+            settings = CampaignSettings(
+                budget=budget,
+                batch_size=args.batch_size,
+                audit_share=args.audit_share,
+                refit_every=args.refit_every,
+            )
+            reports.append(
+                simulate_online(comparisons, settings, seeds=args.seeds, split=args.split)
+            )
+            bar.advance(task)
+    outcome = {"command": args.command_line, "campaigns": reports}
+    args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
+    plot_campaigns(reports, args.plot)
+    table = Table(title=f"campaign replays, split by {args.split}, {args.seeds} seeds")
+    for column in ("budget", "policy", "capture x random", "label accuracy", "refits adopted"):
+        table.add_column(column)
+    for report in reports:
+        for row in report["results"]:
+            table.add_row(
+                f"{report['settings']['budget']:.2f}",
+                row["policy"],
+                f"{row['capture_ratio']['mean']:.2f} ± {row['capture_ratio']['std']:.2f}",
+                f"{row['label_accuracy']['mean']:.3f} ± {row['label_accuracy']['std']:.3f}",
+                f"{row['adopted_refits']['mean']:.1f}",
+            )
+    Console().print(table)
     err.print(f"report -> {args.report}, plot -> {args.plot}")
 
 
@@ -238,6 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     simulation.add_argument("--folds", type=int, default=5, help="grouped CV folds")
     simulation.add_argument("--report", type=Path, default=Path("simulation.json"))
     simulation.add_argument("--plot", type=Path, default=Path("simulation.png"))
+    simulation.add_argument(
+        "--online",
+        action="store_true",
+        help="replay campaigns instead: comparisons arrive in batches, labels come back, "
+        "the router refits (frozen prior vs online vs baselines)",
+    )
+    simulation.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="groups",
+        help="--online: the prior sees half the groups, or half the categories",
+    )
+    simulation.add_argument("--batch-size", type=int, default=50, help="--online")
+    simulation.add_argument("--audit-share", type=float, default=0.05, help="--online")
+    simulation.add_argument("--refit-every", type=int, default=50, help="--online: new labels")
     simulation.set_defaults(handler=simulate)
 
     serving = commands.add_parser("serve", help=serve.__doc__, description=serve.__doc__)

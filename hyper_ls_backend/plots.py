@@ -47,3 +47,27 @@ def plot_simulation(report: dict[str, Any], path: str | Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_campaigns(reports: list[dict[str, Any]], path: str | Path) -> None:
+    """Capture over each campaign as it runs (one panel per budget), one line per policy."""
+    figure, axes = plt.subplots(1, len(reports), figsize=(5.5 * len(reports), 4.4), squeeze=False)
+    for axis, report in zip(axes[0], reports, strict=True):
+        for row in report["results"]:
+            curve = row["capture_curve"]
+            seen = [report["batch_size"] * (i + 1) for i in range(len(curve))]
+            axis.plot(seen, curve, label=row["policy"])
+        axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        axis.set_title(f"budget {report['settings']['budget']:.2f}")
+        axis.set_xlabel("comparisons seen")
+        axis.set_ylabel("judge-error capture so far (x random)")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    first = reports[0]
+    figure.suptitle(
+        f"campaign replays: prior fitted on half the data (split by {first['split']}), "
+        f"mean of {first['seeds']} seeds"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -304,3 +304,18 @@ def test_console_script_routes_and_reports_errors_without_traceback(work):
     assert "line 2: prompt: must not be empty" in flat(failed.stderr)
     assert "Traceback" not in failed.stderr
     assert not (work / "never.jsonl").exists()
+
+
+def test_simulate_online_replays_campaigns_and_writes_a_report_and_a_plot(work):
+    write_records(work / "campaign.jsonl", make_records(240, seed=21, n_groups=24))
+    args = ["simulate", str(work / "campaign.jsonl"), "--online", "--budgets", "0.25", "0.5"]
+    args += ["--seeds", "2", "--batch-size", "30", "--refit-every", "20"]
+    args += ["--report", str(work / "online.json"), "--plot", str(work / "online.png")]
+    assert main(args) == 0
+    report = json.loads((work / "online.json").read_text())
+    assert [c["settings"]["budget"] for c in report["campaigns"]] == [0.25, 0.5]
+    for campaign in report["campaigns"]:
+        policies = {row["policy"]: row for row in campaign["results"]}
+        assert set(policies) == {"frozen", "online", "random", "judge-consistency"}
+        assert policies["frozen"]["adopted_refits"]["max"] == 0
+    assert (work / "online.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

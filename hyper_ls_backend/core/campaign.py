@@ -1,0 +1,189 @@
+"""Replaying a labelled dataset as a live annotation campaign, to measure online learning.
+
+Comparisons arrive in batches. Each batch is routed at the budget by the current router;
+an audit share of the budget goes to comparisons the router would have given the judge,
+drawn at random. Human labels come back for everything routed to humans, and, for the
+``online`` policy, the router is refitted every ``refit_every`` new labels by the same
+``Refitter`` (``learning.py``) the backend is to use.
+
+Human-routed comparisons are a biased sample (the router picked them because they looked
+hard). Refits therefore weight each label by the inverse of its probability of having been
+labelled: 1 for the router's own picks, ``ai_pool / audited`` for audits, so that audits
+stand for everything the judge labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.evaluation import summarize
+from hyper_ls_backend.core.learning import Refitter
+from hyper_ls_backend.core.ppm import hybrid_labels
+from hyper_ls_backend.core.router import Route, Router, budget_count
+from hyper_ls_backend.core.strategies import make_strategy
+
+POLICIES = ("frozen", "online", "random", "judge-consistency")
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    budget: float = 0.25
+    batch_size: int = 50
+    audit_share: float = 0.05
+    """Share of each batch labelled by humans as an audit of the judge (within the budget)."""
+    refit_every: int = 50
+    prior_strength: float = 200.0
+
+
+@dataclass
+class CampaignTrace:
+    """What a replay did: per comparison, whether humans labelled it; per batch, progress."""
+
+    to_human: np.ndarray
+    audited: np.ndarray
+    versions: list[str] = field(default_factory=list)
+    refits: int = 0
+    adopted: int = 0
+
+
+def replay(
+    prior: Router,
+    stream: Sequence[Comparison],
+    policy: str,
+    settings: CampaignSettings,
+    seed: int,
+) -> CampaignTrace:
+    """Route ``stream`` batch by batch with ``policy`` (one of ``POLICIES``)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
+    rng = np.random.default_rng(seed)
+    n = len(stream)
+    trace = CampaignTrace(np.zeros(n, bool), np.zeros(n, bool))
+    router = prior
+    if policy in ("random", "judge-consistency"):
+        router = Router(make_strategy(policy, seed=seed), featurizer=prior.featurizer).fit(stream)
+    refitter = Refitter(settings.prior_strength, seed=seed)
+    labelled_since_refit = 0
+    for start in range(0, n, settings.batch_size):
+        batch = np.arange(start, min(start + settings.batch_size, n))
+        blind = [stream[i].without_labels() for i in batch]
+        allowed = budget_count(settings.budget, len(batch))
+        n_audit = min(allowed, round(settings.audit_share * len(batch)))
+        routed = router.route(blind, (allowed - n_audit) / len(batch))
+        picked = np.array([d.route is Route.HUMAN for d in routed.decisions])
+        pool = np.flatnonzero(~picked)
+        audits = rng.choice(pool, size=min(n_audit, len(pool)), replace=False)
+        trace.to_human[batch[picked]] = True
+        trace.audited[batch[audits]] = True
+        refitter.observe([stream[i] for i in batch[picked]], propensity=1.0)
+        if len(audits):
+            refitter.observe([stream[i] for i in batch[audits]], propensity=len(audits) / len(pool))
+        refitter.see([stream[i] for i in batch])
+        trace.versions.append(router.version)
+        labelled_since_refit += int(picked.sum()) + len(audits)
+        if policy == "online" and labelled_since_refit >= settings.refit_every:
+            labelled_since_refit = 0
+            outcome = refitter.refit(prior, current=router)
+            trace.refits += 1
+            if outcome.adopted:
+                trace.adopted += 1
+                router = outcome.router
+    return trace
+
+
+def campaign_metrics(
+    stream: Sequence[Comparison], trace: CampaignTrace, upto: int | None = None
+) -> dict[str, float]:
+    """Judge-error capture (x the human share) and final label accuracy of a replay, over
+    its first ``upto`` comparisons (default: all)."""
+    stream = stream[:upto]
+    labelled = (trace.to_human | trace.audited)[: len(stream)]
+    wrong = np.array(
+        [c.judge_label is not None and c.first_human not in (None, c.judge_label) for c in stream]
+    )
+    share = float(labelled.mean())
+    caught = float((wrong & labelled).sum() / max(wrong.sum(), 1))
+    labels = hybrid_labels(stream, labelled)
+    correct = [label == c.reference_label for label, c in zip(labels, stream, strict=True)]
+    return {
+        "human_share": share,
+        "capture": caught,
+        "capture_ratio": caught / share if share else 0.0,
+        "label_accuracy": float(np.mean(correct)),
+    }
+
+
+SPLITS = ("groups", "category")
+
+
+def split_for_replay(
+    comparisons: Sequence[Comparison], split: str, seed: int
+) -> tuple[list[Comparison], list[Comparison]]:
+    """(prior data, campaign stream): half the groups each (``groups``), or half the
+    categories each (``category``: the campaign's topics are new to the prior). The stream
+    arrives in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    if split == "groups":
+        key = [c.group for c in comparisons]
+    elif split == "category":
+        key = [str(c.all_tags.get("category", "other")) for c in comparisons]
+    else:
+        raise ValueError(f"unknown split {split!r} (choose from: {', '.join(SPLITS)})")
+    values = sorted(set(key))
+    if len(values) < 2:
+        raise ValueError(f"need at least 2 distinct {split} values to split the data")
+    prior_side = set(rng.permutation(values)[: len(values) // 2].tolist())
+    prior = [c for c, k in zip(comparisons, key, strict=True) if k in prior_side]
+    rest = [c for c, k in zip(comparisons, key, strict=True) if k not in prior_side]
+    return prior, [rest[i] for i in rng.permutation(len(rest))]
+
+
+def simulate_online(
+    comparisons: Sequence[Comparison],
+    settings: CampaignSettings,
+    seeds: int = 5,
+    split: str = "groups",
+    strategy: str = "judge-error",
+) -> dict[str, Any]:
+    """Replay a campaign per seed with every policy; a JSON-ready report."""
+    per_policy: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
+    curves: dict[str, list[list[float]]] = {p: [] for p in POLICIES}
+    refits: dict[str, list[int]] = {p: [] for p in POLICIES}
+    for seed in range(seeds):
+        prior_data, stream = split_for_replay(comparisons, split, seed)
+        prior = Router(make_strategy(strategy, seed=seed)).fit(prior_data)
+        checkpoints = range(settings.batch_size, len(stream) + 1, settings.batch_size)
+        for policy in POLICIES:
+            trace = replay(prior, stream, policy, settings, seed)
+            per_policy[policy].append(campaign_metrics(stream, trace))
+            curves[policy].append(
+                [campaign_metrics(stream, trace, k)["capture_ratio"] for k in checkpoints]
+            )
+            refits[policy].append(trace.adopted)
+    return {
+        "n_comparisons": len(comparisons),
+        "split": split,
+        "seeds": seeds,
+        "settings": asdict(settings),
+        "strategy": strategy,
+        "results": [
+            {
+                "policy": policy,
+                **{
+                    key: summarize([m[key] for m in per_policy[policy]])
+                    for key in ("human_share", "capture_ratio", "label_accuracy")
+                },
+                "adopted_refits": summarize(refits[policy]),
+                "capture_curve": np.mean(
+                    [c[: min(map(len, curves[policy]))] for c in curves[policy]], axis=0
+                ).tolist(),
+            }
+            for policy in POLICIES
+        ],
+        "batch_size": settings.batch_size,
+    }
