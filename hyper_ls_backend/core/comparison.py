@@ -34,6 +34,9 @@ FIVE_POINT_SCALE: dict[str, Label] = {
 """MultiPref's overall-preference scale, mapped to the coarse label."""
 
 
+_BY_LOWER_NAME = {label.value.lower(): label for label in Label}
+
+
 def parse_label(value: Any) -> Label:
     """Read a coarse label or a 5-point MultiPref answer; anything else is an error."""
     if isinstance(value, Label):
@@ -41,10 +44,9 @@ def parse_label(value: Any) -> Label:
     if isinstance(value, str):
         if value in FIVE_POINT_SCALE:
             return FIVE_POINT_SCALE[value]
-        lowered = value.strip().lower()
-        for label in Label:
-            if lowered == label.value.lower():
-                return label
+        label = _BY_LOWER_NAME.get(value.strip().lower())
+        if label is not None:
+            return label
     allowed = ", ".join([*(label.value for label in Label), *FIVE_POINT_SCALE])
     raise ValueError(f"unknown label {value!r} (expected one of: {allowed})")
 

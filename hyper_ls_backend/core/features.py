@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from typing import Any
@@ -111,7 +111,7 @@ class Featurizer:
     def fit(self, comparisons: Sequence[Comparison]) -> Featurizer:
         if not comparisons:
             raise ValueError("cannot fit a featurizer on zero comparisons")
-        measures = measure_all(comparisons)
+        measures = list(iter_measures(comparisons))
         grid = np.linspace(0, 1, QUANTILE_POINTS)
         self.quantiles_ = {
             name: np.quantile([getattr(m, name) for m in measures], grid).tolist()
@@ -146,20 +146,32 @@ class Featurizer:
 
     # -- answering ------------------------------------------------------------------------
 
-    def transform(self, comparisons: Sequence[Comparison], n_jobs: int = 1) -> np.ndarray:
+    def transform(
+        self,
+        comparisons: Sequence[Comparison],
+        n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
         """A float32 0/1 matrix, one row per comparison, columns in ``feature_names_``.
 
         ``n_jobs > 1`` measures texts in that many worker processes (worth it from a few
-        thousand comparisons on; the pool is kept for later calls).
+        thousand comparisons on; the pool is kept for later calls) while this process fills
+        in the rows already measured. ``progress`` is called with the number of comparisons
+        done, every ``PARALLEL_CHUNK``.
         """
-        measures = measure_all(comparisons, n_jobs)
         matrix = np.zeros((len(comparisons), len(self.feature_names_)), dtype=np.float32)
-        self._fill_binned(matrix, measures)
-        for row, (comparison, m) in enumerate(zip(comparisons, measures, strict=True)):
-            for name in self._categorical_names(comparison, m):
+        measures = []
+        for row, m in enumerate(iter_measures(comparisons, n_jobs)):
+            measures.append(m)
+            for name in self._categorical_names(comparisons[row], m):
                 column = self._column.get(name)
                 if column is not None:
                     matrix[row, column] = 1.0
+            if progress and (row + 1) % PARALLEL_CHUNK == 0:
+                progress(PARALLEL_CHUNK)
+        if progress and len(comparisons) % PARALLEL_CHUNK:
+            progress(len(comparisons) % PARALLEL_CHUNK)
+        self._fill_binned(matrix, measures)
         return matrix
 
     def _fill_binned(self, matrix: np.ndarray, measures: list[PairMeasures]) -> None:
@@ -226,12 +238,13 @@ def _worker_pool(n_jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(n_jobs)
 
 
-def measure_all(comparisons: Sequence[Comparison], n_jobs: int = 1) -> list[PairMeasures]:
+def iter_measures(comparisons: Sequence[Comparison], n_jobs: int = 1) -> Iterator[PairMeasures]:
+    """Measures in input order; with ``n_jobs > 1`` computed ahead in worker processes."""
     if n_jobs <= 1 or len(comparisons) < 2 * PARALLEL_CHUNK:
-        return [measure(c) for c in comparisons]
+        return map(measure, comparisons)
     # Ship plain strings, not models: pickling is most of the cost of going parallel.
     texts = [(c.prompt, c.response_a, c.response_b) for c in comparisons]
-    return list(_worker_pool(n_jobs).map(_measure_texts, texts, chunksize=PARALLEL_CHUNK))
+    return _worker_pool(n_jobs).map(_measure_texts, texts, chunksize=PARALLEL_CHUNK)
 
 
 def _measure_texts(texts: tuple[str, str, str]) -> PairMeasures:

@@ -36,7 +36,6 @@ from hyper_ls_backend.core.strategies import (
 
 ARTIFACT_FORMAT = "hyper-ls-router/1"
 N_REASONS = 3
-SCORING_CHUNK = 5_000
 NUMBER_LIST = re.compile(r"\[\s*([-+0-9.eE,\s]+?)\s*\]")
 REFERENCE_SCORES = 201
 """Quantiles of training-set scores kept with the model, to seed the streaming threshold."""
@@ -160,10 +159,13 @@ class Router:
     # -- answering ------------------------------------------------------------------------
 
     def score(
-        self, comparisons: Sequence[Comparison], n_jobs: int = 1
+        self,
+        comparisons: Sequence[Comparison],
+        n_jobs: int = 1,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and the feature matrix they came from."""
-        features = self.featurizer.transform(comparisons, n_jobs=n_jobs)
+        features = self.featurizer.transform(comparisons, n_jobs=n_jobs, progress=progress)
         return self.strategy.score(features, comparisons), features
 
     def explain(self, features: np.ndarray) -> list[list[str]]:
@@ -210,7 +212,7 @@ class Router:
     ) -> RoutingResult:
         """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc).
 
-        ``progress`` is called with the number of comparisons scored after each chunk;
+        ``progress`` is called with the number of comparisons featurized so far, in steps;
         ``n_jobs`` processes measure the texts.
         """
         if not 0.0 <= budget <= 1.0:
@@ -218,15 +220,7 @@ class Router:
         fixed = self.strategy.fixed_human_share
         n = len(comparisons)
         allowed = budget_count(budget if fixed is None else fixed, n)
-        features = np.zeros((n, len(self.featurizer.feature_names_)), dtype=np.float32)
-        scores = np.zeros(n)
-        for start in range(0, n, SCORING_CHUNK):
-            chunk = comparisons[start : start + SCORING_CHUNK]
-            scores[start : start + len(chunk)], features[start : start + len(chunk)] = self.score(
-                chunk, n_jobs
-            )
-            if progress:
-                progress(len(chunk))
+        scores, features = self.score(comparisons, n_jobs, progress)
         forced = np.array([forced_to_human(c) for c in comparisons], dtype=bool)
         to_human = forced.copy()
         free = allowed - int(forced.sum())

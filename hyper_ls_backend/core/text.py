@@ -11,13 +11,15 @@ import math
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rapidfuzz.distance import LCSseq
 
 SIMILARITY_TOKEN_LIMIT = 2_000
 
-_SEPARATORS = str.maketrans(dict.fromkeys(string.punctuation, " "))
+# A 256-character table, not a dict: str.translate takes its fast path (characters past
+# 255 are left as they are). ASCII punctuation becomes a space.
+_SEPARATORS = "".join(" " if chr(i) in string.punctuation else chr(i) for i in range(256))
 _SUBLINEAR = [0.0] + [1 + math.log(count) for count in range(1, 256)]
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 FINAL_ANSWER_CHARS = 300
@@ -98,9 +100,9 @@ def has_list(text: str) -> bool:
     return _LIST.search(text) is not None
 
 
-@dataclass(frozen=True)
-class PairMeasures:
-    """Raw measures of one comparison, before ranking and binning."""
+class PairMeasures(NamedTuple):
+    """Raw measures of one comparison, before ranking and binning (a named tuple: it
+    crosses process boundaries when texts are measured in parallel, and pickles cheaply)."""
 
     prompt_len: int
     shorter_len: int

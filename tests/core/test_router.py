@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hyper_ls_backend.core import features as features_module
 from hyper_ls_backend.core import router as router_module
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict, Label
 from hyper_ls_backend.core.router import (
@@ -232,12 +233,12 @@ def test_learned_strategy_sends_judge_errors_to_humans_more_than_random(routers,
     assert caught["judge-consistency"] > 1.5 * caught["random"]
 
 
-def test_chunked_scoring_matches_one_pass_and_reports_progress(routers, fresh, monkeypatch):
+def test_parallel_measuring_matches_one_process_and_reports_progress(routers, fresh, monkeypatch):
     whole = routers["judge-error"].route(fresh, 0.3)
-    monkeypatch.setattr(router_module, "SCORING_CHUNK", 7)
+    monkeypatch.setattr(features_module, "PARALLEL_CHUNK", 7)
     seen: list[int] = []
-    chunked = routers["judge-error"].route(fresh, 0.3, progress=seen.append)
-    assert_same_decisions(chunked, whole)
+    parallel = routers["judge-error"].route(fresh, 0.3, progress=seen.append, n_jobs=2)
+    assert_same_decisions(parallel, whole)
     assert sum(seen) == len(fresh)
     assert len(seen) == math.ceil(len(fresh) / 7)
 
