@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     hyper_router_model: Path | None = Field(
         default=None, description="A fitted router JSON; default: the shipped prior"
     )
+    hyper_refit_every: int = Field(
+        default=50, ge=1, description="refit the router after this many new human labels"
+    )
+    hyper_prior_strength: float = Field(
+        default=200.0, ge=0.0, description="how many labels the prior is worth in a refit"
+    )
     hyper_annotators: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Label Studio Enterprise: who gets human-routed tasks"
     )
@@ -132,5 +138,6 @@ PROJECT_OVERRIDABLE = frozenset(
         "hyper_judge_provider",
         "hyper_judge_model",
         "hyper_tagger",
+        "hyper_refit_every",
     }
 )

@@ -73,6 +73,8 @@ class Refitter:
         """Fit on all labels; adopt if, fitted without the held-out groups, the candidate
         ranks their judge errors at least as well as ``current`` (default: the prior)."""
         current = current or prior
+        if not self.labelled:
+            return RefitOutcome(current, False, {"n_labels": 0})
         weight = self.weights()
         groups = [c.group for c in self.labelled]
         quality: dict[str, Any] = {"n_labels": len(self.labelled)}

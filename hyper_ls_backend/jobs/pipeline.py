@@ -37,14 +37,14 @@ class RouterRegistry:
     """The router each project routes with: its adopted version, else the prior."""
 
     def __init__(self, store: Store, prior: Router) -> None:
-        self._store, self._prior = store, prior
+        self._store, self.prior = store, prior
         self._cache: dict[str, Router] = {}
         self._lock = threading.Lock()
 
     def for_project(self, project_id: int) -> Router:
         version = self._store.active_router(project_id)
         if version is None:
-            return self._prior
+            return self.prior
         with self._lock:
             if version.version not in self._cache:
                 self._cache[version.version] = Router.from_dict(version.artifact)

@@ -16,6 +16,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
 
+from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline
 from hyper_ls_backend.settings import Settings
 
@@ -46,7 +47,7 @@ class EmbeddedConsumer(Consumer):
 class JobQueue:
     """Enqueues routing work; runs it on an in-process consumer (threads)."""
 
-    def __init__(self, huey: Huey, pipeline: Pipeline, threads: int) -> None:
+    def __init__(self, huey: Huey, pipeline: Pipeline, learner: Learner, threads: int) -> None:
         self.huey = huey
         self._threads = threads
         self._consumer = None
@@ -56,6 +57,17 @@ class JobQueue:
         self._dispatch: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
             self._dispatch_job()
         )
+        self._refit: TaskWrapper = huey.task()(self._refit_job(learner))
+
+    @staticmethod
+    def _refit_job(learner: Learner) -> Callable[[int], None]:
+        def refit_router(project_id: int) -> None:
+            learner.refit(project_id)
+
+        return refit_router
+
+    def refit(self, project_id: int) -> None:
+        self._refit(project_id)
 
     def _dispatch_job(self) -> Callable[[int, list[int]], None]:
         def dispatch_tasks(project_id: int, task_ids: list[int]) -> None:

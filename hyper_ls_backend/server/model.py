@@ -9,6 +9,7 @@ from typing import Any
 
 from hyper_ls_backend.core.comparison import Label, parse_label
 from hyper_ls_backend.core.router import Route, Router
+from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
 from hyper_ls_backend.jobs.queue import JobQueue, make_huey
 from hyper_ls_backend.lm import (
@@ -93,10 +94,12 @@ class HyperModel:
             if key
             else None
         )
-        pipeline = Pipeline(
-            settings, store, RouterRegistry(store, prior), judge, tagger, label_studio
+        routers = RouterRegistry(store, prior)
+        pipeline = Pipeline(settings, store, routers, judge, tagger, label_studio)
+        learner = Learner(store, routers, settings.hyper_prior_strength)
+        queue = JobQueue(
+            make_huey(settings, immediate=immediate), pipeline, learner, settings.threads
         )
-        queue = JobQueue(make_huey(settings, immediate=immediate), pipeline, settings.threads)
         return cls(settings, store, pipeline, queue)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -159,6 +162,9 @@ class HyperModel:
             return self._tasks_created(event)
         if event.action in LABEL_EVENTS:
             return self.fit(event.action, event.model_dump())
+        if event.action == "START_TRAINING" and event.project is not None:
+            self.queue.refit(event.project.id)
+            return f"refit of project {event.project.id} queued"
         return "ignored"
 
     def _tasks_created(self, event: WebhookEvent) -> str:
@@ -211,6 +217,12 @@ class HyperModel:
             strength=strength.value if strength else None,
             annotator=completed_by(annotation),
         )
+        project_id = int(project["id"])
+        if event == "ANNOTATION_CREATED":
+            every = self.settings.for_project(stored.extra_params).hyper_refit_every
+            if self.store.label_count(project_id) % every == 0:
+                self.queue.refit(project_id)
+                return f"stored label {coarse.value}; refit queued"
         return f"stored label {coarse.value}"
 
     def _made_by_backend(self, annotation: dict[str, Any]) -> bool:

@@ -247,7 +247,77 @@ class Store:
                 )
             )
 
+    def label_count(self, project_id: int) -> int:
+        with self.session() as s:
+            return (
+                s.scalar(
+                    select(func.count()).where(
+                        HumanLabel.project_id == project_id, HumanLabel.deleted.is_(False)
+                    )
+                )
+                or 0
+            )
+
+    def labelled_comparisons(self, project_id: int) -> list[dict[str, Any]]:
+        """Every readable task with human labels, as HyPER pairs records: the stored
+        comparison, its judge verdict and its human votes (oldest annotation first)."""
+        with self.session() as s:
+            labels = s.execute(
+                select(HumanLabel.task_id, HumanLabel.label)
+                .where(HumanLabel.project_id == project_id, HumanLabel.deleted.is_(False))
+                .order_by(HumanLabel.annotation_id)
+            ).all()
+            votes: dict[int, list[str]] = {}
+            for task_id, label in labels:
+                votes.setdefault(task_id, []).append(label)
+            rows = s.execute(
+                select(TaskRecord.task_id, TaskRecord.comparison, JudgeOutput.verdict)
+                .outerjoin(
+                    JudgeOutput,
+                    (JudgeOutput.project_id == TaskRecord.project_id)
+                    & (JudgeOutput.task_id == TaskRecord.task_id),
+                )
+                .where(
+                    TaskRecord.project_id == project_id,
+                    TaskRecord.task_id.in_(list(votes)),
+                    TaskRecord.comparison.is_not(None),
+                )
+            ).all()
+            return [
+                {**comparison, "human": votes[task_id], "judge": verdict}
+                for task_id, comparison, verdict in rows
+            ]
+
+    def seen_comparisons(self, project_id: int) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(TaskRecord.comparison).where(
+                        TaskRecord.project_id == project_id, TaskRecord.comparison.is_not(None)
+                    )
+                )
+            )
+
     # -- router versions -------------------------------------------------------------------
+
+    def adopt_router(
+        self, project_id: int, version: str, artifact: dict[str, Any], quality: dict[str, Any]
+    ) -> None:
+        """Make ``version`` the project's router; earlier versions are kept, inactive."""
+        with self.session() as s:
+            for previous in s.scalars(
+                select(RouterVersion).where(RouterVersion.project_id == project_id)
+            ):
+                previous.active = False
+            s.add(
+                RouterVersion(
+                    project_id=project_id,
+                    version=version,
+                    artifact=artifact,
+                    quality=quality,
+                    active=True,
+                )
+            )
 
     def active_router(self, project_id: int) -> RouterVersion | None:
         with self.session() as s:

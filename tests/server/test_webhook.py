@@ -136,7 +136,6 @@ def test_concurrent_duplicate_tasks_created_webhooks_all_succeed(tmp_path: Path)
         {"action": "PROJECT_UPDATED", "project": {"id": PROJECT, "title": "x"}},
         {"action": "SOMETHING_NEW_IN_LS_2", "whatever": [1, 2]},
         {"action": "ANNOTATIONS_CREATED", "project": {"id": PROJECT}, "annotation": {}},
-        {"action": "START_TRAINING", "project": {"id": PROJECT}},
         {"action": "TASKS_DELETED", "project": {"id": PROJECT}, "tasks": [{"id": 1}]},
     ],
     ids=lambda body: body["action"],

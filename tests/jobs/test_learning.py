@@ -1,0 +1,95 @@
+"""The learn flow in the backend: human labels -> background refit -> a new model version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm.fake_llm_server import FakeLLMServer
+from server.harness import (
+    PROJECT,
+    ScriptedJudge,
+    annotation_event,
+    judge_settings,
+    serve,
+    setup_body,
+    task,
+    tasks_created,
+)
+
+N_TASKS = 160
+
+
+def import_and_label(client) -> None:
+    """Tasks alternate a consistent judge ("a", which says A) and an inconsistent one
+    ("biased": A first in both orders, so a tie). Humans make the judge wrong exactly where
+    it was consistent: the opposite of what the prior learned on MT-Bench."""
+    tasks = [task(i, "a" if i % 2 else "biased") for i in range(1, N_TASKS + 1)]
+    client.post("/webhook", json=tasks_created(tasks))
+    for i in range(1, N_TASKS + 1):
+        choice = "B-is-clearly-better" if i % 2 else "Tie"
+        answer = client.post(
+            "/webhook", json=annotation_event("ANNOTATION_CREATED", 1000 + i, i, choice)
+        )
+        assert answer.json()["status"].startswith("stored label"), answer.json()
+
+
+def test_start_training_adopts_a_refit_that_measures_better_and_serves_its_version(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(
+        tmp_path, llm.base_url, hyper_refit_every=10_000, hyper_prior_strength=10.0
+    )
+    with serve(settings) as (client, model):
+        first = client.post("/setup", json=setup_body()).json()["model_version"]
+        import_and_label(client)
+        assert model.store.label_count(PROJECT) == N_TASKS
+        answer = client.post(
+            "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}
+        )
+        assert answer.status_code == 200 and "refit" in answer.json()["status"]
+        adopted = model.store.active_router(PROJECT)
+        assert adopted is not None, "the refit was not adopted"
+        assert adopted.quality["held_out_auc"] >= adopted.quality["current_held_out_auc"]
+        second = client.post("/setup", json=setup_body()).json()["model_version"]
+        assert second == adopted.version != first
+        client.post("/webhook", json=tasks_created([task(5000, "a")]))
+        assert model.store.decision(PROJECT, 5000).model_version == second
+
+
+def test_every_n_new_labels_trigger_a_refit_and_a_refit_that_does_not_help_is_refused(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_refit_every=40)
+    with serve(settings) as (client, model):
+        first = client.post("/setup", json=setup_body()).json()["model_version"]
+        tasks = [task(i, "a") for i in range(1, 41)]
+        client.post("/webhook", json=tasks_created(tasks))
+        answers = [
+            client.post(
+                "/webhook",
+                json=annotation_event("ANNOTATION_CREATED", 2000 + i, i, "A-is-clearly-better"),
+            ).json()["status"]
+            for i in range(1, 41)
+        ]
+        assert [a.endswith("refit queued") for a in answers] == [False] * 39 + [True]
+        # The judge was never wrong: nothing to learn, the prior stays.
+        assert model.store.active_router(PROJECT) is None
+        assert client.post("/setup", json=setup_body()).json()["model_version"] == first
+
+
+def test_deleted_labels_leave_the_training_set(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_refit_every=10_000)
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        client.post("/webhook", json=tasks_created([task(i, "a") for i in (1, 2, 3)]))
+        for i in (1, 2, 3):
+            event = annotation_event("ANNOTATION_CREATED", 3000 + i, i, "B-is-clearly-better")
+            client.post("/webhook", json=event)
+        assert len(model.store.labelled_comparisons(PROJECT)) == 3
+        deleted = {"action": "ANNOTATIONS_DELETED", "project": {"id": PROJECT}}
+        client.post("/webhook", json={**deleted, "annotations": [{"id": 3002}]})
+        labelled = model.store.labelled_comparisons(PROJECT)
+        assert sorted(record["id"] for record in labelled) == ["1", "3"]
+        assert all(record["judge"]["label"] == "A" for record in labelled)
