@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     hyper_router_model: Path | None = Field(
         default=None, description="A fitted router JSON; default: the shipped prior"
     )
+    hyper_audit_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of judge-bound tasks sent to humans instead, at random, as an audit",
+    )
     hyper_refit_every: int = Field(
         default=50, ge=1, description="refit the router after this many new human labels"
     )
@@ -139,5 +145,6 @@ PROJECT_OVERRIDABLE = frozenset(
         "hyper_judge_model",
         "hyper_tagger",
         "hyper_refit_every",
+        "hyper_audit_share",
     }
 )

@@ -14,28 +14,31 @@ from collections import defaultdict
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.learning import RefitOutcome, Refitter
 from hyper_ls_backend.jobs.pipeline import RouterRegistry
+from hyper_ls_backend.settings import Settings
 from hyper_ls_backend.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class Learner:
-    def __init__(self, store: Store, routers: RouterRegistry, prior_strength: float) -> None:
-        self._store, self._routers = store, routers
-        self._prior_strength = prior_strength
+    def __init__(self, settings: Settings, store: Store, routers: RouterRegistry) -> None:
+        self._settings, self._store, self._routers = settings, store, routers
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
 
     def refit(self, project_id: int) -> RefitOutcome:
         """Refit on every label the project has; one refit per project at a time."""
         with self._locks[project_id]:
-            labelled = [
-                Comparison.model_validate(record)
-                for record in self._store.labelled_comparisons(project_id)
-            ]
+            rows = self._store.labelled_comparisons(project_id)
+            picked = [Comparison.model_validate(r) for r, audit in rows if not audit]
+            audits = [Comparison.model_validate(r) for r, audit in rows if audit]
             seen = [Comparison.model_validate(r) for r in self._store.seen_comparisons(project_id)]
-            refitter = Refitter(self._prior_strength)
-            # Labels so far come from tasks the router sent to humans: propensity 1.
-            refitter.observe(labelled, propensity=1.0)
+            project = self._store.project(project_id)
+            settings = self._settings.for_project(project.extra_params if project else None)
+            refitter = Refitter(settings.hyper_prior_strength)
+            # The router's own picks were sure to be labelled; an audit had audit_share odds.
+            refitter.observe(picked, propensity=1.0)
+            if audits and settings.hyper_audit_share > 0:
+                refitter.observe(audits, propensity=settings.hyper_audit_share)
             refitter.see(seen)
             current = self._routers.for_project(project_id)
             outcome = refitter.refit(self._routers.prior, current)
@@ -47,7 +50,7 @@ class Learner:
             log.info(
                 "project %d: refit on %d labels %s (%s)",
                 project_id,
-                len(labelled),
+                len(rows),
                 "adopted" if outcome.adopted else "not adopted",
                 outcome.quality,
             )

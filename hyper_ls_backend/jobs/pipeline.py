@@ -14,6 +14,7 @@ from typing import Any
 
 from hyper_ls_backend.core.comparison import Comparison, parse_label
 from hyper_ls_backend.core.router import Route, Router, StreamingRouter, budget_count
+from hyper_ls_backend.core.strategies import stable_uniform
 from hyper_ls_backend.lm import Judge, Tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import (
@@ -28,6 +29,8 @@ from hyper_ls_backend.store.schema import DecisionRecord
 log = logging.getLogger(__name__)
 
 NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
+AUDIT_REASON = "audit: a random sample of what the judge labels, to measure the judge"
+AUDIT_SEED = 7
 BUDGET_FILL_REASON = "budget fill: the rest of the received tasks are needed to spend the budget"
 REASONS_IN_SUMMARY = 2
 LOCK_STRIPES = 256
@@ -162,14 +165,18 @@ class Pipeline:
         route, reasons = decision.route, decision.reasons
         fixed = router.strategy.fixed_human_share
         share = settings.hyper_budget if fixed is None else fixed
+        audit = False
         if route is Route.AI and must_fill(ledger, share):
             route, reasons = Route.HUMAN, [BUDGET_FILL_REASON, *reasons]
+        elif route is Route.AI and audited(comparison, ledger, share, settings.hyper_audit_share):
+            route, reasons, audit = Route.HUMAN, [AUDIT_REASON, *reasons], True
         verdict = comparison.judge
         return {
             "route": route.value,
             "score": decision.score,
             "reasons": [judge_error] if judge_error else reasons,
             "forced": decision.forced,
+            "audit": audit,
             "judge_label": verdict.label.value if verdict and verdict.label else None,
             "judge_confidence": verdict.confidence if verdict else None,
             "model_version": router.version,
@@ -218,6 +225,14 @@ def must_fill(ledger: Ledger, share: float) -> bool:
     need = budget_count(share, ledger.n_received) - ledger.n_human
     remaining = ledger.n_received - ledger.n_seen
     return need > 0 and remaining <= need
+
+
+def audited(comparison: Comparison, ledger: Ledger, share: float, audit_share: float) -> bool:
+    """Whether a task the judge would label goes to humans as an audit: a fixed draw per
+    task (replays do not change it), only while the budget has room for it."""
+    room = budget_count(share, ledger.n_seen + 1) - ledger.n_human
+    draw = stable_uniform([f"audit:{comparison.id}"], AUDIT_SEED)[0]
+    return room > 0 and draw < audit_share
 
 
 def summarize(decision: DecisionRecord) -> str:

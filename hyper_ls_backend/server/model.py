@@ -96,7 +96,7 @@ class HyperModel:
         )
         routers = RouterRegistry(store, prior)
         pipeline = Pipeline(settings, store, routers, judge, tagger, label_studio)
-        learner = Learner(store, routers, settings.hyper_prior_strength)
+        learner = Learner(settings, store, routers)
         queue = JobQueue(
             make_huey(settings, immediate=immediate), pipeline, learner, settings.threads
         )

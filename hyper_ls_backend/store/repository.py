@@ -258,9 +258,10 @@ class Store:
                 or 0
             )
 
-    def labelled_comparisons(self, project_id: int) -> list[dict[str, Any]]:
-        """Every readable task with human labels, as HyPER pairs records: the stored
-        comparison, its judge verdict and its human votes (oldest annotation first)."""
+    def labelled_comparisons(self, project_id: int) -> list[tuple[dict[str, Any], bool]]:
+        """Every readable task with human labels, as HyPER pairs records (the stored
+        comparison, its judge verdict, its human votes oldest first), each with whether its
+        decision was an audit."""
         with self.session() as s:
             labels = s.execute(
                 select(HumanLabel.task_id, HumanLabel.label)
@@ -271,11 +272,21 @@ class Store:
             for task_id, label in labels:
                 votes.setdefault(task_id, []).append(label)
             rows = s.execute(
-                select(TaskRecord.task_id, TaskRecord.comparison, JudgeOutput.verdict)
+                select(
+                    TaskRecord.task_id,
+                    TaskRecord.comparison,
+                    JudgeOutput.verdict,
+                    DecisionRecord.audit,
+                )
                 .outerjoin(
                     JudgeOutput,
                     (JudgeOutput.project_id == TaskRecord.project_id)
                     & (JudgeOutput.task_id == TaskRecord.task_id),
+                )
+                .outerjoin(
+                    DecisionRecord,
+                    (DecisionRecord.project_id == TaskRecord.project_id)
+                    & (DecisionRecord.task_id == TaskRecord.task_id),
                 )
                 .where(
                     TaskRecord.project_id == project_id,
@@ -284,8 +295,8 @@ class Store:
                 )
             ).all()
             return [
-                {**comparison, "human": votes[task_id], "judge": verdict}
-                for task_id, comparison, verdict in rows
+                ({**comparison, "human": votes[task_id], "judge": verdict}, bool(audit))
+                for task_id, comparison, verdict, audit in rows
             ]
 
     def seen_comparisons(self, project_id: int) -> list[dict[str, Any]]:

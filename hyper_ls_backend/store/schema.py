@@ -73,6 +73,8 @@ class DecisionRecord(Base):
     score: Mapped[float] = mapped_column(Float)
     reasons: Mapped[list[Any]] = mapped_column()
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    audit: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Sent to humans at random from what the judge would have labelled, to measure it."""
     judge_label: Mapped[str | None] = mapped_column(String(8), nullable=True)
     judge_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str] = mapped_column(String(128))

@@ -10,6 +10,7 @@ from server.harness import (
     ScriptedJudge,
     annotation_event,
     judge_settings,
+    predict_body,
     serve,
     setup_body,
     task,
@@ -90,6 +91,35 @@ def test_deleted_labels_leave_the_training_set(
         assert len(model.store.labelled_comparisons(PROJECT)) == 3
         deleted = {"action": "ANNOTATIONS_DELETED", "project": {"id": PROJECT}}
         client.post("/webhook", json={**deleted, "annotations": [{"id": 3002}]})
-        labelled = model.store.labelled_comparisons(PROJECT)
+        labelled = [record for record, _ in model.store.labelled_comparisons(PROJECT)]
         assert sorted(record["id"] for record in labelled) == ["1", "3"]
         assert all(record["judge"]["label"] == "A" for record in labelled)
+
+
+def test_audits_send_judge_bound_tasks_to_humans_within_the_budget_without_prefill(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.5, hyper_audit_share=1.0)
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        tasks = [task(i, "a") for i in range(1, 21)]
+        client.post("/webhook", json=tasks_created(tasks))
+        decisions = [model.store.decision(PROJECT, i) for i in range(1, 21)]
+        humans = [d for d in decisions if d.route == "human"]
+        audits = [d for d in decisions if d.audit]
+        assert len(humans) == 10 and audits and set(map(id, audits)) <= set(map(id, humans))
+        assert all(d.reasons[0].startswith("audit:") for d in audits)
+        results = client.post("/predict", json=predict_body(tasks)).json()["results"]
+        for decision, result in zip(decisions, results, strict=True):
+            if decision.audit:
+                assert result["result"] == []
+
+
+def test_no_audits_when_the_share_is_zero(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.5, hyper_audit_share=0.0)
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        client.post("/webhook", json=tasks_created([task(i, "a") for i in range(1, 21)]))
+        assert not any(model.store.decision(PROJECT, i).audit for i in range(1, 21))
