@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     hyper_judge_timeout: float = 60.0
     hyper_judge_max_attempts: int = 4
+    hyper_lm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description='extra or overriding LM prices, USD per million tokens: {"model": [in, out]}',
+    )
     hyper_tagger: bool = True
     hyper_max_text_chars: int = 40_000
 

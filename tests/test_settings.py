@@ -49,3 +49,8 @@ def test_secrets_do_not_show_in_repr() -> None:
     settings = Settings(anthropic_api_key="sk-secret-value", label_studio_api_key="ls-secret")
     assert "sk-secret-value" not in repr(settings)
     assert "ls-secret" not in str(settings.model_dump())
+
+
+def test_lm_prices_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPER_LM_PRICES", '{"local-llama": [0.2, 0.6]}')
+    assert Settings().hyper_lm_prices == {"local-llama": (0.2, 0.6)}

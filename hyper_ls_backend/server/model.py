@@ -15,9 +15,12 @@ from hyper_ls_backend.jobs.queue import JobQueue, make_huey
 from hyper_ls_backend.lm import (
     ANTHROPIC_BASE_URL,
     DEFAULT_ANTHROPIC_MODEL,
+    DEFAULT_PRICES,
     AnthropicTransport,
     Judge,
     OpenAICompatibleTransport,
+    Price,
+    PriceTable,
     RetryPolicy,
     Tagger,
     Transport,
@@ -65,8 +68,17 @@ def build_judge_and_tagger(settings: Settings, store: Store) -> tuple[Judge | No
     else:
         return None, None
     retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
-    judge = Judge(transport, retry=retry, max_text_chars=settings.hyper_max_text_chars)
-    tagger = Tagger(transport, retry=retry, cache=store) if settings.hyper_tagger else None
+    prices = PriceTable(
+        {**DEFAULT_PRICES, **{m: Price(*rates) for m, rates in settings.hyper_lm_prices.items()}}
+    )
+    judge = Judge(
+        transport, prices=prices, retry=retry, max_text_chars=settings.hyper_max_text_chars
+    )
+    tagger = (
+        Tagger(transport, prices=prices, retry=retry, cache=store)
+        if settings.hyper_tagger
+        else None
+    )
     return judge, tagger
 
 
