@@ -217,6 +217,30 @@ def connect(args: argparse.Namespace) -> None:
     )
 
 
+def status(args: argparse.Namespace) -> None:
+    """Show a project's campaign: budget, routes, judge-human agreement, spend, versions."""
+    import requests
+
+    settings = Settings()
+    auth = (
+        (settings.basic_auth_user, settings.basic_auth_pass.get_secret_value())
+        if settings.basic_auth_user and settings.basic_auth_pass
+        else None
+    )
+    try:
+        response = requests.get(
+            f"{args.backend_url.rstrip('/')}/status",
+            params={"project": args.project},
+            auth=auth,
+            timeout=30,
+        )
+    except requests.RequestException as error:
+        raise UsageProblem(f"cannot reach the backend at {args.backend_url}: {error}") from None
+    if response.status_code != 200:
+        raise UsageProblem(f"{args.backend_url} answered {response.status_code}: {response.text}")
+    Console().print_json(response.text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyper-ls",
@@ -311,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-config", type=Path, default=Path("label_config/preference_5point.xml")
     )
     connecting.set_defaults(handler=connect)
+
+    showing = commands.add_parser("status", help=status.__doc__, description=status.__doc__)
+    showing.add_argument("--project", type=int, required=True)
+    showing.add_argument("--backend-url", default="http://localhost:9090")
+    showing.set_defaults(handler=status)
     return parser
 
 

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     # Routing
     hyper_budget: float = Field(default=0.25, ge=0.0, le=1.0)
+    hyper_human_label_cost: float = Field(
+        default=0.5, ge=0.0, description="USD per human label, for the cost saved on /status"
+    )
     hyper_ai_mode: AIMode = AIMode.ANNOTATE
     hyper_router_model: Path | None = Field(
         default=None, description="A fitted router JSON; default: the shipped prior"
@@ -150,5 +153,6 @@ PROJECT_OVERRIDABLE = frozenset(
         "hyper_tagger",
         "hyper_refit_every",
         "hyper_audit_share",
+        "hyper_human_label_cost",
     }
 )

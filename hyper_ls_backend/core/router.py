@@ -196,6 +196,21 @@ class Router:
             )
         return reasons
 
+    def feature_weights(self) -> list[dict[str, Any]]:
+        """Each feature's weight on its own in the score, strongest first (the paper's
+        feature-gain analysis, read off the current model)."""
+        names = self.featurizer.feature_names_
+        contributions = self.strategy.contributions(np.eye(len(names), dtype=np.float32))
+        if contributions is None:
+            return []
+        weights = np.diag(contributions)
+        order = np.argsort(-np.abs(weights), kind="stable")
+        return [
+            {"feature": names[j], "weight": round(float(weights[j]), 4)}
+            for j in order
+            if weights[j] != 0
+        ]
+
     def _families(self) -> tuple[list[str], np.ndarray]:
         """Feature family names and each column's family index (``len_diff::0.67-1.00`` and
         ``len_diff::0.00-0.33`` are one family)."""

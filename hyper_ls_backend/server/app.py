@@ -26,6 +26,7 @@ from hyper_ls_backend.server.schemas import (
     SetupResponse,
     WebhookEvent,
 )
+from hyper_ls_backend.server.status import ProjectStatus, project_status
 from hyper_ls_backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,18 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         metrics.WEBHOOKS.labels(event.action).inc()
         outcome = model.webhook(event)
         return {"status": outcome}
+
+    @app.get("/status", response_model=ProjectStatus)
+    def status_of(project: int, model: Backend) -> ProjectStatus:
+        stored = model.store.project(project)
+        if stored is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project} was never set up")
+        return project_status(
+            model.store,
+            settings.for_project(stored.extra_params),
+            project,
+            model.pipeline.routers.for_project(project),
+        )
 
     @app.get("/metrics")
     def prometheus(model: Backend) -> Response:

@@ -309,6 +309,49 @@ class Store:
                 )
             )
 
+    def route_counts(self, project_id: int) -> dict[str, int]:
+        """Decisions by kind (``human`` by the router, ``audit``, ``forced``, ``ai``) and
+        the number of tasks received."""
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    DecisionRecord.route, DecisionRecord.audit, DecisionRecord.forced, func.count()
+                )
+                .where(DecisionRecord.project_id == project_id)
+                .group_by(DecisionRecord.route, DecisionRecord.audit, DecisionRecord.forced)
+            ).all()
+            received = s.scalar(select(func.count()).where(TaskRecord.project_id == project_id))
+        counts = {"ai": 0, "human": 0, "audit": 0, "forced": 0, "received": received or 0}
+        for route, audit, forced, n in rows:
+            kind = "audit" if audit else "forced" if forced and route == "human" else route
+            counts[kind] += n
+        return counts
+
+    def lm_spend(self, project_id: int) -> dict[str, float]:
+        with self.session() as s:
+            cost, tokens_in, tokens_out = s.execute(
+                select(
+                    func.coalesce(func.sum(JudgeOutput.cost_usd), 0.0),
+                    func.coalesce(func.sum(JudgeOutput.input_tokens), 0),
+                    func.coalesce(func.sum(JudgeOutput.output_tokens), 0),
+                ).where(JudgeOutput.project_id == project_id)
+            ).one()
+        return {
+            "cost_usd": float(cost),
+            "input_tokens": int(tokens_in),
+            "output_tokens": int(tokens_out),
+        }
+
+    def router_versions(self, project_id: int) -> list[RouterVersion]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(RouterVersion)
+                    .where(RouterVersion.project_id == project_id)
+                    .order_by(RouterVersion.created_at)
+                )
+            )
+
     # -- router versions -------------------------------------------------------------------
 
     def adopt_router(
