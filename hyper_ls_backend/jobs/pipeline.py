@@ -16,7 +16,7 @@ from hyper_ls_backend.core.comparison import Comparison, parse_label
 from hyper_ls_backend.core.router import Route, Router, StreamingRouter, budget_count
 from hyper_ls_backend.core.strategies import stable_uniform
 from hyper_ls_backend.lm import Judge, Tagger
-from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
+from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
     parse_label_config,
@@ -191,20 +191,29 @@ class Pipeline:
         fresh: bool,
     ) -> None:
         label = decision.judge_label
-        written = self.label_studio.write(
-            config,
-            WriteBack(
-                task=payload,
-                route=decision.route,
-                score=decision.score,
-                reason=summarize(decision),
-                model_version=decision.model_version,
-                label=parse_label(label) if label else None,
-                confidence=decision.judge_confidence,
-                annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
-                fresh=fresh,
-            ),
+        item = WriteBack(
+            task=payload,
+            route=decision.route,
+            score=decision.score,
+            reason=summarize(decision),
+            model_version=decision.model_version,
+            label=parse_label(label) if label else None,
+            confidence=decision.judge_confidence,
+            annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
+            fresh=fresh,
         )
+        try:
+            written = self.label_studio.write(config, item)
+        except TaskGone:
+            # Deleted in Label Studio: the decision stays ours, there is nothing to show.
+            log.warning(
+                "task %d of project %d was deleted in Label Studio before its decision "
+                "was written back",
+                decision.task_id,
+                decision.project_id,
+            )
+            self.store.mark_written(decision.project_id, decision.task_id)
+            return
         if decision.route == Route.HUMAN.value and settings.hyper_annotators:
             self.label_studio.assign(
                 decision.project_id, decision.task_id, settings.hyper_annotators

@@ -27,6 +27,10 @@ CLEAR_CONFIDENCE = 0.8
 """Judge confidence from which a pre-filled answer says "clearly" rather than "slightly"."""
 
 
+class TaskGone(LookupError):
+    """The task was deleted in Label Studio before its decision could be written."""
+
+
 @dataclass(frozen=True)
 class WriteBack:
     """What one routed task gets in Label Studio."""
@@ -78,7 +82,12 @@ class LabelStudioClient:
             SCORE_FIELD: round(item.score, 4),
             REASON_FIELD: item.reason,
         }
-        self.sdk.tasks.update(id=str(task_id), data=data)
+        try:
+            self.sdk.tasks.update(id=str(task_id), data=data)
+        except ApiError as error:
+            if error.status_code == 404:
+                raise TaskGone(task_id) from None
+            raise
         if item.route != "ai" or item.label is None:
             return Written()
         result = prediction_result(config, item.label, strength_for(item.confidence))

@@ -320,3 +320,27 @@ def test_predict_mode_writes_a_prediction_but_no_annotation(
     decision = model.store.decision(PROJECT, 1)
     assert decision.prediction_id is not None and decision.annotation_id is None
     assert not any("/annotations" in p for p in label_studio.paths("POST"))
+
+
+def test_a_task_deleted_in_label_studio_before_write_back_is_not_retried_forever(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    label_studio: FakeLabelStudio,
+) -> None:
+    label_studio.deleted_tasks.add(2)
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=0.0,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    model = build(settings)
+    import_tasks(model, [task(1, "a"), task(2, "a")])
+    gone = model.store.decision(PROJECT, 2)
+    assert gone is not None and gone.written_at is not None and gone.prediction_id is None
+    assert model.store.decision(PROJECT, 1).prediction_id is not None
+    assert not model.store.unwritten_decisions()
+    assert not any("/tasks/2/annotations" in p for p in label_studio.paths("POST"))

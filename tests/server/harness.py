@@ -212,6 +212,8 @@ class FakeLabelStudio:
 
     def __init__(self, user_id: int = 99) -> None:
         self.user_id = user_id
+        self.deleted_tasks: set[int] = set()
+        """Tasks deleted in this Label Studio: writes to them answer 404."""
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self._ids = iter(range(1000, 10**6))
         self._lock = threading.Lock()
@@ -243,6 +245,8 @@ class FakeLabelStudio:
         if route.endswith("/current-user/whoami"):
             return 200, {"id": self.user_id, "email": "backend@example.com", "username": "hyper"}
         if method == "PATCH" and re.fullmatch(r"/api/tasks/\d+", route):
+            if int(route.rsplit("/", 1)[1]) in self.deleted_tasks:
+                return 404, {"detail": "Not found."}
             return 200, {"id": int(route.rsplit("/", 1)[1]), "data": (body or {}).get("data")}
         if method == "GET" and route in ("/api/predictions", "/api/annotations"):
             return 200, []
