@@ -205,9 +205,6 @@ class Featurizer:
             names.append(f"judge_pick={pick}")
         return names
 
-    def active_features(self, row: np.ndarray) -> list[str]:
-        return [self.feature_names_[i] for i in np.flatnonzero(row)]
-
     # -- persistence ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

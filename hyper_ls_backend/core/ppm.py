@@ -124,13 +124,10 @@ class PerformancePredictionModel:
     def predict(self, vectors: np.ndarray) -> np.ndarray:
         return self._expand(vectors) @ self.coef_ + self.intercept_
 
-    def gain(self, features: np.ndarray, pool_size: int) -> np.ndarray:
-        """The paper's top-k gain: PPM(this comparison alone to humans) - PPM(nobody)."""
-        empty = self.predict(np.zeros((1, features.shape[1]), dtype=np.float32))[0]
-        return self.predict(features / pool_size) - empty
-
     def linear_terms(self, n_features: int) -> np.ndarray:
-        """First-order coefficient of each feature (per unit of pool share)."""
+        """First-order coefficient of each feature (per unit of pool share): the paper's
+        top-k gain, PPM(this comparison alone to humans) - PPM(nobody), times the pool size,
+        in the large-pool limit."""
         return self.coef_[:n_features]
 
     def to_dict(self) -> dict:

@@ -37,7 +37,8 @@ def make(
 
 
 def active(featurizer: Featurizer, comparison: Comparison) -> set[str]:
-    return set(featurizer.active_features(featurizer.transform([comparison])[0]))
+    row = featurizer.transform([comparison])[0]
+    return {featurizer.feature_names_[i] for i in np.flatnonzero(row)}
 
 
 def reloaded(featurizer: Featurizer) -> Featurizer:

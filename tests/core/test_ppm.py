@@ -145,11 +145,13 @@ def test_quadratic_ppm_fits_an_interaction_the_linear_one_cannot():
     assert quadratic.linear_terms(3).shape == (3,)
 
 
-def test_gain_is_the_prediction_of_one_comparison_alone_minus_nobody():
+def test_linear_terms_are_the_papers_top_k_gain_in_a_large_pool():
     vectors, targets, weights = linear_problem()
-    model = PerformancePredictionModel(degree=1).fit(vectors, targets)
-    features = np.eye(len(weights), dtype=np.float32)
-    np.testing.assert_allclose(model.gain(features, pool_size=10), model.coef_ / 10, rtol=1e-5)
+    model = PerformancePredictionModel(degree=2).fit(vectors, targets)
+    n, pool = len(weights), 100_000
+    empty = model.predict(np.zeros((1, n)))[0]
+    gain = model.predict(np.eye(n) / pool) - empty  # one comparison alone to humans
+    np.testing.assert_allclose(gain * pool, model.linear_terms(n), rtol=1e-3, atol=1e-6)
 
 
 def test_ppm_round_trips_through_json():
