@@ -8,6 +8,8 @@ carry one from this backend.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -29,6 +31,20 @@ CLEAR_CONFIDENCE = 0.8
 
 class TaskGone(LookupError):
     """The task was deleted in Label Studio before its decision could be written."""
+
+
+@contextmanager
+def _task_gone_on_missing(task_id: int) -> Iterator[None]:
+    """Turn Label Studio's "no such task" answers into TaskGone: 404 from the task and
+    annotation endpoints, 400 naming the ``task`` field from the prediction endpoint."""
+    try:
+        yield
+    except ApiError as error:
+        body = error.body if isinstance(error.body, dict) else {}
+        invalid_task = "task" in (body.get("validation_errors") or {})
+        if error.status_code == 404 or (error.status_code == 400 and invalid_task):
+            raise TaskGone(task_id) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -75,21 +91,27 @@ class LabelStudioClient:
         return cls(LabelStudio(base_url=url, api_key=api_key, timeout=timeout))
 
     def write(self, config: PreferenceConfig, item: WriteBack) -> Written:
+        """Write one decision. The route fields go last, so a task that shows a route in
+        Label Studio (and in the HyPER tabs) already carries its prediction and annotation,
+        and an AI-routed task leaves the labelling stream before it shows up as routed."""
         task_id = int(item.task["id"])
-        data = {
-            **item.task.get("data", {}),
-            ROUTE_FIELD: item.route,
-            SCORE_FIELD: round(item.score, 4),
-            REASON_FIELD: item.reason,
-        }
-        try:
-            self.sdk.tasks.update(id=str(task_id), data=data)
-        except ApiError as error:
-            if error.status_code == 404:
-                raise TaskGone(task_id) from None
-            raise
-        if item.route != "ai" or item.label is None:
+        with _task_gone_on_missing(task_id):
+            written = self._prefill(config, item) if item.route == "ai" else Written()
+            self.sdk.tasks.update(
+                id=str(task_id),
+                data={
+                    **item.task.get("data", {}),
+                    ROUTE_FIELD: item.route,
+                    SCORE_FIELD: round(item.score, 4),
+                    REASON_FIELD: item.reason,
+                },
+            )
+        return written
+
+    def _prefill(self, config: PreferenceConfig, item: WriteBack) -> Written:
+        if item.label is None:
             return Written()
+        task_id = int(item.task["id"])
         result = prediction_result(config, item.label, strength_for(item.confidence))
         prediction_id = (None if item.fresh else self._existing_prediction(task_id, item)) or (
             self.sdk.predictions.create(

@@ -298,6 +298,8 @@ def test_decisions_are_written_back_to_label_studio(
     ]
     assert prediction["task"] == 1
     assert prediction["result"][0]["value"] == {"choices": ["B"]}
+    task_1_writes = [m for m, p, _, _ in label_studio.requests if "/tasks/1/" in p + "/"]
+    assert task_1_writes == ["POST", "PATCH"], "the route shows once the annotation exists"
     assert not model.store.unwritten_decisions()
 
 

@@ -10,6 +10,7 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     Strength,
     parse_label_config,
@@ -95,3 +96,26 @@ def test_a_broken_config_is_refused(client: LabelStudio) -> None:
 
     with pytest.raises(ApiError):
         client.projects.create(title="broken", label_config=broken)
+
+
+@pytest.mark.parametrize("route", ["ai", "human"])
+def test_writing_to_a_deleted_task_raises_task_gone(client: LabelStudio, route: str) -> None:
+    """Label Studio answers 404 for the task and annotation, but 400 for a prediction."""
+    project = client.projects.create(title="hyper-ls deleted", label_config=SHIPPED["3way"])
+    assert project.id is not None
+    client.projects.import_tasks(id=project.id, request=[{"data": TASK}])
+    (task,) = list(client.tasks.list(project=project.id))
+    client.tasks.delete(id=str(task.id))
+    item = WriteBack(
+        task={"id": task.id, "data": TASK},
+        route=route,
+        score=0.5,
+        reason="test",
+        model_version="test",
+        label=Label.A,
+        fresh=True,
+    )
+
+    with pytest.raises(TaskGone):
+        LabelStudioClient(client).write(parse_label_config(SHIPPED["3way"]), item)
+    client.projects.delete(id=project.id)

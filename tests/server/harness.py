@@ -213,7 +213,8 @@ class FakeLabelStudio:
     def __init__(self, user_id: int = 99) -> None:
         self.user_id = user_id
         self.deleted_tasks: set[int] = set()
-        """Tasks deleted in this Label Studio: writes to them answer 404."""
+        """Tasks deleted in this Label Studio: writes to them answer as a real one does (404,
+        or 400 naming the task for a new prediction)."""
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self._ids = iter(range(1000, 10**6))
         self._lock = threading.Lock()
@@ -252,6 +253,12 @@ class FakeLabelStudio:
             return 200, []
         if method == "GET" and re.fullmatch(r"/api/tasks/\d+/annotations", route):
             return 200, []
+        posted_task = (body or {}).get("task") if route == "/api/predictions" else None
+        if method == "POST" and posted_task in self.deleted_tasks:
+            return 400, {"validation_errors": {"task": ["Invalid pk - object does not exist."]}}
+        annotated = re.fullmatch(r"/api/tasks/(\d+)/annotations", route)
+        if method == "POST" and annotated and int(annotated.group(1)) in self.deleted_tasks:
+            return 404, {"detail": "No Task matches the given query."}
         if method == "POST" and (
             route == "/api/predictions" or re.fullmatch(r"/api/tasks/\d+/annotations", route)
         ):
