@@ -27,8 +27,11 @@ MIN_HELD_OUT = 20
 @dataclass(frozen=True)
 class RefitOutcome:
     router: Router
+    """The router to use from now on: the new version if adopted, else the current one."""
     adopted: bool
     quality: dict[str, Any]
+    candidate: Router | None = None
+    """The version that was measured (fitted without the held-out groups), adopted or not."""
 
 
 def error_auc(
@@ -79,6 +82,7 @@ class Refitter:
         groups = [c.group for c in self.labelled]
         quality: dict[str, Any] = {"n_labels": len(self.labelled)}
         candidate_auc = current_auc = None
+        trial: Router | None = None
         if len(set(groups)) >= 2:
             splitter = GroupShuffleSplit(1, test_size=self.held_out_share, random_state=self.seed)
             fit_rows, held_rows = next(splitter.split(groups, groups=groups))
@@ -100,6 +104,6 @@ class Refitter:
             candidate_auc is not None and current_auc is not None and candidate_auc >= current_auc
         )
         if not adopted:
-            return RefitOutcome(current, False, quality)
+            return RefitOutcome(current, False, quality, trial)
         router = prior.refit(self.labelled, self.prior_strength, weight, self.seen)
-        return RefitOutcome(router, True, quality)
+        return RefitOutcome(router, True, quality, trial)

@@ -2,7 +2,7 @@
 
 Runs in the background (a refit of thousands of labels takes seconds); the import flow
 keeps routing with the current version meanwhile and picks up an adopted one on its next
-task. Every adopted version is stored with the quality that got it adopted.
+task. Every refit's version is stored with its measured quality, adopted or rejected.
 """
 
 from __future__ import annotations
@@ -42,10 +42,14 @@ class Learner:
             refitter.see(seen)
             current = self._routers.for_project(project_id)
             outcome = refitter.refit(self._routers.prior, current)
-            if outcome.adopted:
-                router = outcome.router
-                self._store.adopt_router(
-                    project_id, router.version, router.to_dict(), outcome.quality
+            measured = outcome.router if outcome.adopted else outcome.candidate
+            if measured is not None:
+                self._store.record_router(
+                    project_id,
+                    measured.version,
+                    measured.to_dict(),
+                    outcome.quality,
+                    adopt=outcome.adopted,
                 )
             log.info(
                 "project %d: refit on %d labels %s (%s)",

@@ -354,22 +354,31 @@ class Store:
 
     # -- router versions -------------------------------------------------------------------
 
-    def adopt_router(
-        self, project_id: int, version: str, artifact: dict[str, Any], quality: dict[str, Any]
+    def record_router(
+        self,
+        project_id: int,
+        version: str,
+        artifact: dict[str, Any],
+        quality: dict[str, Any],
+        adopt: bool,
     ) -> None:
-        """Make ``version`` the project's router; earlier versions are kept, inactive."""
+        """Keep a refitted version with its measured quality; ``adopt`` makes it the project's
+        router (earlier versions are kept, inactive). Rejected candidates are kept too, so
+        every refit's verdict can be inspected."""
         with self.session() as s:
-            for previous in s.scalars(
-                select(RouterVersion).where(RouterVersion.project_id == project_id)
-            ):
-                previous.active = False
-            s.add(
+            if adopt:
+                for previous in s.scalars(
+                    select(RouterVersion).where(RouterVersion.project_id == project_id)
+                ):
+                    previous.active = False
+            s.merge(
                 RouterVersion(
                     project_id=project_id,
                     version=version,
                     artifact=artifact,
                     quality=quality,
-                    active=True,
+                    active=adopt,
+                    adopted=adopt,
                 )
             )
 

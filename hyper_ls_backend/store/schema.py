@@ -106,6 +106,9 @@ class RouterVersion(Base):
     artifact: Mapped[dict[str, Any]] = mapped_column()
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The version the project routes with now (at most one per project)."""
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Passed its adoption test when proposed; False for a rejected candidate."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

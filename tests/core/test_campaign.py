@@ -140,3 +140,16 @@ def test_online_simulation_reports_every_policy_with_curves(data):
         assert 0.0 < row["human_share"]["mean"] <= 0.25
         assert len(row["capture_curve"]) >= 4
         assert np.isfinite(row["capture_curve"]).all()
+
+
+def test_a_refit_that_measures_worse_than_the_current_version_is_refused_but_kept(prior, halves):
+    # The current version was fitted on every label, held-out ones included: the candidate,
+    # fitted without them, cannot rank their judge errors as well.
+    current = Router("judge-error").fit(halves[1])
+    refitter = Refitter()
+    refitter.observe(halves[1], propensity=1.0)
+    outcome = refitter.refit(prior, current=current)
+    assert not outcome.adopted and outcome.router is current
+    assert outcome.quality["held_out_auc"] < outcome.quality["current_held_out_auc"]
+    assert outcome.candidate is not None
+    assert outcome.candidate.version not in (current.version, prior.version)

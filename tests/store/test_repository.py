@@ -260,3 +260,21 @@ def test_projects_are_saved_and_replaced(store: Store) -> None:
     store.save_project(P, "<View>2</View>", {"hyper_budget": 0.1})
     project = store.project(P)
     assert (project.label_config, project.extra_params) == ("<View>2</View>", {"hyper_budget": 0.1})
+
+
+def test_rejected_router_versions_are_kept_and_leave_the_active_one(store: Store) -> None:
+    store.record_router(P, "v1", {"w": 1}, {"auc": 0.7}, adopt=True)
+    store.record_router(P, "v2", {"w": 2}, {"auc": 0.6}, adopt=False)
+    store.record_router(P, "v3", {"w": 3}, {"auc": 0.8}, adopt=True)
+    store.record_router(P, "v3", {"w": 3}, {"auc": 0.8}, adopt=True)  # a replayed refit
+
+    versions = [
+        (v.version, v.active, v.adopted, v.quality["auc"]) for v in store.router_versions(P)
+    ]
+
+    assert versions == [
+        ("v1", False, True, 0.7),
+        ("v2", False, False, 0.6),
+        ("v3", True, True, 0.8),
+    ]
+    assert store.active_router(P).version == "v3"
