@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from lm.fake_llm_server import FakeLLMServer
 
 from hyper_ls_backend.cli import main
+from hyper_ls_backend.server.status import agreement, agreement_by_tag, ai_label_accuracy
 
 from .harness import (
     PROJECT,
@@ -41,9 +43,9 @@ def test_status_reports_budget_routes_agreement_spend_and_features(
     assert routes["received"] == 20
     assert routes["ai"] + routes["human"] + routes["audit"] + routes["forced"] == 20
     assert body["budget"] == {"share": 0.5, "allowed": 10, "used": 10, "left": 0}
-    agreement = body["judge_agreement"]
-    assert agreement["n"] == len(humans) == 10 and agreement["agree"] == 5
-    low, high = agreement["ci95"]
+    measured = body["judge_agreement"]
+    assert measured["n"] == len(humans) == 10 and measured["agree"] == 5
+    low, high = measured["ci95"]
     assert low < 0.5 < high
     assert body["spend"]["human_cost_saved_usd"] == routes["ai"] * 2.0
     assert body["spend"]["input_tokens"] > 0
@@ -56,3 +58,35 @@ def test_status_command_prints_the_backends_answer_or_a_clear_error(capsys) -> N
     code = main(["status", "--project", "1", "--backend-url", "http://127.0.0.1:9"])
     assert code == 2
     assert "cannot reach the backend" in capsys.readouterr().err
+
+
+def test_agreement_by_tag_covers_every_labelled_task_in_each_dimension() -> None:
+    labelled = [
+        ({"category": "math", "safety_concern": "high"}, ("A", "A")),
+        ({"category": "math"}, ("A", "B")),
+        ({"category": "code"}, ("tie", "tie")),
+        ({}, ("B", "B")),
+    ]
+    table = agreement_by_tag(labelled)
+    assert list(table) == ["category", "safety_concern"]
+    assert {value: (a.n, a.agree) for value, a in table["category"].items()} == {
+        "code": (1, 1),
+        "math": (2, 1),
+        "unknown": (1, 1),
+    }
+    assert {value: (a.n, a.agree) for value, a in table["safety_concern"].items()} == {
+        "high": (1, 1),
+        "unknown": (3, 2),
+    }
+    assert agreement_by_tag([]) == {}
+
+
+def test_ai_label_accuracy_scales_the_audit_interval_or_says_there_are_no_audits() -> None:
+    none_yet = ai_label_accuracy(40, agreement([]))
+    assert none_yet.note == "no audits yet" and none_yet.expected_wrong_ci95 is None
+    measured = agreement([("A", "A")] * 8 + [("A", "B")] * 2)
+    estimate = ai_label_accuracy(40, measured)
+    low, high = measured.ci95
+    assert estimate.audits == measured and estimate.ai_labelled == 40
+    assert estimate.expected_wrong_ci95 == pytest.approx((40 * (1 - high), 40 * (1 - low)))
+    assert "10 audits" in estimate.note
