@@ -36,6 +36,23 @@ class LabelStudioServer:
     url: str
     api_key: str
     log: Path
+    data_dir: Path
+
+    def create_user(self, email: str) -> str:
+        """A second user of the organisation (an annotator); returns their API token.
+
+        ``label-studio init`` on the running server's data directory: the open-source API
+        cannot hand out another user's token.
+        """
+        token = secrets.token_hex(20)
+        command = [str(LS_EXECUTABLE), "init", "--quiet", "--enable-legacy-api-token"]
+        command += ["--data-dir", str(self.data_dir), "--username", email]
+        command += ["--password", secrets.token_hex(12), "--user-token", token]
+        env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"label-studio init failed ({done.returncode}):\n{done.stderr}")
+        return token
 
 
 def _free_port() -> int:
@@ -106,7 +123,7 @@ def run_label_studio(timeout: float = START_TIMEOUT) -> Iterator[LabelStudioServ
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"Label Studio not up after {timeout:.0f} s:\n{_tail(log)}")
                 time.sleep(0.5)
-            yield LabelStudioServer(url=url, api_key=token, log=log)
+            yield LabelStudioServer(url=url, api_key=token, log=log, data_dir=data_dir)
         finally:
             _stop(process)
 
