@@ -218,7 +218,8 @@ def connect(args: argparse.Namespace) -> None:
 
 
 def status(args: argparse.Namespace) -> None:
-    """Show a project's campaign: budget, routes, judge-human agreement, spend, versions."""
+    """Show a project's campaign: budget, routes, judge-human agreement, spend, versions
+    (as JSON; the same as a page at the backend's /dashboard)."""
     import requests
 
     settings = Settings()
@@ -239,6 +240,7 @@ def status(args: argparse.Namespace) -> None:
     if response.status_code != 200:
         raise UsageProblem(f"{args.backend_url} answered {response.status_code}: {response.text}")
     Console().print_json(response.text)
+    err.print(f"dashboard: {args.backend_url.rstrip('/')}/dashboard?project={args.project}")
 
 
 def build_parser() -> argparse.ArgumentParser:

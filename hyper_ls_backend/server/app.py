@@ -12,11 +12,12 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hyper_ls_backend.ls.label_config import LabelConfigError
-from hyper_ls_backend.server import metrics
+from hyper_ls_backend.server import dashboard, metrics
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import (
     HealthResponse,
@@ -123,8 +124,7 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         outcome = model.webhook(event)
         return {"status": outcome}
 
-    @app.get("/status", response_model=ProjectStatus)
-    def status_of(project: int, model: Backend) -> ProjectStatus:
+    def campaign(project: int, model: HyperModel) -> ProjectStatus:
         stored = model.store.project(project)
         if stored is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project} was never set up")
@@ -134,6 +134,16 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
             project,
             model.pipeline.routers.for_project(project),
         )
+
+    @app.get("/status", response_model=ProjectStatus)
+    def status_of(project: int, model: Backend) -> ProjectStatus:
+        return campaign(project, model)
+
+    # A sync handler: FastAPI runs it in its threadpool, so drawing the plots never blocks
+    # the event loop that answers /webhook within Label Studio's 1 s.
+    @app.get("/dashboard", response_class=HTMLResponse)
+    def dashboard_of(project: int, model: Backend) -> HTMLResponse:
+        return HTMLResponse(dashboard.render(campaign(project, model)))
 
     @app.get("/metrics")
     def prometheus(model: Backend) -> Response:

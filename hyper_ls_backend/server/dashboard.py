@@ -1,0 +1,286 @@
+"""The campaign dashboard (``GET /dashboard?project=ID``): ``/status`` as one HTML page.
+
+Self-contained (inline CSS, inline SVG plots from ``charts``, no script and no network
+resource), so it works offline. Every number shown sits in an element whose
+``data-metric`` attribute is the JSON Pointer (RFC 6901) of that number in the project's
+``/status`` answer: the page can be checked against the API, and scraped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import reduce
+from html import escape
+from typing import Any
+
+from hyper_ls_backend.server import charts
+from hyper_ls_backend.server.status import ProjectStatus
+
+JsonPath = Sequence[str | int]
+Metric = Callable[..., str]
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px;
+       padding: 1.5em; color: #222; }
+h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; margin-top: 2em; }
+.sub { color: #666; } .card .sub { font-size: 0.85em; } .card .sub .metric { font-size: 1em; }
+.cards { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 0.6em 0.9em; min-width: 9em; }
+.card .label { color: #666; font-size: 0.85em; } .card .metric { font-size: 1.4em; }
+.headline { background: #f3f7fb; border-color: #9cb8d6; }
+table { border-collapse: collapse; margin: 0.8em 0; }
+td, th { border-bottom: 1px solid #eee; padding: 0.25em 0.7em; text-align: left; }
+td .metric { font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+"""
+
+
+def pointer(path: JsonPath) -> str:
+    """The RFC 6901 JSON Pointer of ``path``."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def usd(value: float) -> str:
+    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+
+
+def share(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def whole(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def tenths(value: float) -> str:
+    return f"{value:,.1f}"
+
+
+def plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def metric_renderer(data: dict[str, Any]) -> Metric:
+    """``metric(path, fmt=plain, missing=...)``: the value at ``path`` of ``data``, formatted,
+    in a ``<span data-metric="POINTER">``; ``missing`` is shown for ``None`` (also when a
+    step of the path is ``None``, e.g. the bounds of an interval not measured yet)."""
+
+    def metric(path: JsonPath, fmt: Callable[[Any], str] = plain, missing: str = "no data") -> str:
+        value = reduce(lambda node, key: None if node is None else node[key], path, data)
+        text = missing if value is None else fmt(value)
+        return f'<span class="metric" data-metric="{escape(pointer(path))}">{escape(text)}</span>'
+
+    return metric
+
+
+def card(label: str, content: str, headline: bool = False) -> str:
+    kind = "card headline" if headline else "card"
+    return f'<div class="{kind}"><div class="label">{escape(label)}</div>{content}</div>'
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of ready-made cell HTML (headers are escaped here)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure(svg: str | None, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>" if svg else ""
+
+
+def interval(metric: Metric, path: JsonPath, fmt: Callable[[Any], str]) -> str:
+    """An interval's two bounds (``path`` ends at the pair), as two metrics."""
+    return metric([*path, 0], fmt, missing="-") + " &ndash; " + metric([*path, 1], fmt, missing="-")
+
+
+def agreement_cells(metric: Metric, path: JsonPath) -> list[str]:
+    return [
+        metric([*path, "n"]),
+        metric([*path, "agree"]),
+        metric([*path, "rate"], share),
+        interval(metric, [*path, "ci95"], share),
+    ]
+
+
+AGREEMENT_HEADER = ("", "labelled", "agree", "agreement", "95% interval")
+
+
+def budget_section(status: ProjectStatus, metric: Metric) -> str:
+    cards = [
+        card("human budget", metric(["budget", "share"], share)),
+        card("human labels allowed", metric(["budget", "allowed"])),
+        card("used", metric(["budget", "used"])),
+        card("left", metric(["budget", "left"])),
+        card("tasks received", metric(["routes", "received"])),
+        *(card(f"routed: {kind}", metric(["routes", kind])) for kind in charts.ROUTE_COLOURS),
+    ]
+    return f'<h2>Budget and routing</h2><div class="cards">{"".join(cards)}</div>' + figure(
+        charts.budget_and_routes(status.budget, status.routes),
+        "ai: labelled by the judge; human: the router's picks; audit: judge-bound tasks "
+        "sent to humans at random; forced: the judge failed or the task was unreadable.",
+    )
+
+
+def judge_section(status: ProjectStatus, metric: Metric) -> str:
+    accuracy = status.ai_label_accuracy
+    estimate = card(
+        "estimated accuracy of the AI-labelled set",
+        metric(["ai_label_accuracy", "audits", "rate"], share, missing="no audits yet")
+        + (
+            " <span class='sub'>(95%: "
+            + interval(metric, ["ai_label_accuracy", "audits", "ci95"], share)
+            + ")</span>"
+            if accuracy.audits.ci95
+            else ""
+        )
+        + f"<div class='sub'>{metric(['ai_label_accuracy', 'note'])}</div>",
+        headline=True,
+    )
+    wrong = card(
+        "AI labels likely wrong (95%)",
+        (
+            interval(metric, ["ai_label_accuracy", "expected_wrong_ci95"], tenths)
+            if accuracy.expected_wrong_ci95
+            else "no audits yet"
+        )
+        + f" <span class='sub'>of {metric(['ai_label_accuracy', 'ai_labelled'])}</span>",
+    )
+    overall = [
+        ("all labelled", status.judge_agreement, ["judge_agreement"]),
+        ("audits", accuracy.audits, ["ai_label_accuracy", "audits"]),
+    ]
+    parts = [
+        "<h2>Judge quality</h2>",
+        f'<div class="cards">{estimate}{wrong}</div>',
+        "<p class='sub'>Agreement on all labelled tasks understates the judge: the router "
+        "sends humans the hard cases. Audits are a uniform random share of the tasks the "
+        "router would give the judge, so agreement on them estimates the AI-labelled set "
+        "without bias.</p>",
+        table(
+            AGREEMENT_HEADER,
+            [[escape(label), *agreement_cells(metric, path)] for label, _, path in overall],
+        ),
+        figure(
+            charts.agreement([(label, a) for label, a, _ in overall], "Judge-human agreement"),
+            "Wilson 95% intervals.",
+        ),
+    ]
+    return "".join(parts)
+
+
+def tags_section(status: ProjectStatus, metric: Metric) -> str:
+    parts = ["<h2>Agreement by feature</h2>"]
+    if not status.agreement_by_tag:
+        parts.append(
+            "<p>No labelled task carries tags yet (they come from the tagger, or from a "
+            "task's <code>data.tags</code> and <code>data.meta.category</code>).</p>"
+        )
+    for dimension, values in status.agreement_by_tag.items():
+        rows = [
+            [escape(value), *agreement_cells(metric, ["agreement_by_tag", dimension, value])]
+            for value in values
+        ]
+        parts += [
+            f"<h3>{escape(dimension)}</h3>",
+            table((dimension, *AGREEMENT_HEADER[1:]), rows),
+            figure(charts.agreement(list(values.items()), dimension), "Wilson 95% intervals."),
+        ]
+    return "".join(parts)
+
+
+def spend_section(status: ProjectStatus, metric: Metric) -> str:
+    cards = [
+        card("LM spend", metric(["spend", "cost_usd"], usd)),
+        card("human cost saved", metric(["spend", "human_cost_saved_usd"], usd), headline=True),
+        card("price per human label", metric(["spend", "human_label_usd"], usd)),
+        card("LM input tokens", metric(["spend", "input_tokens"], whole)),
+        card("LM output tokens", metric(["spend", "output_tokens"], whole)),
+    ]
+    return f'<h2>Spend</h2><div class="cards">{"".join(cards)}</div>' + figure(
+        charts.spend(status.spend["cost_usd"], status.spend["human_cost_saved_usd"]),
+        "Human cost saved: AI-labelled tasks at the price per human label.",
+    )
+
+
+def versions_section(status: ProjectStatus, metric: Metric) -> str:
+    """Every key the stored versions carry becomes a column (quality measures flattened)."""
+    versions = status.router_versions
+    if not versions:
+        return (
+            "<h2>Router versions</h2><p>No refit recorded yet: routing with "
+            f"{metric(['model_version'])}.</p>"
+        )
+    columns: dict[tuple[str, ...], None] = {}
+    for version in versions:
+        for key, value in version.items():
+            if key == "quality" and isinstance(value, dict):
+                columns.update(dict.fromkeys(("quality", measure) for measure in value))
+            else:
+                columns[(key,)] = None
+
+    def cell(index: int, column: tuple[str, ...]) -> str:
+        node: Any = versions[index]
+        for key in column:
+            if not isinstance(node, dict) or key not in node:
+                return ""
+            node = node[key]
+        return metric(["router_versions", index, *column])
+
+    rows = [[cell(i, column) for column in columns] for i in range(len(versions))]
+    return (
+        "<h2>Router versions</h2>"
+        f"<p>Routing now with {metric(['model_version'])}.</p>"
+        + table([": ".join(column) for column in columns], rows)
+        + figure(charts.router_quality(versions), "Quality measured when each was proposed.")
+    )
+
+
+def features_section(status: ProjectStatus, metric: Metric) -> str:
+    if not status.top_features:
+        return "<h2>What moves routing</h2><p>The current strategy has no feature weights.</p>"
+    rows = [
+        [metric(["top_features", i, "feature"]), metric(["top_features", i, "weight"])]
+        for i in range(len(status.top_features))
+    ]
+    return (
+        "<h2>What moves routing</h2>"
+        "<p class='sub'>The current router's weight of each feature on its own (the paper's "
+        "feature-gain analysis, read off the model in use).</p>"
+        + table(("feature", "weight"), rows)
+        + figure(charts.feature_weights(status.top_features), "Positive: toward humans.")
+    )
+
+
+SECTIONS = (
+    budget_section,
+    judge_section,
+    tags_section,
+    spend_section,
+    versions_section,
+    features_section,
+)
+
+
+def render(status: ProjectStatus) -> str:
+    """The whole page for ``status``."""
+    metric = metric_renderer(status.model_dump(mode="json"))
+    title = f"HyPER campaign: project {status.project}"
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{escape(title)}</h1>"
+        f"<p class='sub'>Project {metric(['project'])}, router {metric(['model_version'])}. "
+        f"The same numbers as JSON: <a href='status?project={status.project}'>/status</a>.</p>"
+        + "".join(section(status, metric) for section in SECTIONS)
+        + "</body></html>"
+    )
