@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic comparisons, and the real data when it is present."""
+"""Shared fixtures: the real data when it is present, real PostgreSQL and Redis servers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from services import postgres_server, redis_server
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import read_comparisons
+
+__all__ = ["postgres_server", "redis_server"]
 
 DATA_FILE = "mtbench_human_gpt4.jsonl"
 

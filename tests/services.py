@@ -1,0 +1,215 @@
+"""Real PostgreSQL and Redis servers for tests, started as throwaway processes.
+
+Each server gets a free loopback port and its own temporary data directory, runs in its own
+process group and is stopped at the end of the session. Nothing relies on a system service.
+Binaries come from ``scripts/install_postgres_redis.sh`` (Debian's packages): ``redis-server``
+from PATH, PostgreSQL from PATH or ``/usr/lib/postgresql/<version>/bin`` (where Debian keeps
+it). Without them a test is skipped locally and fails under ``CI``.
+
+PostgreSQL refuses to run as root, so when the tests run as root (CI does) its processes run
+as the ``nobody`` user, which every Debian system has, in a data directory given to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+START_TIMEOUT = 60.0
+PG_USER = "hyper"
+UNPRIVILEGED_USER = "nobody"
+
+
+def _pg_dsn(port: int, database: str = "postgres") -> str:
+    return f"postgresql://{PG_USER}@127.0.0.1:{port}/{database}"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    port: int
+    version: str
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    def create_database(self) -> str:
+        """A new, empty database; returns its SQLAlchemy URL (psycopg 3 driver)."""
+        name = f"test_{next(self._names)}"
+        with psycopg.connect(_pg_dsn(self.port), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{name}"
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    version: str
+
+    def fresh_url(self) -> str:
+        """The server's URL, after dropping every key an earlier test left."""
+        url = f"redis://127.0.0.1:{self.port}/0"
+        with redis.Redis.from_url(url) as client:
+            client.flushall()
+        return url
+
+
+def postgres_bin_dir() -> Path | None:
+    """The directory of ``postgres`` and its ``initdb``: PATH first, then Debian's layout
+    (the newest version)."""
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).resolve().parent
+    installed = Path("/usr/lib/postgresql").glob("*/bin/postgres")
+    newest = max(installed, key=lambda path: int(path.parts[-3]), default=None)
+    return newest.parent if newest else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _unprivileged() -> dict[str, Any]:
+    """``Popen`` arguments that drop root, or nothing when not root."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam(UNPRIVILEGED_USER)
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def _running(
+    command: list[str],
+    log: Path,
+    ready: Callable[[], bool],
+    stop_signal: signal.Signals,
+    **popen: Any,
+) -> Iterator[None]:
+    """Run ``command`` until the block ends; enter the block once ``ready()`` holds."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **popen,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not ready():
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited with {process.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command[0]} not ready after {START_TIMEOUT:.0f} s")
+            time.sleep(0.1)
+        yield
+    finally:
+        for sig, grace in ((stop_signal, 30.0), (signal.SIGKILL, 5.0)):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+                break
+
+
+def _accepts(connect: Callable[[], Any]) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            connect()
+        except (psycopg.OperationalError, redis.ConnectionError):
+            return False
+        return True
+
+    return ready
+
+
+@contextmanager
+def run_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
+    """initdb a cluster in a temporary directory and run ``postgres`` on it.
+
+    Durability is off (``fsync``, ``full_page_writes``): the cluster is thrown away.
+    """
+    port, drop_root = _free_port(), _unprivileged()
+    with tempfile.TemporaryDirectory(prefix="hyper-postgres-") as tmp:
+        if drop_root:
+            os.chown(tmp, drop_root["user"], drop_root["group"])
+        data, log = Path(tmp) / "data", Path(tmp) / "postgres.log"
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust"]
+        initdb += ["--locale=C", "--encoding=UTF8", "--no-sync"]
+        subprocess.run(initdb, check=True, capture_output=True, **drop_root)
+        command = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", tmp]
+        for setting in (
+            "listen_addresses=127.0.0.1",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=200",
+        ):
+            command += ["-c", setting]
+        ready = _accepts(lambda: psycopg.connect(_pg_dsn(port)).close())
+        # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+        with _running(command, log, ready, signal.SIGINT, **drop_root):
+            with psycopg.connect(_pg_dsn(port)) as connection:
+                version = connection.execute("SHOW server_version").fetchone()[0]
+            yield PostgresServer(port, version)
+
+
+@contextmanager
+def run_redis(executable: str) -> Iterator[RedisServer]:
+    """``redis-server`` without persistence, in a temporary working directory."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="hyper-redis-") as tmp:
+        command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
+        command += ["--save", "", "--appendonly", "no"]
+        client = redis.Redis(port=port)
+        with _running(command, Path(tmp) / "redis.log", _accepts(client.ping), signal.SIGTERM):
+            version = client.info("server")["redis_version"]
+            client.close()
+            yield RedisServer(port, version)
+
+
+def _missing(what: str) -> None:
+    message = f"{what} not found: run scripts/install_postgres_redis.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session: skipped without the binaries, a failure under CI."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        _missing("PostgreSQL (postgres)")
+    with run_postgres(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server for the session: skipped without ``redis-server``, a failure under CI."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        _missing("redis-server")
+    with run_redis(executable) as server:
+        yield server
