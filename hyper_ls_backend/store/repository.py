@@ -1,9 +1,13 @@
 """The backend's durable state, behind one small object.
 
 Transactions are short and never wait on the network: judge calls and Label Studio
-write-backs happen between them. On SQLite every transaction takes the write lock when it
-begins (``BEGIN IMMEDIATE``), so the budget ledger is read and extended atomically even
-with several worker processes; on PostgreSQL the project row is locked instead.
+write-backs happen between them. A transaction that reads a project's rows before adding
+to them (recording an import, extending the budget ledger, adopting a router version) holds
+the project's lock, so several worker processes never overspend the budget nor insert a row
+twice; rows saved by key (judge outputs, labels, tags) are upserted in one statement. On
+SQLite the project's lock is the database's write lock, taken when every transaction begins
+(``BEGIN IMMEDIATE``); on PostgreSQL a transaction-scoped advisory lock on the project id
+(a project row need not exist). Those are the two databases supported.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, make_url, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from hyper_ls_backend.store.schema import (
@@ -31,6 +36,9 @@ from hyper_ls_backend.store.schema import (
 )
 
 LEDGER_WINDOW = 1_000
+PROJECT_LOCK_CLASS = 0x68_79_70_65
+"""First key of the PostgreSQL advisory locks on projects (the second is the project id),
+so they cannot collide with another application's locks on the same database."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class Ledger:
 
 
 def make_engine(url: str) -> Engine:
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"DATABASE_URL must be SQLite or PostgreSQL, not {backend}")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -62,6 +73,23 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _lock_project(s: Session, project_id: int) -> None:
+    """Hold the project's lock until the transaction ends (see the module's docstring)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(PROJECT_LOCK_CLASS, project_id)))
+
+
+def _upsert(s: Session, model: type[Base], **values: Any) -> None:
+    """Insert the row, or update these columns of the row with its primary key. One
+    statement: concurrent saves of one key cannot collide, as a read-then-insert would."""
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    keys = [column.name for column in model.__table__.primary_key]
+    updates = {name: value for name, value in values.items() if name not in keys}
+    s.execute(
+        insert(model).values(**values).on_conflict_do_update(index_elements=keys, set_=updates)
+    )
 
 
 class Store:
@@ -96,6 +124,7 @@ class Store:
         """Remember imported tasks (once each); returns how many were new."""
         ids = [int(t["id"]) for t in tasks]
         with self.session() as s:
+            _lock_project(s, project_id)
             known = set(
                 s.scalars(
                     select(TaskRecord.task_id).where(
@@ -140,7 +169,7 @@ class Store:
 
     def save_judge_output(self, project_id: int, task_id: int, **fields: Any) -> None:
         with self.session() as s:
-            s.merge(JudgeOutput(project_id=project_id, task_id=task_id, **fields))
+            _upsert(s, JudgeOutput, project_id=project_id, task_id=task_id, **fields)
 
     def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
         with self.session() as s:
@@ -157,8 +186,7 @@ class Store:
         one locked transaction, so concurrent workers never overspend the budget.
         """
         with self._ledger_lock, self.session() as s:
-            if s.bind.dialect.name != "sqlite":
-                s.execute(select(Project).where(Project.id == project_id).with_for_update())
+            _lock_project(s, project_id)
             existing = s.get(DecisionRecord, (project_id, task_id))
             if existing is not None:
                 return existing, False
@@ -225,7 +253,7 @@ class Store:
 
     def save_human_label(self, annotation_id: int, **fields: Any) -> None:
         with self.session() as s:
-            s.merge(HumanLabel(annotation_id=annotation_id, updated_at=utcnow(), **fields))
+            _upsert(s, HumanLabel, annotation_id=annotation_id, updated_at=utcnow(), **fields)
 
     def delete_human_labels(self, annotation_ids: Sequence[int]) -> int:
         with self.session() as s:
@@ -366,20 +394,21 @@ class Store:
         router (earlier versions are kept, inactive). Rejected candidates are kept too, so
         every refit's verdict can be inspected."""
         with self.session() as s:
+            _lock_project(s, project_id)  # two processes adopting at once: one active version
             if adopt:
                 for previous in s.scalars(
                     select(RouterVersion).where(RouterVersion.project_id == project_id)
                 ):
                     previous.active = False
-            s.merge(
-                RouterVersion(
-                    project_id=project_id,
-                    version=version,
-                    artifact=artifact,
-                    quality=quality,
-                    active=adopt,
-                    adopted=adopt,
-                )
+            _upsert(
+                s,
+                RouterVersion,
+                project_id=project_id,
+                version=version,
+                artifact=artifact,
+                quality=quality,
+                active=adopt,
+                adopted=adopt,
             )
 
     def active_router(self, project_id: int) -> RouterVersion | None:
@@ -399,4 +428,4 @@ class Store:
 
     def put(self, key: str, tags: dict[str, str]) -> None:
         with self.session() as s:
-            s.merge(TagCacheEntry(key=key, tags=tags))
+            _upsert(s, TagCacheEntry, key=key, tags=tags)

@@ -1,10 +1,13 @@
-"""The Store: one decision per task, a budget ledger that holds under concurrency, labels."""
+"""The Store: one decision per task, a budget ledger that holds under concurrency, labels.
+
+Every test runs on SQLite and on a real PostgreSQL server (marker ``postgres``)."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,14 +18,35 @@ from hyper_ls_backend.store import Ledger, Store
 
 P = 7
 
+OpenStore = Callable[[], Store]
 
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state' / 'hyper.sqlite3'}"
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: a SQLite file, or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'hyper.sqlite3'}"
+    return request.getfixturevalue("postgres_server").create_database()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(url(tmp_path))
+def open_store(db_url: str) -> Iterator[OpenStore]:
+    """Opens Stores on the test's database, as separate worker processes would; each is
+    closed at teardown."""
+    opened: list[Store] = []
+
+    def open_() -> Store:
+        opened.append(Store(db_url))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.engine.dispose()
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> Store:
+    return open_store()
 
 
 def decision(route: str = "human", score: float = 0.0, **fields: Any) -> dict[str, Any]:
@@ -80,9 +104,9 @@ def test_decide_called_concurrently_from_threads_makes_one_decision(store: Store
     assert store.decision_counts() == {(P, outcomes[0][0]): 1}
 
 
-def test_two_stores_on_one_database_never_decide_a_task_twice(tmp_path: Path) -> None:
+def test_two_stores_on_one_database_never_decide_a_task_twice(open_store: OpenStore) -> None:
     """Two worker processes each have their own Store: only the database can serialize."""
-    stores = [Store(url(tmp_path)), Store(url(tmp_path))]
+    stores = [open_store(), open_store()]
     barrier = threading.Barrier(12)
     made = []
 
@@ -112,9 +136,9 @@ def budget_rule(budget: float) -> Any:
 
 
 @pytest.mark.parametrize("n_stores", [1, 2], ids=["one-store", "two-stores"])
-def test_concurrent_decisions_never_exceed_the_budget(tmp_path: Path, n_stores: int) -> None:
+def test_concurrent_decisions_never_exceed_the_budget(open_store: OpenStore, n_stores: int) -> None:
     budget, n = 0.3, 60
-    stores = [Store(url(tmp_path)) for _ in range(n_stores)]
+    stores = [open_store() for _ in range(n_stores)]
     rule = budget_rule(budget)
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(lambda t: stores[t % n_stores].decide(P, t, rule), range(1, n + 1)))
@@ -171,8 +195,8 @@ def test_record_tasks_with_a_duplicate_inside_one_batch(store: Store) -> None:
     assert {t for _, t in store.undecided_tasks()} == {1, 2}
 
 
-def test_concurrent_record_tasks_of_the_same_tasks_all_succeed(tmp_path: Path) -> None:
-    stores = [Store(url(tmp_path)) for _ in range(3)]
+def test_concurrent_record_tasks_of_the_same_tasks_all_succeed(open_store: OpenStore) -> None:
+    stores = [open_store() for _ in range(3)]
     batch = tasks(*range(1, 51))
     barrier = threading.Barrier(9)
 
@@ -214,13 +238,13 @@ def test_decision_counts_per_project_and_route(store: Store) -> None:
     assert store.decision_counts() == {(P, "ai"): 2, (P, "human"): 1, (P + 1, "human"): 1}
 
 
-def test_state_survives_a_new_store_on_the_same_database(tmp_path: Path) -> None:
-    first = Store(url(tmp_path))
+def test_state_survives_a_new_store_on_the_same_database(open_store: OpenStore) -> None:
+    first = open_store()
     first.save_project(P, "<View/>", {"hyper_budget": 0.5})
     first.record_tasks(P, tasks(1, 2))
     first.decide(P, 1, lambda _: decision("ai"))
     first.engine.dispose()
-    second = Store(url(tmp_path))
+    second = open_store()
     assert second.project(P).extra_params == {"hyper_budget": 0.5}
     assert second.undecided_tasks() == [(P, 2)]
     _, made = second.decide(P, 1, lambda _: decision("human"))
@@ -278,3 +302,27 @@ def test_rejected_router_versions_are_kept_and_leave_the_active_one(store: Store
         ("v3", True, True, 0.8),
     ]
     assert store.active_router(P).version == "v3"
+
+
+def test_concurrent_saves_of_one_key_from_two_stores_all_succeed(open_store: OpenStore) -> None:
+    """Two worker processes tagging the same prompt, or judging a task again after a
+    restart, save the same key at the same moment: the last save wins, none fails."""
+    stores = [open_store(), open_store()]
+    barrier = threading.Barrier(8)
+
+    def save(i: int) -> None:
+        barrier.wait()
+        stores[i % 2].put("k", {"subject": f"s{i}"})
+        stores[i % 2].save_judge_output(P, 1, verdict={"label": "A"}, calls=[i])
+        stores[i % 2].save_human_label(11, **label(choice=f"c{i}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save, range(8)))
+    assert stores[0].get("k")["subject"] in {f"s{i}" for i in range(8)}
+    assert len(stores[0].judge_output(P, 1).calls) == 1
+    assert len(stores[0].human_labels(P)) == 1
+
+
+def test_only_sqlite_and_postgresql_are_accepted() -> None:
+    with pytest.raises(ValueError, match="SQLite or PostgreSQL, not mysql"):
+        Store("mysql+pymysql://user@localhost/hyper")
