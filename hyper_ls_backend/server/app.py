@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,6 +23,7 @@ from hyper_ls_backend.server.schemas import (
     HealthResponse,
     PredictRequest,
     PredictResponse,
+    Problem,
     SetupRequest,
     SetupResponse,
     WebhookEvent,
@@ -44,19 +45,14 @@ def current_model(request: Request) -> HyperModel:
 Backend = Annotated[HyperModel, Depends(current_model)]
 
 
-def basic_auth_guard(settings: Settings):
-    """Reject requests without the configured basic-auth credentials (when configured)."""
+def basic_auth_guard(user: str, password: str):
+    """Reject requests without these basic-auth credentials."""
     security = HTTPBasic(auto_error=False)
 
     def check(credentials: Annotated[HTTPBasicCredentials | None, Depends(security)]) -> None:
-        if not settings.basic_auth_user:
-            return
-        expected_pass = (
-            settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
-        )
         valid = credentials is not None and (
-            secrets.compare_digest(credentials.username.encode(), settings.basic_auth_user.encode())
-            & secrets.compare_digest(credentials.password.encode(), expected_pass.encode())
+            secrets.compare_digest(credentials.username.encode(), user.encode())
+            & secrets.compare_digest(credentials.password.encode(), password.encode())
         )
         if not valid:
             raise HTTPException(
@@ -78,11 +74,25 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         yield
         app.state.model.stop()
 
+    password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""
     app = FastAPI(
         title="hyper-ls-backend",
         description="Routes preference comparisons to an LM judge or to human annotators.",
         lifespan=lifespan,
-        dependencies=[Depends(basic_auth_guard(settings))],
+        # Only a guarded app documents basic auth, so the OpenAPI schema says what is needed.
+        dependencies=(
+            [Depends(basic_auth_guard(settings.basic_auth_user, password))]
+            if settings.basic_auth_user
+            else []
+        ),
+        responses={
+            status.HTTP_401_UNAUTHORIZED: {"model": Problem, "description": "basic auth needed"},
+            status.HTTP_422_UNPROCESSABLE_CONTENT: {
+                "model": Problem,
+                "description": "a payload that does not fit the schema, or a label config or "
+                "extra params the backend cannot use",
+            },
+        },
     )
 
     @app.get("/health", response_model=HealthResponse)
@@ -105,9 +115,13 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
         return SetupResponse(model_version=version)
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses={status.HTTP_409_CONFLICT: {"model": Problem, "description": "unknown project"}},
+    )
     async def predict(request: PredictRequest, model: Backend) -> PredictResponse:
-        project_id = project_of(request)
+        project_id = request.project_id
         if model.store.project(project_id) is None:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -135,34 +149,26 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
             model.pipeline.routers.for_project(project),
         )
 
-    @app.get("/status", response_model=ProjectStatus)
+    unknown_project = {
+        status.HTTP_404_NOT_FOUND: {"model": Problem, "description": "unknown project"}
+    }
+
+    @app.get("/status", response_model=ProjectStatus, responses=unknown_project)
     def status_of(project: int, model: Backend) -> ProjectStatus:
         return campaign(project, model)
 
     # A sync handler: FastAPI runs it in its threadpool, so drawing the plots never blocks
     # the event loop that answers /webhook within Label Studio's 1 s.
-    @app.get("/dashboard", response_class=HTMLResponse)
+    @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard_of(project: int, model: Backend) -> HTMLResponse:
         return HTMLResponse(dashboard.render(campaign(project, model)))
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus(model: Backend) -> Response:
         metrics.refresh(model)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def project_of(request: PredictRequest) -> int:
-    """LS sends ``project`` as ``"<id>.<timestamp>"`` (or a bare id)."""
-    if request.project is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the request names no project")
-    try:
-        return int(str(request.project).split(".", 1)[0])
-    except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"unreadable project {request.project!r}"
-        ) from None
 
 
 def app_from_environment() -> FastAPI:

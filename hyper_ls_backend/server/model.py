@@ -33,7 +33,7 @@ from hyper_ls_backend.ls.label_config import (
     prediction_result,
 )
 from hyper_ls_backend.priors import load_default_router
-from hyper_ls_backend.server.schemas import WebhookEvent
+from hyper_ls_backend.server.schemas import MAX_ID, WebhookEvent
 from hyper_ls_backend.settings import JudgeProvider, Settings, parse_extra_params
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.schema import DecisionRecord
@@ -204,13 +204,16 @@ class HyperModel:
     def fit(self, event: str, data: dict[str, Any]) -> str:
         """Human labels: store them as they come, forget deleted ones."""
         if event == "ANNOTATIONS_DELETED":
-            ids = [int(a["id"]) for a in data.get("annotations", []) if "id" in a]
+            ids = [int(a["id"]) for a in data.get("annotations", [])]
             return f"forgot {self.store.delete_human_labels(ids)} labels"
         annotation, project = data.get("annotation") or {}, data.get("project") or {}
         if not annotation or "id" not in project:
             return "ignored: no annotation"
         if annotation.get("was_cancelled"):
             return "ignored: skipped task"
+        task_id = annotation.get("task") or (data.get("task") or {}).get("id")
+        if task_id is None:
+            return "ignored: the annotation names no task"
         if annotation.get("parent_prediction") and self._made_by_backend(annotation):
             return "ignored: the backend's own annotation"
         stored = self.store.project(int(project["id"]))
@@ -223,7 +226,7 @@ class HyperModel:
         self.store.save_human_label(
             int(annotation["id"]),
             project_id=int(project["id"]),
-            task_id=int(annotation.get("task") or (data.get("task") or {}).get("id")),
+            task_id=int(task_id),
             label=coarse.value,
             choice=choice,
             strength=strength.value if strength else None,
@@ -271,11 +274,11 @@ def human_label(
 
 
 def has_task_id(task: dict[str, Any]) -> bool:
+    """Whether the task carries an id (in the range the wire schema takes)."""
     try:
-        int(task["id"])
+        return 0 <= int(task["id"]) <= MAX_ID
     except (KeyError, TypeError, ValueError):
         return False
-    return True
 
 
 def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any]:

@@ -6,7 +6,7 @@ newer Label Studio that adds fields still gets answers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,8 +15,22 @@ class Loose(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+MAX_ID = 2**53 - 1
+"""Largest id taken: exact in JSON numbers everywhere, and far beyond Label Studio's ids."""
+DbId = Annotated[int, Field(ge=0, le=MAX_ID)]
+ProjectRef = Annotated[
+    str,
+    Field(pattern=r"^[0-9]{1,18}(\.[0-9]+)?$", description='"<project id>.<created timestamp>"'),
+]
+"""How Label Studio names a project to its ML backend (``ml/api_connector.py``)."""
+
+
+def project_id_of(ref: int | str) -> int:
+    return int(str(ref).split(".", 1)[0])
+
+
 class SetupRequest(Loose):
-    project: str = Field(description='"<project id>.<created timestamp>"')
+    project: ProjectRef
     schema_: str = Field(alias="schema", description="the project's label config XML")
     hostname: str | None = None
     access_token: str | None = None
@@ -25,7 +39,7 @@ class SetupRequest(Loose):
 
     @property
     def project_id(self) -> int:
-        return int(self.project.split(".", 1)[0])
+        return project_id_of(self.project)
 
 
 class SetupResponse(BaseModel):
@@ -33,15 +47,19 @@ class SetupResponse(BaseModel):
 
 
 class Task(Loose):
-    id: int
+    id: DbId
     data: dict[str, Any]
 
 
 class PredictRequest(Loose):
     tasks: list[Task]
-    project: str | int | None = None
+    project: DbId | ProjectRef
     label_config: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def project_id(self) -> int:
+        return project_id_of(self.project)
 
 
 class PredictionOut(BaseModel):
@@ -55,17 +73,38 @@ class PredictResponse(BaseModel):
 
 
 class WebhookProject(Loose):
-    id: int
+    id: DbId
     label_config: str | None = None
 
 
+class Ref(Loose):
+    id: DbId
+
+
+class WebhookAnnotation(Ref):
+    task: DbId | None = None
+    result: list[dict[str, Any]] = Field(default_factory=list)
+    was_cancelled: bool | None = False
+    parent_prediction: DbId | None = None
+    completed_by: DbId | dict[str, Any] | None = None
+
+
 class WebhookEvent(Loose):
+    """What Label Studio posts for a project event. ``tasks`` stay free-form: a task that
+    cannot be read is routed to humans with its reason, not refused with the whole batch."""
+
     action: str
     project: WebhookProject | None = None
     tasks: list[dict[str, Any]] = Field(default_factory=list)
-    annotation: dict[str, Any] | None = None
-    annotations: list[dict[str, Any]] = Field(default_factory=list)
-    task: dict[str, Any] | None = None
+    annotation: WebhookAnnotation | None = None
+    annotations: list[Ref] = Field(default_factory=list)
+    task: Ref | None = None
+
+
+class Problem(BaseModel):
+    """Every error answer: a message, or FastAPI's list of what failed validation where."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class HealthResponse(BaseModel):

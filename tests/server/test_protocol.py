@@ -170,8 +170,8 @@ def test_predict_for_a_never_set_up_project_is_409(tmp_path: Path) -> None:
         ({"tasks": [{"id": "x1", "data": {}}], "project": "7.1"}, "id"),
         ({"tasks": [{"id": 1}], "project": "7.1"}, "data"),
         ({"tasks": [{"id": 1, "data": "text"}], "project": "7.1"}, "data"),
-        ({"tasks": [task(1)]}, "names no project"),
-        ({"tasks": [task(1)], "project": "seven"}, "unreadable project"),
+        ({"tasks": [task(1)]}, "project"),
+        ({"tasks": [task(1)], "project": "seven"}, "project"),
     ],
     ids=[
         "no-tasks",

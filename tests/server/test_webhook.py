@@ -135,7 +135,12 @@ def test_concurrent_duplicate_tasks_created_webhooks_all_succeed(tmp_path: Path)
     [
         {"action": "PROJECT_UPDATED", "project": {"id": PROJECT, "title": "x"}},
         {"action": "SOMETHING_NEW_IN_LS_2", "whatever": [1, 2]},
-        {"action": "ANNOTATIONS_CREATED", "project": {"id": PROJECT}, "annotation": {}},
+        # bulk annotations come from "Create annotations from predictions", not from people
+        {
+            "action": "ANNOTATIONS_CREATED",
+            "project": {"id": PROJECT},
+            "annotations": [{"id": 5, "task": 1, "result": []}],
+        },
         {"action": "TASKS_DELETED", "project": {"id": PROJECT}, "tasks": [{"id": 1}]},
     ],
     ids=lambda body: body["action"],
@@ -227,6 +232,24 @@ def test_a_skipped_task_is_not_a_label(tmp_path: Path) -> None:
         assert model.store.human_labels(PROJECT) == []
     assert response.status_code == 200
     assert "skipped" in response.json()["status"]
+
+
+def test_an_annotation_naming_no_task_is_ignored_and_one_without_an_id_is_refused(
+    tmp_path: Path,
+) -> None:
+    with serve(make_settings(tmp_path)) as (client, model):
+        client.post("/setup", json=setup_body())
+        no_task = annotation_event("ANNOTATION_CREATED", 11, 1, "Tie")
+        del no_task["annotation"]["task"], no_task["task"]
+        no_id = annotation_event("ANNOTATION_CREATED", 12, 1, "Tie")
+        del no_id["annotation"]["id"]
+        ignored, refused = (
+            client.post("/webhook", json=no_task),
+            client.post("/webhook", json=no_id),
+        )
+        assert model.store.human_labels(PROJECT) == []
+    assert ignored.status_code == 200 and "names no task" in ignored.json()["status"]
+    assert refused.status_code == 422 and "id" in str(refused.json()["detail"])
 
 
 def test_an_annotation_without_a_preference_is_not_a_label(tmp_path: Path) -> None:
