@@ -1,4 +1,8 @@
-"""The huey queue with its embedded consumer: background routing, and restart recovery."""
+"""The huey queue with its embedded consumer: background routing, and restart recovery.
+
+Every test runs on the default SQLite queue and on a real Redis server (``REDIS_URL``,
+marker ``redis``). The last one runs the multi-worker deployment: two backends sharing a
+real PostgreSQL database and a Redis queue."""
 
 from __future__ import annotations
 
@@ -22,10 +26,19 @@ from server.harness import (
     tasks_created,
     wait_until,
 )
+from services import PostgresServer, RedisServer
 
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 from hyper_ls_backend.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def queue(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings selecting the test's queue: SQLite in MODEL_DIR, or an emptied Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"redis_url": request.getfixturevalue("redis_server").fresh_url()}
 
 
 @pytest.fixture
@@ -60,9 +73,9 @@ def import_without_running(settings: Settings, tasks: list[dict[str, Any]]) -> H
 
 
 def test_the_embedded_consumer_routes_a_webhooks_tasks_in_the_background(
-    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, queue: dict[str, Any]
 ) -> None:
-    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25)
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, **queue)
     with serve(settings, immediate=False) as (client, model):
         client.post("/setup", json=setup_body())
         client.post("/webhook", json=tasks_created([task(i, "biased") for i in range(1, 21)]))
@@ -70,21 +83,23 @@ def test_the_embedded_consumer_routes_a_webhooks_tasks_in_the_background(
         counts = model.store.decision_counts()
         health = client.get("/health").json()
     assert counts == {(PROJECT, "human"): 5, (PROJECT, "ai"): 15}
-    assert health["pending_jobs"] == 0 and health["queue"] == "sqlite"
+    assert health["pending_jobs"] == 0 and health["queue"] == ("redis" if queue else "sqlite")
 
 
-def test_pending_jobs_show_on_health_until_a_consumer_runs_them(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+def test_pending_jobs_show_on_health_until_a_consumer_runs_them(
+    tmp_path: Path, queue: dict[str, Any]
+) -> None:
+    settings = make_settings(tmp_path, **queue)
     crashed = import_without_running(settings, [task(i) for i in range(1, 12)])
     assert crashed.queue.pending() == 1  # the import's dispatch job
 
 
 def test_restart_routes_every_enqueued_but_unrun_task_exactly_once(
-    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel], queue: dict[str, Any]
 ) -> None:
     judge = ScriptedJudge(delay=0.01)  # slow enough for jobs to overlap
     llm.responder = judge
-    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25)
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, **queue)
     n = 23
     import_without_running(settings, [task(i, "biased") for i in range(1, n + 1)])
 
@@ -97,12 +112,12 @@ def test_restart_routes_every_enqueued_but_unrun_task_exactly_once(
 
 
 def test_restart_judges_every_enqueued_but_unrun_task_exactly_once(
-    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel], queue: dict[str, Any]
 ) -> None:
     judge = ScriptedJudge(delay=0.01)
     llm.responder = judge
     # as many worker threads as jobs: an old job and its resumed copy run side by side
-    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, threads=8)
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, threads=8, **queue)
     n = 20
     import_without_running(settings, [task(i, "a") for i in range(1, n + 1)])
 
@@ -115,10 +130,14 @@ def test_restart_judges_every_enqueued_but_unrun_task_exactly_once(
 
 
 def test_restart_routes_tasks_stored_but_never_enqueued(
-    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, models: list[HyperModel]
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    models: list[HyperModel],
+    queue: dict[str, Any],
 ) -> None:
     """A crash between storing a webhook's tasks and enqueuing them loses nothing."""
-    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.5)
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.5, **queue)
     crashed = HyperModel.build(settings, immediate=False)
     crashed.setup(PROJECT, CONFIG_5POINT, None)
     crashed.store.record_tasks(PROJECT, [task(i, "biased") for i in range(1, 11)])
@@ -131,9 +150,13 @@ def test_restart_routes_tasks_stored_but_never_enqueued(
 
 
 def test_restart_does_not_route_decided_tasks_again(
-    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, models: list[HyperModel]
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    models: list[HyperModel],
+    queue: dict[str, Any],
 ) -> None:
-    settings = judge_settings(tmp_path, llm.base_url)
+    settings = judge_settings(tmp_path, llm.base_url, **queue)
     first = start(settings, models)
     first.setup(PROJECT, CONFIG_5POINT, None)
     first.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, 8)])))
@@ -149,16 +172,82 @@ def test_restart_does_not_route_decided_tasks_again(
 
 
 def test_restart_writes_back_decisions_that_were_never_written(
-    tmp_path: Path, label_studio: FakeLabelStudio, models: list[HyperModel]
+    tmp_path: Path, label_studio: FakeLabelStudio, models: list[HyperModel], queue: dict[str, Any]
 ) -> None:
-    offline = make_settings(tmp_path)  # first run: no Label Studio key, nothing written
+    offline = make_settings(tmp_path, **queue)  # first run: no Label Studio key, nothing written
     first = HyperModel.build(offline, immediate=True)
     first.setup(PROJECT, CONFIG_5POINT, None)
     first.webhook(WebhookEvent.model_validate(tasks_created([task(1), task(2)])))
     assert len(first.store.unwritten_decisions()) == 2
 
-    online = make_settings(tmp_path, label_studio_url=label_studio.url, label_studio_api_key=LS_KEY)
+    online = make_settings(
+        tmp_path, label_studio_url=label_studio.url, label_studio_api_key=LS_KEY, **queue
+    )
     second = start(online, models)
     wait_until(lambda: not second.store.unwritten_decisions(), what="decisions written back")
     patched = sorted(p.split("?")[0].rstrip("/") for p in label_studio.paths("PATCH"))
     assert patched == ["/api/tasks/1", "/api/tasks/2"]
+
+
+def test_a_new_queue_runs_the_jobs_another_enqueued_without_any_resume(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, queue: dict[str, Any]
+) -> None:
+    """The queue itself keeps pending jobs: a consumer on a new queue object (its own
+    connection) runs them, with nothing re-enqueued from the database."""
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, **queue)
+    import_without_running(settings, [task(i, "biased") for i in range(1, 13)])
+
+    restarted = HyperModel.build(settings, immediate=False)
+    assert restarted.queue.pending() == 1
+    restarted.queue.start()  # the consumer only; HyperModel.start would also resume
+    try:
+        wait_until(lambda: all_routed(restarted, 12), what="12 tasks routed by the new queue")
+    finally:
+        restarted.queue.stop()
+    assert restarted.store.decision_counts() == {(PROJECT, "human"): 3, (PROJECT, "ai"): 9}
+    assert dict(judge.calls) == {f"task {i}": 2 for i in range(1, 13)}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_two_backends_on_postgres_and_redis_share_the_work_within_the_budget(
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    models: list[HyperModel],
+) -> None:
+    """The multi-worker deployment: a webhook to one backend's app stores its tasks in
+    PostgreSQL and enqueues them on Redis; both backends' consumers route them. Each task
+    is judged once, by one backend, and the shared budget ledger is exact."""
+    n, judges, servers = 60, [ScriptedJudge(delay=0.05), ScriptedJudge(delay=0.05)], []
+    for scripted in judges:
+        servers.append(FakeLLMServer().start())
+        servers[-1].responder = scripted
+    shared = {
+        "database_url": postgres_server.create_database(),
+        "redis_url": redis_server.fresh_url(),
+        "hyper_budget": 0.25,
+        "threads": 2,
+    }
+    try:
+        # the second backend first: started later, it would re-enqueue the stored import
+        second = start(judge_settings(tmp_path / "b", servers[1].base_url, **shared), models)
+        first = judge_settings(tmp_path / "a", servers[0].base_url, **shared)
+        with serve(first, immediate=False) as (client, model):
+            client.post("/setup", json=setup_body())
+            client.post(
+                "/webhook", json=tasks_created([task(i, "biased") for i in range(1, n + 1)])
+            )
+            wait_until(lambda: all_routed(model, n), timeout=60, what=f"{n} tasks routed")
+            health = client.get("/health").json()
+    finally:
+        for server in servers:
+            server.stop()
+    decisions = [second.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert sum(d.route == "human" for d in decisions) == 15  # floor(0.25 x 60)
+    calls = [scripted.calls for scripted in judges]
+    assert all(calls), "one backend did no work"
+    assert not calls[0].keys() & calls[1].keys(), "a task was judged by both backends"
+    assert calls[0] + calls[1] == {f"task {i}": 2 for i in range(1, n + 1)}  # both orders
+    assert health["queue"] == "redis" and health["pending_jobs"] == 0
