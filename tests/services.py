@@ -43,7 +43,6 @@ def _pg_dsn(port: int, database: str = "postgres") -> str:
 @dataclass(frozen=True)
 class PostgresServer:
     port: int
-    version: str
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     def create_database(self) -> str:
@@ -57,7 +56,6 @@ class PostgresServer:
 @dataclass(frozen=True)
 class RedisServer:
     port: int
-    version: str
 
     def fresh_url(self) -> str:
         """The server's URL, after dropping every key an earlier test left."""
@@ -156,7 +154,9 @@ def run_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
         data, log = Path(tmp) / "data", Path(tmp) / "postgres.log"
         initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust"]
         initdb += ["--locale=C", "--encoding=UTF8", "--no-sync"]
-        subprocess.run(initdb, check=True, capture_output=True, **drop_root)
+        done = subprocess.run(initdb, capture_output=True, text=True, **drop_root)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stderr}")
         command = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", tmp]
         for setting in (
             "listen_addresses=127.0.0.1",
@@ -169,9 +169,7 @@ def run_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
         ready = _accepts(lambda: psycopg.connect(_pg_dsn(port)).close())
         # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
         with _running(command, log, ready, signal.SIGINT, **drop_root):
-            with psycopg.connect(_pg_dsn(port)) as connection:
-                version = connection.execute("SHOW server_version").fetchone()[0]
-            yield PostgresServer(port, version)
+            yield PostgresServer(port)
 
 
 @contextmanager
@@ -181,11 +179,9 @@ def run_redis(executable: str) -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="hyper-redis-") as tmp:
         command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
         command += ["--save", "", "--appendonly", "no"]
-        client = redis.Redis(port=port)
-        with _running(command, Path(tmp) / "redis.log", _accepts(client.ping), signal.SIGTERM):
-            version = client.info("server")["redis_version"]
-            client.close()
-            yield RedisServer(port, version)
+        ready = _accepts(lambda: redis.Redis(port=port).ping())
+        with _running(command, Path(tmp) / "redis.log", ready, signal.SIGTERM):
+            yield RedisServer(port)
 
 
 def _missing(what: str) -> None:
