@@ -2,7 +2,7 @@
 
 Each server gets a free loopback port and its own temporary data directory, runs in its own
 process group and is stopped at the end of the session. Nothing relies on a system service.
-Binaries come from ``scripts/install_postgres_redis.sh`` (Debian's packages): ``redis-server``
+Binaries come from ``scripts/install_test_services.sh`` (Debian's packages): ``redis-server``
 from PATH, PostgreSQL from PATH or ``/usr/lib/postgresql/<version>/bin`` (where Debian keeps
 it). Without them a test is skipped locally and fails under ``CI``.
 
@@ -185,7 +185,7 @@ def run_redis(executable: str) -> Iterator[RedisServer]:
 
 
 def _missing(what: str) -> None:
-    message = f"{what} not found: run scripts/install_postgres_redis.sh"
+    message = f"{what} not found: run scripts/install_test_services.sh"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -55,10 +55,10 @@ CATEGORIES = ("math", "coding", "writing")
 
 @pytest.fixture
 def chromium() -> str:
-    """Debian's Chromium (``scripts/install_chromium.sh``); skipped locally, a failure in CI."""
+    """Debian's Chromium (``scripts/install_test_services.sh``); skipped locally, a failure in CI."""
     path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if path is None:
-        message = "chromium not found (install it with scripts/install_chromium.sh)"
+        message = "chromium not found (install it with scripts/install_test_services.sh)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
