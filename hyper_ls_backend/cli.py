@@ -18,7 +18,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hyper_ls_backend.core.campaign import SPLITS, CampaignSettings, simulate_online
+from hyper_ls_backend.core.campaign import (
+    CAMPAIGN_JUDGES,
+    SPLITS,
+    CampaignSettings,
+    simulate_online,
+)
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
 from hyper_ls_backend.core.evaluation import simulate as run_simulation
@@ -157,14 +162,24 @@ def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) 
                 refit_every=args.refit_every,
             )
             reports.append(
-                simulate_online(comparisons, settings, seeds=args.seeds, split=args.split)
+                simulate_online(
+                    comparisons,
+                    settings,
+                    seeds=args.seeds,
+                    split=args.split,
+                    campaign_judge=args.campaign_judge,
+                )
             )
             bar.advance(task)
     outcome = {"command": args.command_line, "campaigns": reports}
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_campaigns(reports, args.plot)
-    table = Table(title=f"campaign replays, split by {args.split}, {args.seeds} seeds")
-    for column in ("budget", "policy", "capture x random", "label accuracy", "refits adopted"):
+    table = Table(
+        title=f"campaign replays, split by {args.split}, {args.campaign_judge} judge, "
+        f"{args.seeds} seeds"
+    )
+    columns = ("budget", "policy", "capture x random", "minus frozen (95% CI)", "label accuracy")
+    for column in (*columns, "refits adopted"):
         table.add_column(column)
     for report in reports:
         for row in report["results"]:
@@ -172,6 +187,10 @@ def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) 
                 f"{report['settings']['budget']:.2f}",
                 row["policy"],
                 f"{row['capture_ratio']['mean']:.2f} ± {row['capture_ratio']['std']:.2f}",
+                "{:+.3f} ({:+.3f}, {:+.3f})".format(
+                    row["minus_frozen"]["capture_ratio"]["mean"],
+                    *row["minus_frozen"]["capture_ratio"]["ci95"],
+                ),
                 f"{row['label_accuracy']['mean']:.3f} ± {row['label_accuracy']['std']:.3f}",
                 f"{row['adopted_refits']['mean']:.1f}",
             )
@@ -314,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SPLITS,
         default="groups",
         help="--online: the prior sees half the groups, or half the categories",
+    )
+    simulation.add_argument(
+        "--campaign-judge",
+        choices=CAMPAIGN_JUDGES,
+        default="real",
+        help="--online: the campaign's judge; topic-guess is a synthetic stress test (the judge "
+        "guesses in 2 seed-chosen categories the prior knows nothing of)",
     )
     simulation.add_argument("--batch-size", type=int, default=50, help="--online")
     simulation.add_argument("--audit-share", type=float, default=0.05, help="--online")

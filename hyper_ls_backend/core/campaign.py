@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as student
 
-from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.comparison import Comparison, Label
 from hyper_ls_backend.core.evaluation import summarize
 from hyper_ls_backend.core.learning import Refitter
 from hyper_ls_backend.core.ppm import hybrid_labels
 from hyper_ls_backend.core.router import Route, Router, budget_count
-from hyper_ls_backend.core.strategies import make_strategy
+from hyper_ls_backend.core.strategies import make_strategy, stable_uniform
 
 POLICIES = ("frozen", "online", "random", "judge-consistency")
 
@@ -143,19 +144,73 @@ def split_for_replay(
     return prior, [rest[i] for i in rng.permutation(len(rest))]
 
 
+CAMPAIGN_JUDGES = ("real", "topic-guess")
+GUESSED_TOPICS = 2
+
+
+def topic_guessing_judge(
+    stream: Sequence[Comparison], seed: int, n_topics: int = GUESSED_TOPICS
+) -> list[Comparison]:
+    """A synthetic stress test, not real data: the campaign's judge cannot assess
+    ``n_topics`` seed-chosen categories and guesses there (A or B by a seeded coin per
+    comparison), reported as order-consistent, as a confident judge would be. Elsewhere its
+    verdicts are the real ones; human labels are never touched. The prior, fitted on the
+    real judge, does not know where this judge is blind: a campaign's labels can tell."""
+    categories = sorted({str(c.all_tags.get("category", "other")) for c in stream})
+    rng = np.random.default_rng(seed)
+    blind = set(rng.permutation(categories)[:n_topics].tolist())
+    coins = stable_uniform([c.id for c in stream], seed)
+    shifted = []
+    for comparison, coin in zip(stream, coins, strict=True):
+        category = str(comparison.all_tags.get("category", "other"))
+        if category in blind and comparison.judge is not None:
+            verdict = comparison.judge.model_copy(
+                update={
+                    "label": Label.A if coin < 0.5 else Label.B,
+                    "consistent": True,
+                    "model": "topic-guess",
+                }
+            )
+            comparison = comparison.with_judge(verdict)
+        shifted.append(comparison)
+    return shifted
+
+
+def paired_difference(values: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
+    """Per-seed difference to a reference policy: mean, std and a 95% t-interval."""
+    diff = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    summary = summarize(diff)
+    half = (
+        float(student.ppf(0.975, len(diff) - 1) * summary["std"] / np.sqrt(len(diff)))
+        if len(diff) > 1
+        else float("nan")
+    )
+    return summary | {"ci95": [summary["mean"] - half, summary["mean"] + half]}
+
+
 def simulate_online(
     comparisons: Sequence[Comparison],
     settings: CampaignSettings,
     seeds: int = 5,
     split: str = "groups",
     strategy: str = "judge-error",
+    campaign_judge: str = "real",
 ) -> dict[str, Any]:
-    """Replay a campaign per seed with every policy; a JSON-ready report."""
+    """Replay a campaign per seed with every policy; a JSON-ready report.
+
+    ``campaign_judge="topic-guess"`` replaces the stream's judge by
+    ``topic_guessing_judge`` (a synthetic stress test; the prior keeps the real judge)."""
+    if campaign_judge not in CAMPAIGN_JUDGES:
+        raise ValueError(
+            f"unknown campaign judge {campaign_judge!r} (choose from: {', '.join(CAMPAIGN_JUDGES)})"
+        )
     per_policy: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
     curves: dict[str, list[list[float]]] = {p: [] for p in POLICIES}
     refits: dict[str, list[int]] = {p: [] for p in POLICIES}
     for seed in range(seeds):
         prior_data, stream = split_for_replay(comparisons, split, seed)
+        if campaign_judge == "topic-guess":
+            stream = topic_guessing_judge(stream, seed)
         prior = Router(make_strategy(strategy, seed=seed)).fit(prior_data)
         checkpoints = range(settings.batch_size, len(stream) + 1, settings.batch_size)
         for policy in POLICIES:
@@ -171,6 +226,7 @@ def simulate_online(
         "seeds": seeds,
         "settings": asdict(settings),
         "strategy": strategy,
+        "campaign_judge": campaign_judge,
         "results": [
             {
                 "policy": policy,
@@ -179,6 +235,13 @@ def simulate_online(
                     for key in ("human_share", "capture_ratio", "label_accuracy")
                 },
                 "adopted_refits": summarize(refits[policy]),
+                "minus_frozen": {
+                    key: paired_difference(
+                        [m[key] for m in per_policy[policy]],
+                        [m[key] for m in per_policy["frozen"]],
+                    )
+                    for key in ("capture_ratio", "label_accuracy")
+                },
                 "capture_curve": np.mean(
                     [c[: min(map(len, curves[policy]))] for c in curves[policy]], axis=0
                 ).tolist(),

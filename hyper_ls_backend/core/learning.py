@@ -1,9 +1,21 @@
-"""Learning from a campaign's human labels: weighted refits that must earn their adoption.
+"""Learning from a campaign's human labels: refits anchored on the prior that must earn their
+adoption.
 
 A ``Refitter`` collects the comparisons a campaign has seen and the human labels that came
 back, each with the probability it had of being labelled (its propensity). ``refit``
-proposes a new router shrunk toward the prior, measures it against the current one on
-held-out labelled groups, and adopts it only if it does not measure worse.
+proposes a new router and measures it by grouped K-fold cross-validation on the labels; it
+is adopted only if it beats the prior by more than noise.
+
+For judge-error routers (logistic models of where the judge is wrong) the refit keeps the
+prior's score as an offset and learns a correction on top of it:
+
+    logit P(judge wrong) = a + s * prior_score + design @ delta,   penalty  lambda/2 |delta|^2
+
+``a`` and ``s`` recalibrate the prior (they never change its ranking); ``delta`` moves it.
+With few labels ``delta`` stays near zero and the router is the prior; a campaign whose judge
+fails where the prior did not expect it moves ``delta`` where its labels say so. ``lambda``
+is chosen among a few multiples of the prior's strength by cross-validated log-loss.
+Other linear strategies (the PPM) fall back to blending coefficients with the prior.
 """
 
 from __future__ import annotations
@@ -13,15 +25,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.router import Router
-from hyper_ls_backend.core.strategies import judge_errors
+from hyper_ls_backend.core.strategies import JudgeErrorStrategy, judge_errors
 
 MIN_HELD_OUT = 20
 """Fewer held-out labels than this (or only one outcome among them): no verdict, no adoption."""
+PENALTY_PER_LABEL = (0.05, 0.15, 0.5)
+"""Candidate L2 penalties on the correction, per label of prior strength (200 -> 10, 30, 100)."""
+RECALIBRATION_ONLY = 1e9
+"""A penalty so large the correction is zero: the prior, recalibrated."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +49,7 @@ class RefitOutcome:
     adopted: bool
     quality: dict[str, Any]
     candidate: Router | None = None
-    """The version that was measured (fitted without the held-out groups), adopted or not."""
+    """The version that was measured, adopted or not."""
 
 
 def error_auc(
@@ -45,9 +63,46 @@ def error_auc(
     return float(roc_auc_score(wrong, scores, sample_weight=weight[rows]))
 
 
+def fit_correction(
+    design: np.ndarray,
+    wrong: np.ndarray,
+    weight: np.ndarray,
+    prior_coef: np.ndarray,
+    penalty: float,
+) -> tuple[np.ndarray, float]:
+    """Weighted logistic fit of ``a + s * design @ prior_coef + design @ delta`` with
+    ``penalty / 2 * |delta|^2``; returns the equivalent ``(coef, intercept)``."""
+    offset = design @ prior_coef
+    y = wrong.astype(float)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, s, delta = theta[0], theta[1], theta[2:]
+        z = a + s * offset + design @ delta
+        residual = weight * (expit(z) - y)
+        value = float(weight @ (np.logaddexp(0.0, z) - y * z)) + penalty / 2 * delta @ delta
+        gradient = np.concatenate(
+            [[residual.sum(), residual @ offset], design.T @ residual + penalty * delta]
+        )
+        return value, gradient
+
+    start = np.zeros(design.shape[1] + 2)
+    start[1] = 1.0
+    theta = minimize(loss, start, jac=True, method="L-BFGS-B").x
+    return theta[1] * prior_coef + theta[2:], float(theta[0])
+
+
+def log_loss_terms(wrong: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, logits) - wrong * logits
+
+
 @dataclass
 class Refitter:
-    """Accumulates a campaign's labels (with propensities) and refits on demand."""
+    """Accumulates a campaign's labels (with propensities) and refits on demand.
+
+    ``folds``: grouped cross-validation folds for choosing the penalty and for adoption;
+    ``min_z``: how many standard errors (paired over labelled groups) the candidate's
+    out-of-fold log-loss must beat the recalibrated prior's by.
+    """
 
     prior_strength: float = 200.0
     held_out_share: float = 0.25
@@ -55,6 +110,8 @@ class Refitter:
     labelled: list[Comparison] = field(default_factory=list)
     propensities: list[float] = field(default_factory=list)
     seen: list[Comparison] = field(default_factory=list)
+    folds: int = 5
+    min_z: float = 1.0
 
     def observe(self, comparisons: Sequence[Comparison], propensity: float) -> None:
         """Human labels came back for ``comparisons``, each labelled with this probability."""
@@ -73,14 +130,73 @@ class Refitter:
         return inverse / inverse.mean()
 
     def refit(self, prior: Router, current: Router | None = None) -> RefitOutcome:
-        """Fit on all labels; adopt if, fitted without the held-out groups, the candidate
-        ranks their judge errors at least as well as ``current`` (default: the prior)."""
+        """Propose a router from all labels; adopt it if it measures better than the prior
+        (and no worse than ``current``, default: the prior) on held-out labelled groups."""
         current = current or prior
         if not self.labelled:
             return RefitOutcome(current, False, {"n_labels": 0})
+        if isinstance(prior.strategy, JudgeErrorStrategy):
+            return self._refit_correction(prior, current)
+        return self._refit_blend(prior, current)
+
+    # -- judge-error routers: a penalised correction on top of the prior ------------------
+
+    def _refit_correction(self, prior: Router, current: Router) -> RefitOutcome:
+        quality: dict[str, Any] = {"n_labels": len(self.labelled), "method": "correction"}
+        rows, wrong = judge_errors(self.labelled)
+        labelled = [self.labelled[i] for i in rows]
+        groups = np.array([c.group for c in labelled])
+        n_folds = min(self.folds, len(set(groups.tolist())))
+        if len(rows) < MIN_HELD_OUT or len(set(wrong.tolist())) < 2 or n_folds < 2:
+            return RefitOutcome(current, False, quality)
+        weight = self.weights()[rows]
+        strategy = prior.strategy
+        design = strategy._design(prior.featurizer.transform(labelled))
+        penalties = [p * self.prior_strength for p in PENALTY_PER_LABEL]
+        out_of_fold = {p: np.zeros(len(rows)) for p in (*penalties, RECALIBRATION_ONLY)}
+        for fit_rows, held_rows in GroupKFold(n_folds).split(design, groups=groups):
+            if len(set(wrong[fit_rows].tolist())) < 2:
+                return RefitOutcome(current, False, quality | {"error": "one outcome in a fold"})
+            for penalty, scores in out_of_fold.items():
+                coef, intercept = fit_correction(
+                    design[fit_rows], wrong[fit_rows], weight[fit_rows], strategy.coef_, penalty
+                )
+                scores[held_rows] = design[held_rows] @ coef + intercept
+        _, group_of = np.unique(groups, return_inverse=True)
+
+        def per_group_loss(penalty: float) -> np.ndarray:
+            terms = weight * log_loss_terms(wrong, out_of_fold[penalty])
+            return np.bincount(group_of, weights=terms)
+
+        best = min(penalties, key=lambda p: per_group_loss(p).sum())
+        gain = per_group_loss(RECALIBRATION_ONLY) - per_group_loss(best)
+        z = float(gain.mean() / max(gain.std(ddof=1) / np.sqrt(len(gain)), 1e-12))
+        candidate_auc = float(roc_auc_score(wrong, out_of_fold[best], sample_weight=weight))
+        prior_auc = float(
+            roc_auc_score(wrong, out_of_fold[RECALIBRATION_ONLY], sample_weight=weight)
+        )
+        current_scores, _ = current.score(labelled)
+        current_auc = float(roc_auc_score(wrong, current_scores, sample_weight=weight))
+        quality |= {
+            "held_out_auc": candidate_auc,
+            "prior_held_out_auc": prior_auc,
+            "current_held_out_auc": current_auc,
+            "log_loss_gain": float(gain.sum() / weight.sum()),
+            "z": z,
+            "penalty": best,
+            "folds": n_folds,
+        }
+        coef, intercept = fit_correction(design, wrong, weight, strategy.coef_, best)
+        candidate = prior.with_coefficients(coef, intercept, len(rows), self.seen or self.labelled)
+        adopted = z >= self.min_z and candidate_auc >= max(prior_auc, current_auc)
+        return RefitOutcome(candidate if adopted else current, adopted, quality, candidate)
+
+    # -- other linear strategies: blend with the prior, one held-out split -----------------
+
+    def _refit_blend(self, prior: Router, current: Router) -> RefitOutcome:
         weight = self.weights()
         groups = [c.group for c in self.labelled]
-        quality: dict[str, Any] = {"n_labels": len(self.labelled)}
+        quality: dict[str, Any] = {"n_labels": len(self.labelled), "method": "blend"}
         candidate_auc = current_auc = None
         trial: Router | None = None
         if len(set(groups)) >= 2:

@@ -149,6 +149,28 @@ class Router:
         fresh._set_reference(fresh.featurizer.transform(typical), typical)
         return fresh._stamp()
 
+    def with_coefficients(
+        self,
+        coef: np.ndarray,
+        intercept: float,
+        n_labelled: int,
+        reference: Sequence[Comparison],
+    ) -> Router:
+        """A new router with this one's linear strategy and columns and the given
+        coefficients (what a refit computed); ``reference`` as in ``refit``."""
+        if not isinstance(self.strategy, LinearStrategy):
+            raise TypeError(f"{self.strategy.name!r} is not a linear strategy")
+        strategy = make_strategy(self.strategy.name, **self.strategy.get_params())
+        strategy.feature_names_ = list(self.strategy.feature_names_)
+        strategy.coef_ = np.asarray(coef, dtype=float)
+        strategy.intercept_ = float(intercept)
+        strategy.training_ = {"n_labelled": n_labelled, "refit": "correction"}
+        fresh = Router(strategy, featurizer=self.featurizer)
+        fresh._set_reference(fresh.featurizer.transform(reference), reference)
+        fresh.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        fresh.n_fitted_ = n_labelled
+        return fresh._stamp()
+
     def _set_reference(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> None:
         """Remember what typical inputs look like: score quantiles seed the streaming
         threshold, feature means centre the explanations."""
