@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 
 from hyper_ls_backend.core.campaign import (
+    GUESSED_TOPICS,
     POLICIES,
     CampaignSettings,
     campaign_metrics,
+    paired_difference,
     replay,
     simulate_online,
     split_for_replay,
+    topic_guessing_judge,
 )
-from hyper_ls_backend.core.learning import Refitter
+from hyper_ls_backend.core.learning import Refitter, fit_correction
 from hyper_ls_backend.core.router import Router, budget_count
+from hyper_ls_backend.core.strategies import judge_errors
 
 from .synthetic import make_comparisons
 
@@ -153,3 +157,68 @@ def test_a_refit_that_measures_worse_than_the_current_version_is_refused_but_kep
     assert outcome.quality["held_out_auc"] < outcome.quality["current_held_out_auc"]
     assert outcome.candidate is not None
     assert outcome.candidate.version not in (current.version, prior.version)
+
+
+def test_a_huge_penalty_leaves_the_priors_ranking_and_only_recalibrates(prior, halves):
+    rows, wrong = judge_errors(halves[1])
+    labelled = [halves[1][i] for i in rows]
+    design = prior.strategy._design(prior.featurizer.transform(labelled))
+    coef, _ = fit_correction(design, wrong, np.ones(len(rows)), prior.strategy.coef_, 1e9)
+    ratio = coef[prior.strategy.coef_ != 0] / prior.strategy.coef_[prior.strategy.coef_ != 0]
+    assert np.allclose(ratio, ratio[0], atol=1e-6) and ratio[0] > 0
+    loose, _ = fit_correction(design, 1 - wrong, np.ones(len(rows)), prior.strategy.coef_, 1.0)
+    assert np.corrcoef(design @ loose, design @ prior.strategy.coef_)[0, 1] < 0
+
+
+def test_a_refit_on_labels_the_prior_already_explains_is_rarely_adopted(prior, halves):
+    # Judge errors drawn from the prior's own predicted probabilities: the prior is right,
+    # there is nothing to learn, and the cross-validated test must refuse to fit the noise.
+    decisive = [c for c in halves[1] if c.judge is not None and c.judge.label in ("A", "B")]
+    chance = 1 / (1 + np.exp(-prior.score(decisive)[0]))
+    adopted = []
+    for draw in range(4):
+        wrong = np.random.default_rng(draw).random(len(decisive)) < chance
+        labelled = [
+            c.model_copy(
+                update={"human": ["B" if c.judge.label == "A" else "A"] if w else [c.judge.label]}
+            )
+            for c, w in zip(decisive, wrong, strict=True)
+        ]
+        refitter = Refitter()
+        refitter.observe(labelled, propensity=1.0)
+        outcome = refitter.refit(prior)
+        assert outcome.quality["method"] == "correction" and outcome.quality["folds"] == 5
+        assert outcome.candidate is not None
+        adopted.append(outcome.adopted)
+    assert sum(adopted) <= 1, adopted
+
+
+def test_the_topic_guessing_judge_changes_only_its_blind_categories(halves):
+    stream = halves[1]
+    shifted = topic_guessing_judge(stream, seed=2)
+    assert topic_guessing_judge(stream, seed=2) == shifted
+    changed = {c.meta["category"] for c, s in zip(stream, shifted, strict=True) if c != s}
+    blind = {s.meta["category"] for s in shifted if s.judge.model == "topic-guess"}
+    assert changed <= blind and len(blind) == GUESSED_TOPICS
+    for original, guessed in zip(stream, shifted, strict=True):
+        assert guessed.human == original.human and guessed.gold == original.gold
+        if guessed.meta["category"] in blind:
+            assert guessed.judge.consistent and guessed.judge.label in ("A", "B")
+        else:
+            assert guessed.judge == original.judge
+
+
+def test_paired_difference_is_per_seed_with_an_interval():
+    summary = paired_difference([1.0, 2.0, 3.0], [0.5, 1.0, 2.5])
+    assert summary["mean"] == pytest.approx(2 / 3)
+    low, high = summary["ci95"]
+    assert low < summary["mean"] < high
+    assert paired_difference([1.0, 2.0], [1.0, 2.0])["ci95"] == [0.0, 0.0]
+
+
+def test_with_coefficients_is_a_new_version_of_a_linear_router_only(prior, halves):
+    twin = prior.with_coefficients(2 * prior.strategy.coef_, 0.0, 10, halves[1])
+    assert twin.version != prior.version and twin.featurizer is prior.featurizer
+    consistency = Router("judge-consistency").fit(halves[0])
+    with pytest.raises(TypeError, match="not a linear"):
+        consistency.with_coefficients(np.zeros(3), 0.0, 1, halves[1])
