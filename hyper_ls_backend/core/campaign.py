@@ -146,6 +146,7 @@ def split_for_replay(
 
 CAMPAIGN_JUDGES = ("real", "topic-guess")
 GUESSED_TOPICS = 2
+GUESS_DRAW_OFFSET = 1_000_003
 
 
 def topic_guessing_judge(
@@ -159,7 +160,8 @@ def topic_guessing_judge(
     categories = sorted({str(c.all_tags.get("category", "other")) for c in stream})
     rng = np.random.default_rng(seed)
     blind = set(rng.permutation(categories)[:n_topics].tolist())
-    coins = stable_uniform([c.id for c in stream], seed)
+    # A draw of its own: the random and judge-consistency policies draw stable_uniform(seed).
+    coins = stable_uniform([c.id for c in stream], seed + GUESS_DRAW_OFFSET)
     shifted = []
     for comparison, coin in zip(stream, coins, strict=True):
         category = str(comparison.all_tags.get("category", "other"))
