@@ -55,7 +55,7 @@ CATEGORIES = ("math", "coding", "writing")
 
 @pytest.fixture
 def chromium() -> str:
-    """Debian's Chromium (``scripts/install_test_services.sh``); skipped locally, a failure in CI."""
+    """Debian's Chromium (``scripts/install_test_services.sh``): skipped locally, fails in CI."""
     path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if path is None:
         message = "chromium not found (install it with scripts/install_test_services.sh)"
