@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hyper_ls_backend.core.campaign import (
+    AUDITS,
     CAMPAIGN_JUDGES,
     SPLITS,
     CampaignSettings,
@@ -160,6 +161,7 @@ def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) 
                 batch_size=args.batch_size,
                 audit_share=args.audit_share,
                 refit_every=args.refit_every,
+                audit=args.audit,
             )
             reports.append(
                 simulate_online(
@@ -176,7 +178,7 @@ def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) 
     plot_campaigns(reports, args.plot)
     table = Table(
         title=f"campaign replays, split by {args.split}, {args.campaign_judge} judge, "
-        f"{args.seeds} seeds"
+        f"{args.audit} audits, {args.seeds} seeds"
     )
     columns = ("budget", "policy", "capture x random", "minus frozen (95% CI)", "label accuracy")
     for column in (*columns, "refits adopted"):
@@ -332,7 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=SPLITS,
         default="groups",
-        help="--online: the prior sees half the groups, or half the categories",
+        help="--online: the prior sees half the groups, or half the categories; turn: the "
+        "prior's turn-1 vs the campaign's turn-2 comparisons; models: the prior's comparisons "
+        "with the weakest third of the models vs the campaign's among the others (groups "
+        "never on both sides)",
     )
     simulation.add_argument(
         "--campaign-judge",
@@ -344,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulation.add_argument("--batch-size", type=int, default=50, help="--online")
     simulation.add_argument("--audit-share", type=float, default=0.05, help="--online")
     simulation.add_argument("--refit-every", type=int, default=50, help="--online: new labels")
+    simulation.add_argument(
+        "--audit",
+        choices=AUDITS,
+        default="uniform",
+        help="--online: how audits are drawn among judge-bound comparisons (each weighted by "
+        "1 / its inclusion probability): uniform, uncertain (near the routing cut up to 2x as "
+        "likely), stratified (equal expected audits per category)",
+    )
     simulation.set_defaults(handler=simulate)
 
     serving = commands.add_parser("serve", help=serve.__doc__, description=serve.__doc__)

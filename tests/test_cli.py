@@ -319,3 +319,15 @@ def test_simulate_online_replays_campaigns_and_writes_a_report_and_a_plot(work):
         assert set(policies) == {"frozen", "online", "random", "judge-consistency"}
         assert policies["frozen"]["adopted_refits"]["max"] == 0
     assert (work / "online.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_online_records_the_audit_draw_in_the_report(work):
+    write_records(work / "audited.jsonl", make_records(240, seed=22, n_groups=24))
+    args = ["simulate", str(work / "audited.jsonl"), "--online", "--budgets", "0.3"]
+    args += ["--seeds", "1", "--batch-size", "40", "--audit", "stratified"]
+    args += ["--report", str(work / "audited.json"), "--plot", str(work / "audited.png")]
+    assert main(args) == 0
+    report = json.loads((work / "audited.json").read_text())
+    assert report["campaigns"][0]["settings"]["audit"] == "stratified"
+    with pytest.raises(SystemExit):
+        main([*args[:-4], "--audit", "nope"])

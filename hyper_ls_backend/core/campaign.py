@@ -2,14 +2,15 @@
 
 Comparisons arrive in batches. Each batch is routed at the budget by the current router;
 an audit share of the budget goes to comparisons the router would have given the judge,
-drawn at random. Human labels come back for everything routed to humans, and, for the
-``online`` policy, the router is refitted every ``refit_every`` new labels by the same
-``Refitter`` (``learning.py``) the backend is to use.
+drawn at random (``audit="uniform"``) or with known unequal probabilities (``audit_draw``).
+Human labels come back for everything routed to humans, and, for the ``online`` policy, the
+router is refitted every ``refit_every`` new labels by the same ``Refitter``
+(``learning.py``) the backend is to use.
 
 Human-routed comparisons are a biased sample (the router picked them because they looked
 hard). Refits therefore weight each label by the inverse of its probability of having been
-labelled: 1 for the router's own picks, ``ai_pool / audited`` for audits, so that audits
-stand for everything the judge labelled.
+labelled: 1 for the router's own picks, and for audits their inclusion probability
+(``audited / ai_pool`` when uniform), so that audits stand for everything the judge labelled.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from hyper_ls_backend.core.router import Route, Router, budget_count
 from hyper_ls_backend.core.strategies import make_strategy, stable_uniform
 
 POLICIES = ("frozen", "online", "random", "judge-consistency")
+AUDITS = ("uniform", "uncertain", "stratified")
+"""How audits are drawn among the comparisons the router gives the judge: ``uniform``; with
+probability increasing with the router's score (``uncertain``: the pool's highest score, the
+closest to the routing cut, twice as likely as its lowest); or so that every category gets the
+same expected number of audits (``stratified``). Each audit's label is weighted by the
+inverse of its own inclusion probability."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class CampaignSettings:
     """Share of each batch labelled by humans as an audit of the judge (within the budget)."""
     refit_every: int = 50
     prior_strength: float = 200.0
+    audit: str = "uniform"
+    """One of ``AUDITS``."""
 
 
 @dataclass
@@ -52,6 +61,57 @@ class CampaignTrace:
     adopted: int = 0
 
 
+def inclusion_probabilities(weights: np.ndarray, n: int) -> np.ndarray:
+    """Inclusion probabilities proportional to ``weights`` that sum to ``n``, none above 1
+    (units that would exceed 1 are taken for certain and the rest rescaled)."""
+    weights = np.asarray(weights, dtype=float)
+    if n > len(weights):
+        raise ValueError(f"cannot draw {n} of {len(weights)}")
+    if (weights <= 0).any():
+        raise ValueError("audit weights must be positive")
+    certain = np.zeros(len(weights), bool)
+    while True:
+        left = n - certain.sum()
+        probabilities = np.where(
+            certain, 1.0, left * weights / max(weights[~certain].sum(), 1e-300)
+        )
+        over = (probabilities > 1.0) & ~certain
+        if not over.any():
+            return np.clip(probabilities, 0.0, 1.0)
+        certain |= over
+
+
+def audit_draw(
+    weights: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly ``n`` of ``len(weights)`` units, unit ``i`` included with the known probability
+    ``inclusion_probabilities(weights, n)[i]`` (systematic sampling in a random order).
+    Returns (indices, their inclusion probabilities)."""
+    probabilities = inclusion_probabilities(weights, n)
+    if n == 0:
+        return np.zeros(0, int), np.zeros(0)
+    order = rng.permutation(len(weights))
+    cumulative = np.concatenate([[0.0], np.cumsum(probabilities[order])])
+    cumulative[-1] = n  # float noise: the points u, u + 1, ... u + n - 1 all land inside
+    points = rng.random() + np.arange(n)
+    chosen = order[np.searchsorted(cumulative, points, side="right") - 1]
+    return chosen, probabilities[chosen]
+
+
+def audit_weights(
+    audit: str, blind: Sequence[Comparison], scores: np.ndarray, pool: np.ndarray
+) -> np.ndarray:
+    """Relative audit weights over ``pool`` (indices into the batch) for ``audit`` mode."""
+    if audit == "uncertain":
+        quantile = np.argsort(np.argsort(scores[pool])) / max(len(pool) - 1, 1)
+        return 1.0 + quantile
+    if audit == "stratified":
+        category = [str(blind[i].all_tags.get("category", "other")) for i in pool]
+        counts = {value: category.count(value) for value in set(category)}
+        return np.array([1.0 / counts[value] for value in category])
+    return np.ones(len(pool))
+
+
 def replay(
     prior: Router,
     stream: Sequence[Comparison],
@@ -62,6 +122,8 @@ def replay(
     """Route ``stream`` batch by batch with ``policy`` (one of ``POLICIES``)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
+    if settings.audit not in AUDITS:
+        raise ValueError(f"unknown audit {settings.audit!r} (choose from: {', '.join(AUDITS)})")
     rng = np.random.default_rng(seed)
     n = len(stream)
     trace = CampaignTrace(np.zeros(n, bool), np.zeros(n, bool))
@@ -78,12 +140,20 @@ def replay(
         routed = router.route(blind, (allowed - n_audit) / len(batch))
         picked = np.array([d.route is Route.HUMAN for d in routed.decisions])
         pool = np.flatnonzero(~picked)
-        audits = rng.choice(pool, size=min(n_audit, len(pool)), replace=False)
+        n_audit = min(n_audit, len(pool))
+        if settings.audit == "uniform":
+            audits = rng.choice(pool, size=n_audit, replace=False)
+            propensities = np.full(len(audits), len(audits) / max(len(pool), 1))
+        else:
+            scores = np.array([d.score for d in routed.decisions])
+            weights = audit_weights(settings.audit, blind, scores, pool)
+            chosen, propensities = audit_draw(weights, n_audit, rng)
+            audits = pool[chosen]
         trace.to_human[batch[picked]] = True
         trace.audited[batch[audits]] = True
         refitter.observe([stream[i] for i in batch[picked]], propensity=1.0)
-        if len(audits):
-            refitter.observe([stream[i] for i in batch[audits]], propensity=len(audits) / len(pool))
+        for audit, propensity in zip(audits, propensities, strict=True):
+            refitter.observe([stream[batch[audit]]], propensity=float(propensity))
         refitter.see([stream[i] for i in batch])
         trace.versions.append(router.version)
         labelled_since_refit += int(picked.sum()) + len(audits)
@@ -119,28 +189,75 @@ def campaign_metrics(
     }
 
 
-SPLITS = ("groups", "category")
+SPLITS = ("groups", "category", "turn", "models")
+WEAK_SHARE = 1 / 3
+"""``models`` split: the weakest third of the models (by the prior side's human win rates)."""
+
+
+def model_strength(comparisons: Sequence[Comparison]) -> dict[str, float]:
+    """Each model's share of human votes won (a tie counts half) over ``comparisons``, which
+    need ``meta.model_a`` and ``meta.model_b``."""
+    won: dict[str, float] = {}
+    played: dict[str, int] = {}
+    for c in comparisons:
+        a, b = c.meta.get("model_a"), c.meta.get("model_b")
+        if not a or not b:
+            raise ValueError(f"{c.id}: the models split needs meta.model_a and meta.model_b")
+        for vote in c.human:
+            share = {"A": 1.0, "B": 0.0}.get(str(vote), 0.5)
+            won[a] = won.get(a, 0.0) + share
+            won[b] = won.get(b, 0.0) + 1.0 - share
+            played[a] = played.get(a, 0) + 1
+            played[b] = played.get(b, 0) + 1
+    return {model: won[model] / played[model] for model in sorted(played)}
 
 
 def split_for_replay(
     comparisons: Sequence[Comparison], split: str, seed: int
 ) -> tuple[list[Comparison], list[Comparison]]:
-    """(prior data, campaign stream): half the groups each (``groups``), or half the
-    categories each (``category``: the campaign's topics are new to the prior). The stream
-    arrives in a seeded random order."""
+    """(prior data, campaign stream); the stream arrives in a seeded random order.
+
+    - ``groups``: half the groups each.
+    - ``category``: half the categories each (the campaign's topics are new to the prior).
+    - ``turn``: half the groups each; the prior gets their first-turn comparisons, the
+      campaign the second-turn comparisons of the other groups (multi-turn judging).
+    - ``models``: half the groups each; the prior gets its groups' comparisons involving one
+      of the weakest third of the models, the campaign its groups' comparisons between the
+      other models (close answers). Strength = human win rate on the prior side's groups,
+      so the campaign's labels never decide which comparisons it holds.
+
+    Whatever the split, no group is on both sides."""
     rng = np.random.default_rng(seed)
-    if split == "groups":
-        key = [c.group for c in comparisons]
-    elif split == "category":
-        key = [str(c.all_tags.get("category", "other")) for c in comparisons]
-    else:
+    if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} (choose from: {', '.join(SPLITS)})")
+    by_group = split in ("groups", "turn", "models")
+    if by_group:
+        key = [c.group for c in comparisons]
+    else:
+        key = [str(c.all_tags.get("category", "other")) for c in comparisons]
     values = sorted(set(key))
     if len(values) < 2:
         raise ValueError(f"need at least 2 distinct {split} values to split the data")
     prior_side = set(rng.permutation(values)[: len(values) // 2].tolist())
     prior = [c for c, k in zip(comparisons, key, strict=True) if k in prior_side]
     rest = [c for c, k in zip(comparisons, key, strict=True) if k not in prior_side]
+    if split == "turn":
+        turns = {str(c.meta.get("turn")) for c in comparisons}
+        if not {"1", "2"} <= turns:
+            raise ValueError("the turn split needs meta.turn 1 and 2")
+        prior = [c for c in prior if str(c.meta.get("turn")) == "1"]
+        rest = [c for c in rest if str(c.meta.get("turn")) == "2"]
+    elif split == "models":
+        strength = model_strength(prior)
+        ranked = sorted(strength, key=lambda model: (strength[model], model))
+        weak = set(ranked[: max(1, round(WEAK_SHARE * len(ranked)))])
+        model_strength(rest)  # the same requirement on the campaign side
+
+        def involves_weak(c: Comparison) -> bool:
+            return bool({c.meta["model_a"], c.meta["model_b"]} & weak)
+
+        prior = [c for c in prior if involves_weak(c)]
+        rest = [c for c in rest if not involves_weak(c)]
     return prior, [rest[i] for i in rng.permutation(len(rest))]
 
 

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from hyper_ls_backend.core.campaign import (
+    AUDITS,
     GUESSED_TOPICS,
     POLICIES,
     CampaignSettings,
+    audit_draw,
+    audit_weights,
     campaign_metrics,
+    inclusion_probabilities,
+    model_strength,
     paired_difference,
     replay,
     simulate_online,
@@ -49,6 +54,116 @@ def test_category_split_gives_the_campaign_categories_the_prior_never_saw(data):
     assert not {c.meta["category"] for c in prior_data} & {c.meta["category"] for c in stream}
     with pytest.raises(ValueError, match="unknown split"):
         split_for_replay(data, "nope", seed=0)
+
+
+MODELS = ("m0", "m1", "m2", "m3", "m4", "m5")
+
+
+@pytest.fixture(scope="module")
+def with_turns_and_models(data):
+    # Model mN wins against mK whenever N > K (human vote); each group has both turns.
+    rng = np.random.default_rng(5)
+    rows = []
+    for i, c in enumerate(data):
+        a, b = rng.choice(len(MODELS), size=2, replace=False)
+        meta = c.meta | {"turn": 1 + (i // 60) % 2, "model_a": MODELS[a], "model_b": MODELS[b]}
+        rows.append(c.model_copy(update={"meta": meta, "human": ["A" if a > b else "B"]}))
+    return rows
+
+
+def test_turn_split_gives_the_prior_first_turns_and_the_campaign_second_turns(
+    with_turns_and_models,
+):
+    for seed in range(3):
+        prior_data, stream = split_for_replay(with_turns_and_models, "turn", seed)
+        assert {c.meta["turn"] for c in prior_data} == {1}
+        assert {c.meta["turn"] for c in stream} == {2}
+        assert not {c.group for c in prior_data} & {c.group for c in stream}
+        assert len(prior_data) + len(stream) == len(with_turns_and_models) // 2
+    with pytest.raises(ValueError, match="turn"):
+        split_for_replay([c.model_copy(update={"meta": {}}) for c in halves_of(3)], "turn", 0)
+
+
+def halves_of(n):
+    return make_comparisons(n * 10, seed=1, n_groups=n)
+
+
+def test_models_split_puts_the_weakest_third_on_the_prior_side_only(with_turns_and_models):
+    for seed in range(3):
+        prior_data, stream = split_for_replay(with_turns_and_models, "models", seed)
+        assert not {c.group for c in prior_data} & {c.group for c in stream}
+        weak = {"m0", "m1"}  # they lose every vote: the weakest third on any side
+        assert all({c.meta["model_a"], c.meta["model_b"]} & weak for c in prior_data)
+        assert not any({c.meta["model_a"], c.meta["model_b"]} & weak for c in stream)
+        assert prior_data and stream
+    strength = model_strength(with_turns_and_models)
+    assert sorted(strength, key=strength.get) == list(MODELS)
+    with pytest.raises(ValueError, match="model_a"):
+        split_for_replay(halves_of(3), "models", 0)
+
+
+def test_inclusion_probabilities_are_proportional_sum_to_n_and_never_exceed_one():
+    weights = np.array([100.0, 1.0, 1.0, 2.0, 4.0])
+    probabilities = inclusion_probabilities(weights, 3)
+    assert probabilities.sum() == pytest.approx(3.0)
+    assert probabilities[0] == 1.0 and (probabilities <= 1.0).all()
+    assert probabilities[3] == pytest.approx(2 * probabilities[1])
+    assert probabilities[4] == pytest.approx(2 * probabilities[3])
+    with pytest.raises(ValueError):
+        inclusion_probabilities(weights, 6)
+
+
+def test_audit_draws_hit_their_stated_inclusion_probabilities():
+    weights = np.array([1.0, 1.0, 2.0, 3.0, 5.0, 8.0])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(len(weights))
+    draws = 4000
+    for _ in range(draws):
+        chosen, probabilities = audit_draw(weights, 2, rng)
+        assert len(set(chosen.tolist())) == 2
+        assert np.allclose(probabilities, inclusion_probabilities(weights, 2)[chosen])
+        counts[chosen] += 1
+    expected = inclusion_probabilities(weights, 2)
+    # Binomial standard error at most sqrt(0.25 / 4000) = 0.008: 4 of them.
+    assert np.abs(counts / draws - expected).max() < 0.032
+    first = audit_draw(weights, 3, np.random.default_rng(7))
+    again = audit_draw(weights, 3, np.random.default_rng(7))
+    assert (first[0] == again[0]).all()
+
+
+def test_audit_weights_favour_the_cut_or_spread_over_categories(halves):
+    blind = halves[1][:30]
+    pool = np.arange(0, 30, 2)
+    scores = np.linspace(-2.0, 2.0, 30)
+    uncertain = audit_weights("uncertain", blind, scores, pool)
+    assert uncertain.min() == pytest.approx(1.0) and uncertain.max() == pytest.approx(2.0)
+    assert (np.diff(uncertain) > 0).all()  # scores rise along the pool
+    stratified = audit_weights("stratified", blind, scores, pool)
+    totals = {}
+    for i, weight in zip(pool, stratified, strict=True):
+        category = blind[i].meta["category"]
+        totals[category] = totals.get(category, 0.0) + weight
+    assert np.allclose(list(totals.values()), 1.0)
+    assert (audit_weights("uniform", blind, scores, pool) == 1.0).all()
+
+
+@pytest.mark.parametrize("audit", AUDITS)
+def test_targeted_audits_stay_inside_the_budget_and_are_deterministic(prior, halves, audit):
+    stream = halves[1]
+    settings = CampaignSettings(
+        budget=0.3, batch_size=40, audit_share=0.1, refit_every=30, audit=audit
+    )
+    trace = replay(prior, stream, "online", settings, seed=2)
+    again = replay(prior, stream, "online", settings, seed=2)
+    assert (trace.audited == again.audited).all() and trace.versions == again.versions
+    assert not (trace.to_human & trace.audited).any()
+    for start in range(0, len(stream), settings.batch_size):
+        batch = slice(start, start + settings.batch_size)
+        size = len(stream[batch])
+        assert (trace.to_human | trace.audited)[batch].sum() == budget_count(0.3, size)
+        assert trace.audited[batch].sum() == min(round(0.1 * size), budget_count(0.3, size))
+    with pytest.raises(ValueError, match="unknown audit"):
+        replay(prior, stream, "online", CampaignSettings(audit="nope"), seed=0)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
