@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.sparse import csr_matrix
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
@@ -71,8 +72,12 @@ def fit_correction(
     penalty: float,
 ) -> tuple[np.ndarray, float]:
     """Weighted logistic fit of ``a + s * design @ prior_coef + design @ delta`` with
-    ``penalty / 2 * |delta|^2``; returns the equivalent ``(coef, intercept)``."""
+    ``penalty / 2 * |delta|^2``; returns the equivalent ``(coef, intercept)``.
+
+    The design is mostly one-hot bins (about a tenth non-zero), so the optimiser's many
+    products with it run on a sparse copy."""
     offset = design @ prior_coef
+    design = csr_matrix(design)
     y = wrong.astype(float)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
