@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -20,6 +20,7 @@ from hyper_ls_backend.ls.label_config import LabelConfigError
 from hyper_ls_backend.server import dashboard, metrics
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import (
+    MAX_ID,
     HealthResponse,
     PredictRequest,
     PredictResponse,
@@ -43,6 +44,7 @@ def current_model(request: Request) -> HyperModel:
 
 
 Backend = Annotated[HyperModel, Depends(current_model)]
+ProjectId = Annotated[int, Query(ge=0, le=MAX_ID, description="the Label Studio project id")]
 
 
 def basic_auth_guard(user: str, password: str):
@@ -154,13 +156,13 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
     }
 
     @app.get("/status", response_model=ProjectStatus, responses=unknown_project)
-    def status_of(project: int, model: Backend) -> ProjectStatus:
+    def status_of(project: ProjectId, model: Backend) -> ProjectStatus:
         return campaign(project, model)
 
     # A sync handler: FastAPI runs it in its threadpool, so drawing the plots never blocks
     # the event loop that answers /webhook within Label Studio's 1 s.
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard_of(project: int, model: Backend) -> HTMLResponse:
+    def dashboard_of(project: ProjectId, model: Backend) -> HTMLResponse:
         return HTMLResponse(dashboard.render(campaign(project, model)))
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -15,6 +15,7 @@ from .harness import (
     ScriptedJudge,
     annotation_event,
     judge_settings,
+    make_settings,
     serve,
     setup_body,
     task,
@@ -90,3 +91,12 @@ def test_ai_label_accuracy_scales_the_audit_interval_or_says_there_are_no_audits
     assert estimate.audits == measured and estimate.ai_labelled == 40
     assert estimate.expected_wrong_ci95 == pytest.approx((40 * (1 - high), 40 * (1 - low)))
     assert "10 audits" in estimate.note
+
+
+def test_status_and_dashboard_refuse_a_project_id_no_database_holds(tmp_path: Path) -> None:
+    """Found by the fuzz test: such an id reached SQLite and failed with a 500."""
+    with serve(make_settings(tmp_path)) as (client, _):
+        too_big = {"project": 2**63}
+        answers = [client.get(path, params=too_big) for path in ("/status", "/dashboard")]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert all("project" in str(a.json()["detail"]) for a in answers)
