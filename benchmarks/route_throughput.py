@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-VOCABULARY = [f"w{i}" for i in range(5_000)]
+from hyper_ls_backend.core.synthetic import zipf_text
 
 
 def synthetic_comparisons(n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    words = np.array(VOCABULARY)
 
     def text(low: int, high: int) -> str:
-        return " ".join(words[rng.zipf(1.3, rng.integers(low, high)) % len(words)])
+        return zipf_text(rng, low, high)
 
     rows = []
     for i in range(n):

@@ -128,10 +128,12 @@ def fit(args: argparse.Namespace) -> None:
 
 def simulate(args: argparse.Namespace) -> None:
     """Replay routing on labelled data with grouped CV and compare strategies."""
-    comparisons = read_comparisons(args.data)
     if args.online:
-        simulate_campaigns(args, comparisons)
+        simulate_campaigns(args)
         return
+    if args.prior or SEED_FIELD in str(args.data):
+        raise UsageProblem(f"--prior and {SEED_FIELD} in DATA are for --online replays")
+    comparisons = read_comparisons(args.data)
     names = args.strategies or list(STRATEGIES)
     with progress_bar("simulating") as bar:
         task = bar.add_task("simulating", total=args.seeds * args.folds * len(names))
@@ -150,8 +152,27 @@ def simulate(args: argparse.Namespace) -> None:
     err.print(f"report -> {args.report}, plot -> {args.plot}")
 
 
-def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) -> None:
+SEED_FIELD = "{seed}"
+"""In ``simulate --online --prior`` DATA, replaced by each seed: one dataset per seed."""
+
+
+def data_for_seed(data: Path, seed: int) -> Path:
+    return Path(str(data).replace(SEED_FIELD, str(seed)))
+
+
+def simulate_campaigns(args: argparse.Namespace) -> None:
     """``simulate --online``: replay the data as campaigns, frozen prior vs online refits."""
+    templated = SEED_FIELD in str(args.data)
+    if templated and not args.prior:
+        raise UsageProblem(f"{SEED_FIELD} in DATA needs --prior (one campaign per seed)")
+    prior = None
+    if args.prior:
+        prior = load_default_router() if args.prior == "default" else Router.load(args.prior)
+    comparisons = read_comparisons(data_for_seed(args.data, 0) if templated else args.data)
+
+    def draws(seed: int) -> list[Comparison]:
+        return comparisons if seed == 0 else read_comparisons(data_for_seed(args.data, seed))
+
     reports = []
     with progress_bar("campaigns") as bar:
         task = bar.add_task("campaigns", total=len(args.budgets))
@@ -170,14 +191,17 @@ def simulate_campaigns(args: argparse.Namespace, comparisons: list[Comparison]) 
                     seeds=args.seeds,
                     split=args.split,
                     campaign_judge=args.campaign_judge,
+                    prior=prior,
+                    draws=draws if templated else None,
                 )
             )
             bar.advance(task)
     outcome = {"command": args.command_line, "campaigns": reports}
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_campaigns(reports, args.plot)
+    split_text = f"split by {args.split}" if prior is None else f"whole data vs {prior.version}"
     table = Table(
-        title=f"campaign replays, split by {args.split}, {args.campaign_judge} judge, "
+        title=f"campaign replays, {split_text}, {args.campaign_judge} judge, "
         f"{args.audit} audits, {args.seeds} seeds"
     )
     columns = ("budget", "policy", "capture x random", "minus frozen (95% CI)", "label accuracy")
@@ -338,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         "prior's turn-1 vs the campaign's turn-2 comparisons; models: the prior's comparisons "
         "with the weakest third of the models vs the campaign's among the others (groups "
         "never on both sides)",
+    )
+    simulation.add_argument(
+        "--prior",
+        metavar="MODEL.json|default",
+        help="--online: replay all of DATA as one campaign per seed (seeded arrival order) "
+        "against this fitted router ('default': the shipped prior) instead of splitting it; "
+        f"a {SEED_FIELD} in DATA reads another file per seed",
     )
     simulation.add_argument(
         "--campaign-judge",

@@ -64,10 +64,12 @@ def plot_campaigns(reports: list[dict[str, Any]], path: str | Path) -> None:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     first = reports[0]
-    figure.suptitle(
-        f"campaign replays: prior fitted on half the data (split by {first['split']}), "
-        f"mean of {first['seeds']} seeds"
+    prior = (
+        f"prior fitted on half the data (split by {first['split']})"
+        if first.get("prior") is None
+        else f"whole data vs prior {first['prior']}"
     )
+    figure.suptitle(f"campaign replays: {prior}, mean of {first['seeds']} seeds", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -331,3 +331,24 @@ def test_simulate_online_records_the_audit_draw_in_the_report(work):
     assert report["campaigns"][0]["settings"]["audit"] == "stratified"
     with pytest.raises(SystemExit):
         main([*args[:-4], "--audit", "nope"])
+
+
+def test_simulate_online_against_a_given_prior_replays_one_file_per_seed(work, capsys):
+    from hyper_ls_backend.core.synthetic import synthetic_records
+    from hyper_ls_backend.priors import load_default_router
+
+    for seed in range(2):
+        write_records(work / f"synthetic_{seed}.jsonl", synthetic_records(60 + 20 * seed, seed))
+    data = str(work / "synthetic_{seed}.jsonl")
+    args = ["simulate", data, "--online", "--prior", "default", "--budgets", "0.3"]
+    args += ["--seeds", "2", "--batch-size", "20", "--refit-every", "1000"]
+    args += ["--report", str(work / "given.json"), "--plot", str(work / "given.png")]
+    assert main(args) == 0
+    campaign = json.loads((work / "given.json").read_text())["campaigns"][0]
+    assert campaign["prior"] == load_default_router().version
+    assert campaign["split"] == "none" and campaign["campaign_sizes"] == [60, 80]
+    capsys.readouterr()
+    assert main([*args[:3], *args[5:]]) == 2
+    assert "needs --prior" in flat(capsys.readouterr().err)
+    assert main(["simulate", str(work / "synthetic_0.jsonl"), "--prior", "default"]) == 2
+    assert "for --online replays" in flat(capsys.readouterr().err)

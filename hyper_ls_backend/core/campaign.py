@@ -15,7 +15,7 @@ labelled: 1 for the router's own picks, and for audits their inclusion probabili
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -314,11 +314,17 @@ def simulate_online(
     split: str = "groups",
     strategy: str = "judge-error",
     campaign_judge: str = "real",
+    prior: Router | None = None,
+    draws: Callable[[int], Sequence[Comparison]] | None = None,
 ) -> dict[str, Any]:
     """Replay a campaign per seed with every policy; a JSON-ready report.
 
     ``campaign_judge="topic-guess"`` replaces the stream's judge by
-    ``topic_guessing_judge`` (a synthetic stress test; the prior keeps the real judge)."""
+    ``topic_guessing_judge`` (a synthetic stress test; the prior keeps the real judge).
+
+    With a given ``prior`` nothing is split: every seed replays all of ``comparisons`` (or
+    ``draws(seed)``, another dataset per seed) as one campaign, in a seeded random order,
+    against that prior."""
     if campaign_judge not in CAMPAIGN_JUDGES:
         raise ValueError(
             f"unknown campaign judge {campaign_judge!r} (choose from: {', '.join(CAMPAIGN_JUDGES)})"
@@ -326,14 +332,21 @@ def simulate_online(
     per_policy: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
     curves: dict[str, list[list[float]]] = {p: [] for p in POLICIES}
     refits: dict[str, list[int]] = {p: [] for p in POLICIES}
+    sizes = []
     for seed in range(seeds):
-        prior_data, stream = split_for_replay(comparisons, split, seed)
+        if prior is None:
+            prior_data, stream = split_for_replay(comparisons, split, seed)
+            seed_prior = Router(make_strategy(strategy, seed=seed)).fit(prior_data)
+        else:
+            data = list(draws(seed) if draws else comparisons)
+            stream = [data[i] for i in np.random.default_rng(seed).permutation(len(data))]
+            seed_prior = prior
+        sizes.append(len(stream))
         if campaign_judge == "topic-guess":
             stream = topic_guessing_judge(stream, seed)
-        prior = Router(make_strategy(strategy, seed=seed)).fit(prior_data)
         checkpoints = range(settings.batch_size, len(stream) + 1, settings.batch_size)
         for policy in POLICIES:
-            trace = replay(prior, stream, policy, settings, seed)
+            trace = replay(seed_prior, stream, policy, settings, seed)
             per_policy[policy].append(campaign_metrics(stream, trace))
             curves[policy].append(
                 [campaign_metrics(stream, trace, k)["capture_ratio"] for k in checkpoints]
@@ -341,10 +354,12 @@ def simulate_online(
             refits[policy].append(trace.adopted)
     return {
         "n_comparisons": len(comparisons),
-        "split": split,
+        "split": split if prior is None else "none",
+        "campaign_sizes": sizes,
+        "prior": None if prior is None else prior.version,
         "seeds": seeds,
         "settings": asdict(settings),
-        "strategy": strategy,
+        "strategy": strategy if prior is None else prior.strategy.name,
         "campaign_judge": campaign_judge,
         "results": [
             {
