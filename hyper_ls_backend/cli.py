@@ -165,6 +165,9 @@ def simulate_campaigns(args: argparse.Namespace) -> None:
     templated = SEED_FIELD in str(args.data)
     if templated and not args.prior:
         raise UsageProblem(f"{SEED_FIELD} in DATA needs --prior (one campaign per seed)")
+    if args.prior and args.split:
+        raise UsageProblem("--split and --prior exclude each other: --prior replays all of DATA")
+    split = args.split or "groups"
     prior = None
     if args.prior:
         prior = load_default_router() if args.prior == "default" else Router.load(args.prior)
@@ -189,7 +192,7 @@ def simulate_campaigns(args: argparse.Namespace) -> None:
                     comparisons,
                     settings,
                     seeds=args.seeds,
-                    split=args.split,
+                    split=split,
                     campaign_judge=args.campaign_judge,
                     prior=prior,
                     draws=draws if templated else None,
@@ -199,7 +202,7 @@ def simulate_campaigns(args: argparse.Namespace) -> None:
     outcome = {"command": args.command_line, "campaigns": reports}
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_campaigns(reports, args.plot)
-    split_text = f"split by {args.split}" if prior is None else f"whole data vs {prior.version}"
+    split_text = f"split by {split}" if prior is None else f"whole data vs {prior.version}"
     table = Table(
         title=f"campaign replays, {split_text}, {args.campaign_judge} judge, "
         f"{args.audit} audits, {args.seeds} seeds"
@@ -357,11 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulation.add_argument(
         "--split",
         choices=SPLITS,
-        default="groups",
-        help="--online: the prior sees half the groups, or half the categories; turn: the "
-        "prior's turn-1 vs the campaign's turn-2 comparisons; models: the prior's comparisons "
-        "with the weakest third of the models vs the campaign's among the others (groups "
-        "never on both sides)",
+        help="--online (default groups): the prior sees half the groups, or half the "
+        "categories; turn: the prior's turn-1 vs the campaign's turn-2 comparisons; "
+        "models: the prior's comparisons with the weakest third of the models vs the "
+        "campaign's among the others (groups never on both sides)",
     )
     simulation.add_argument(
         "--prior",

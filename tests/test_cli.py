@@ -352,3 +352,5 @@ def test_simulate_online_against_a_given_prior_replays_one_file_per_seed(work, c
     assert "needs --prior" in flat(capsys.readouterr().err)
     assert main(["simulate", str(work / "synthetic_0.jsonl"), "--prior", "default"]) == 2
     assert "for --online replays" in flat(capsys.readouterr().err)
+    assert main([*args, "--split", "category"]) == 2
+    assert "exclude each other" in flat(capsys.readouterr().err)
