@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from processes import unavailable
 from services import postgres_server, redis_server
 
 from hyper_ls_backend.core.comparison import Comparison
@@ -26,8 +27,5 @@ def mtbench() -> list[Comparison]:
     """The real MT-Bench comparisons. Skipped locally when absent; a failure under CI."""
     path = data_dir() / DATA_FILE
     if not path.exists():
-        message = f"{path} not found (set HYPER_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} not found (set HYPER_DATA_DIR)")
     return read_comparisons(path)

@@ -17,12 +17,10 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,8 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from processes import free_port, running, unavailable
 
-START_TIMEOUT = 60.0
 PG_USER = "hyper"
 UNPRIVILEGED_USER = "nobody"
 
@@ -76,58 +74,12 @@ def postgres_bin_dir() -> Path | None:
     return newest.parent if newest else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _unprivileged() -> dict[str, Any]:
     """``Popen`` arguments that drop root, or nothing when not root."""
     if os.geteuid() != 0:
         return {}
     user = pwd.getpwnam(UNPRIVILEGED_USER)
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextmanager
-def _running(
-    command: list[str],
-    log: Path,
-    ready: Callable[[], bool],
-    stop_signal: signal.Signals,
-    **popen: Any,
-) -> Iterator[None]:
-    """Run ``command`` until the block ends; enter the block once ``ready()`` holds."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **popen,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready():
-            if process.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited with {process.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{command[0]} not ready after {START_TIMEOUT:.0f} s")
-            time.sleep(0.1)
-        yield
-    finally:
-        for sig, grace in ((stop_signal, 30.0), (signal.SIGKILL, 5.0)):
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=grace)
-                break
 
 
 def _accepts(connect: Callable[[], Any]) -> Callable[[], bool]:
@@ -147,7 +99,7 @@ def run_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
 
     Durability is off (``fsync``, ``full_page_writes``): the cluster is thrown away.
     """
-    port, drop_root = _free_port(), _unprivileged()
+    port, drop_root = free_port(), _unprivileged()
     with tempfile.TemporaryDirectory(prefix="hyper-postgres-") as tmp:
         if drop_root:
             os.chown(tmp, drop_root["user"], drop_root["group"])
@@ -168,27 +120,20 @@ def run_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
             command += ["-c", setting]
         ready = _accepts(lambda: psycopg.connect(_pg_dsn(port)).close())
         # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
-        with _running(command, log, ready, signal.SIGINT, **drop_root):
+        with running(command, log, ready, stop_signal=signal.SIGINT, **drop_root):
             yield PostgresServer(port)
 
 
 @contextmanager
 def run_redis(executable: str) -> Iterator[RedisServer]:
     """``redis-server`` without persistence, in a temporary working directory."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="hyper-redis-") as tmp:
         command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp]
         command += ["--save", "", "--appendonly", "no"]
         ready = _accepts(lambda: redis.Redis(port=port).ping())
-        with _running(command, Path(tmp) / "redis.log", ready, signal.SIGTERM):
+        with running(command, Path(tmp) / "redis.log", ready):
             yield RedisServer(port)
-
-
-def _missing(what: str) -> None:
-    message = f"{what} not found: run scripts/install_test_services.sh"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -196,7 +141,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the session: skipped without the binaries, a failure under CI."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        _missing("PostgreSQL (postgres)")
+        unavailable("PostgreSQL (postgres) not found: run scripts/install_test_services.sh")
     with run_postgres(bin_dir) as server:
         yield server
 
@@ -206,6 +151,6 @@ def redis_server() -> Iterator[RedisServer]:
     """A Redis server for the session: skipped without ``redis-server``, a failure under CI."""
     executable = shutil.which("redis-server")
     if executable is None:
-        _missing("redis-server")
+        unavailable("redis-server not found: run scripts/install_test_services.sh")
     with run_redis(executable) as server:
         yield server

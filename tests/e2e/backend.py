@@ -34,8 +34,8 @@ from lm.fake_llm_server import (
     anthropic_error,
     anthropic_tool_reply,
 )
+from processes import free_port, tail
 
-from e2e.label_studio import _free_port, _tail
 from hyper_ls_backend.settings import Settings
 
 HYPER_LS = Path(sys.executable).parent / "hyper-ls"
@@ -49,7 +49,7 @@ class BackendProcess:
     """``hyper-ls serve`` on 127.0.0.1; ``start()`` again after ``kill()`` keeps MODEL_DIR."""
 
     def __init__(self, env: Mapping[str, str], model_dir: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = model_dir
         self.log = log
@@ -88,10 +88,10 @@ class BackendProcess:
                 break
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"hyper-ls serve exited with {self.process.returncode}:\n{_tail(self.log)}"
+                    f"hyper-ls serve exited with {self.process.returncode}:\n{tail(self.log)}"
                 )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"backend not up after {timeout:.0f} s:\n{_tail(self.log)}")
+                raise TimeoutError(f"backend not up after {timeout:.0f} s:\n{tail(self.log)}")
             time.sleep(0.1)
         self.startup_s = time.monotonic() - started
         return self
@@ -136,7 +136,7 @@ class BackendProcess:
             return 0, None
 
     def logs(self) -> str:
-        return _tail(self.log, 60)
+        return tail(self.log, 60)
 
 
 def _decode(raw: bytes) -> Any:

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from processes import free_port, running, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VENV = Path(os.environ.get("LABEL_STUDIO_VENV", REPO / ".venv-ls"))
@@ -55,12 +53,6 @@ class LabelStudioServer:
         return token
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _is_up(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
@@ -69,14 +61,10 @@ def _is_up(url: str) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @contextmanager
 def run_label_studio(timeout: float = START_TIMEOUT) -> Iterator[LabelStudioServer]:
     """Start Label Studio, wait for ``/health`` to say UP, and stop it on exit."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(20)
     with tempfile.TemporaryDirectory(prefix="label-studio-") as tmp:
@@ -104,39 +92,8 @@ def run_label_studio(timeout: float = START_TIMEOUT) -> Iterator[LabelStudioServ
             "--data-dir",
             str(data_dir),
         ]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + timeout
-            while not _is_up(url):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"Label Studio exited with {process.returncode}:\n{_tail(log)}"
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Label Studio not up after {timeout:.0f} s:\n{_tail(log)}")
-                time.sleep(0.5)
+        with running(command, log, lambda: _is_up(url), timeout=timeout, env=env):
             yield LabelStudioServer(url=url, api_key=token, log=log, data_dir=data_dir)
-        finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server's process group: politely, then whatever is left of it for good."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace)
 
 
 class _SharedServer:
@@ -168,10 +125,7 @@ _SHARED = _SharedServer()
 def label_studio() -> Iterator[LabelStudioServer]:
     """A running Label Studio: skipped without ``.venv-ls``, but a failure under CI."""
     if not LS_EXECUTABLE.exists():
-        message = f"{LS_EXECUTABLE} not found: run `make label-studio`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{LS_EXECUTABLE} not found: run `make label-studio`")
     with _SHARED.use() as server:
         yield server
 

@@ -8,7 +8,6 @@ and the headline numbers must be what the test's own campaign implies.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import requests
 import uvicorn
 from lm.fake_llm_server import FakeLLMServer
 from PIL import Image
+from processes import unavailable
 
 from hyper_ls_backend.cli import main
 from hyper_ls_backend.server.app import create_app
@@ -58,10 +58,7 @@ def chromium() -> str:
     """Debian's Chromium (``scripts/install_test_services.sh``): skipped locally, fails in CI."""
     path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     if path is None:
-        message = "chromium not found (install it with scripts/install_test_services.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("chromium not found (install it with scripts/install_test_services.sh)")
     return path
 
 
