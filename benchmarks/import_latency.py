@@ -47,13 +47,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def decisions(backend: BackendProcess) -> tuple[int, int]:
     """(decided, written back) counted from the backend's own database."""
-    import sqlite3
-
-    with sqlite3.connect(backend.model_dir / "hyper.sqlite3") as db:
-        decided = db.execute("select count(*) from decisions").fetchone()[0]
-        written = db.execute(
-            "select count(*) from decisions where written_at is not null"
-        ).fetchone()[0]
+    ((decided, written),) = backend.query("select count(*), count(written_at) from decisions")
     return decided, written
 
 

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -77,8 +76,8 @@ def annotation(annotation_id: int, task_id: int, choice: str) -> dict[str, Any]:
 
 
 def decided(backend: BackendProcess) -> int:
-    with sqlite3.connect(backend.model_dir / "hyper.sqlite3") as db:
-        return db.execute("select count(*) from decisions").fetchone()[0]
+    ((count,),) = backend.query("select count(*) from decisions")
+    return count
 
 
 def refits_logged(backend: BackendProcess) -> int:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -137,6 +138,12 @@ class BackendProcess:
 
     def logs(self) -> str:
         return tail(self.log, 60)
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of the backend's own SQLite database, read-only (it may be running)."""
+        path = self.model_dir / "hyper.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(sql, params).fetchall()
 
 
 def _decode(raw: bytes) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
@@ -72,13 +71,11 @@ def decisions_in_store(
 ) -> list[tuple[int, str]]:
     """(task, route) rows of the backend's own database (read-only); ``unwritten``: only
     decisions not yet written back to Label Studio."""
-    path = backend.model_dir / "hyper.sqlite3"
     where = " AND written_at IS NULL" if unwritten else ""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-        return db.execute(
-            f"SELECT task_id, route FROM decisions WHERE project_id = ?{where} ORDER BY task_id",
-            (project_id,),
-        ).fetchall()
+    return backend.query(
+        f"SELECT task_id, route FROM decisions WHERE project_id = ?{where} ORDER BY task_id",
+        project_id,
+    )
 
 
 def finished_jobs(backend: BackendProcess) -> int:

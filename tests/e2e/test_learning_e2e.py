@@ -9,7 +9,6 @@ to Label Studio, and route the next import with it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from typing import Any
 
@@ -42,21 +41,17 @@ position-biased one (whose contradicting answers make a tie) is right."""
 
 def labels_in_store(backend: BackendProcess, project_id: int) -> dict[int, bool]:
     """annotation id -> deleted, from the backend's database (read-only)."""
-    path = backend.model_dir / "hyper.sqlite3"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-        rows = db.execute(
-            "SELECT annotation_id, deleted FROM human_labels WHERE project_id = ?", (project_id,)
-        ).fetchall()
+    rows = backend.query(
+        "SELECT annotation_id, deleted FROM human_labels WHERE project_id = ?", project_id
+    )
     return {annotation: bool(deleted) for annotation, deleted in rows}
 
 
 def versions_in_store(backend: BackendProcess, project_id: int) -> list[tuple[str, bool]]:
-    path = backend.model_dir / "hyper.sqlite3"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
-        return db.execute(
-            "SELECT version, active FROM router_versions WHERE project_id = ? ORDER BY created_at",
-            (project_id,),
-        ).fetchall()
+    return backend.query(
+        "SELECT version, active FROM router_versions WHERE project_id = ? ORDER BY created_at",
+        project_id,
+    )
 
 
 def model_version_in_label_studio(client: LabelStudio, project_id: int) -> str:
