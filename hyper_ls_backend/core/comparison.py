@@ -7,6 +7,7 @@ trusted objects. The wire format is the HyPER pairs format (``shared/data/README
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -82,12 +83,53 @@ class Turn(BaseModel):
     content: Text
 
 
+ANSWER_STRENGTH: dict[str, float] = {
+    "A-is-clearly-better": 1.0,
+    "A-is-slightly-better": 0.5,
+    "Tie": 0.0,
+    "B-is-slightly-better": 0.5,
+    "B-is-clearly-better": 1.0,
+}
+"""How strongly a 5-point answer states its preference (a coarse answer states none)."""
+
+
+def _order_answer(value: Any) -> str | None:
+    """An answer in one order: a 5-point name kept as is (it carries a strength), or a
+    coarse label; None for an order not run or unreadable."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value in FIVE_POINT_SCALE:
+        return value
+    return parse_label(value).value
+
+
+OrderAnswer = Annotated[str | None, BeforeValidator(_order_answer)]
+
+
+class OrderAnswers(BaseModel):
+    """A judge's answer with the responses shown in the row's order (``ab``) and swapped
+    (``ba``, already read back in the row's orientation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ab: OrderAnswer = None
+    ba: OrderAnswer = None
+
+    def answers(self) -> list[str]:
+        return [answer for answer in (self.ab, self.ba) if answer is not None]
+
+    def labels(self) -> list[Label]:
+        return [parse_label(answer) for answer in self.answers()]
+
+
 class JudgeVerdict(BaseModel):
     """What an LM judge said about a comparison.
 
     ``label`` is None when the judge failed (no parseable answer after retries).
     ``consistent`` is whether it gave the same answer with the responses swapped, None when
-    it was run in one order only.
+    it was run in one order only (read from ``orders`` when not given). ``orders`` holds
+    the answer in each order; ``confidence`` a probability-like confidence in ``label``
+    (token probabilities, repeated sampling, a stated strength), when the judge gave one.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -96,6 +138,15 @@ class JudgeVerdict(BaseModel):
     consistent: bool | None = None
     model: str | None = None
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    orders: OrderAnswers | None = None
+
+    @model_validator(mode="after")
+    def _consistency_from_orders(self) -> JudgeVerdict:
+        if self.consistent is None and self.orders is not None:
+            labels = self.orders.labels()
+            if len(labels) == 2:
+                object.__setattr__(self, "consistent", labels[0] == labels[1])
+        return self
 
     @property
     def failed(self) -> bool:
@@ -116,6 +167,8 @@ class Comparison(BaseModel):
     human: list[CoarseLabel] = Field(default_factory=list)
     gold: CoarseLabel | None = None
     judge: JudgeVerdict | None = None
+    judges: list[JudgeVerdict] = Field(default_factory=list)
+    """A panel: several judges' verdicts on this comparison, the primary (``judge``) first."""
     tags: dict[str, str] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -136,6 +189,14 @@ class Comparison(BaseModel):
     def _something_to_compare(self) -> Comparison:
         if not self.response_a.strip() and not self.response_b.strip():
             raise ValueError("response_a and response_b are both empty: nothing to compare")
+        return self
+
+    @model_validator(mode="after")
+    def _primary_leads_the_panel(self) -> Comparison:
+        if self.judges and self.judge is None:
+            object.__setattr__(self, "judge", self.judges[0])
+        elif self.judges and self.judges[0] != self.judge:
+            raise ValueError("judges: the panel must start with the primary verdict, judge")
         return self
 
     @property
@@ -182,8 +243,21 @@ class Comparison(BaseModel):
         """The comparison as a router must see it: no human votes, no gold."""
         return self.model_copy(update={"human": [], "gold": None})
 
+    @property
+    def panel(self) -> list[JudgeVerdict]:
+        """The other judges' verdicts (the panel without the primary)."""
+        return self.judges[1:]
+
     def with_judge(self, verdict: JudgeVerdict | None) -> Comparison:
-        return self.model_copy(update={"judge": verdict})
+        """This comparison judged by ``verdict`` alone (any panel is dropped)."""
+        return self.model_copy(update={"judge": verdict, "judges": []})
+
+    def with_panel(self, verdicts: Sequence[JudgeVerdict]) -> Comparison:
+        """This comparison judged by a panel, the first verdict the primary's."""
+        verdicts = list(verdicts)
+        return self.model_copy(
+            update={"judge": verdicts[0] if verdicts else None, "judges": verdicts}
+        )
 
     def with_tags(self, tags: dict[str, str]) -> Comparison:
         return self.model_copy(update={"tags": {**self.tags, **tags}})
