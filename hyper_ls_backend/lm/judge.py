@@ -1,8 +1,10 @@
 """The LM judge: asks for a verdict in both answer orders and combines the two.
 
-Running both orders (A-B, then B-A with the answer un-swapped) exposes position bias: a
+Running both orders (A-B, and B-A with the answer un-swapped) exposes position bias: a
 judge that flips with the order is ``consistent=False``, the strongest single signal that a
-comparison needs a human. Confidence combines that agreement with the stated strength:
+comparison needs a human. The two orders are asked at the same time, on two threads. The
+verdict keeps both answers (``orders``), and its confidence combines their agreement with
+the stated strength:
 
 - both orders agree: 0.5 + 0.5 x mean strength (clearly = 1, slightly or tie = 0.5), so
   0.75 to 1;
@@ -10,6 +12,12 @@ comparison needs a human. Confidence combines that agreement with the stated str
   tie = 0, ...), and confidence = 0.5 x |mean score|, so 0 to 0.375 (opposite answers of
   equal strength give a tie at confidence 0);
 - only one order answered: that answer, ``consistent=None``, confidence 0.375 to 0.5.
+
+When both orders came with token probabilities (``logprobs.py``), the confidence is instead
+the probability of the verdict's label: the mean over the two orders of the mass each put
+on that label where it chose its answer's label. An order that chose another label counts
+against it with whatever little mass it left on it, so a position-biased judge gets a low
+confidence however sure each order was.
 
 ``judge()`` never raises for LM or network failures: when neither order gives a readable
 answer the verdict's label is None and ``error`` says why.
@@ -19,11 +27,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from hyper_ls_backend.core.comparison import FIVE_POINT_SCALE, Comparison, JudgeVerdict, Label
-from hyper_ls_backend.lm.batch import map_bounded
+from hyper_ls_backend.core.comparison import (
+    FIVE_POINT_SCALE,
+    Comparison,
+    JudgeVerdict,
+    Label,
+    OrderAnswers,
+)
+from hyper_ls_backend.lm.batch import BoundedTransport, map_bounded, run_together
+from hyper_ls_backend.lm.logprobs import label_probabilities
 from hyper_ls_backend.lm.parsing import UnparseableAnswer, parse_verdict
 from hyper_ls_backend.lm.pricing import PriceTable
 from hyper_ls_backend.lm.prompts import DEFAULT_MAX_TEXT_CHARS, judge_request
@@ -48,6 +64,8 @@ UNSWAP: dict[str, str] = {
 }
 """An answer given with the responses swapped, read in the comparison's own orientation."""
 
+_UNSWAP_LABEL = {Label.A: Label.B, Label.B: Label.A, Label.TIE: Label.TIE}
+
 
 class JudgeCall(BaseModel):
     """One call to the judge, in one answer order."""
@@ -60,6 +78,11 @@ class JudgeCall(BaseModel):
     """The 5-point answer in the comparison's orientation (already un-swapped); None if the
     call failed."""
     rationale: str | None = None
+    label_probabilities: dict[Label, float] | None = None
+    """The mass the model put on each label where it chose its answer's label, from its
+    token probabilities, in the comparison's orientation; None when the API gave none."""
+    answer_probability: float | None = None
+    """The part of ``label_probabilities`` on the label of ``preference``."""
     raw: str | None = None
     """What the model returned, verbatim (in the order it was shown the responses)."""
     input_tokens: int = 0
@@ -101,28 +124,37 @@ class JudgeResult(BaseModel):
 
 
 def combine(calls: Sequence[JudgeCall], model: str) -> JudgeVerdict:
-    """The verdict from the calls' un-swapped answers (see the module docstring)."""
-    answers = [call.preference for call in calls if call.preference is not None]
+    """The verdict from the calls' un-swapped answers (see the module docstring), with each
+    order's answer in ``orders``."""
+    label, consistent, confidence = _from_answers(
+        [call.preference for call in calls if call.preference is not None]
+    )
+    masses = [call.label_probabilities for call in calls]
+    if label is not None and len(masses) == 2 and None not in masses:
+        confidence = min(1.0, sum(mass.get(label, 0.0) for mass in masses if mass) / 2)
+    orders = OrderAnswers(
+        ab=next((call.preference for call in calls if not call.swapped), None),
+        ba=next((call.preference for call in calls if call.swapped), None),
+    )
+    return JudgeVerdict(
+        label=label, consistent=consistent, model=model, confidence=confidence, orders=orders
+    )
+
+
+def _from_answers(answers: list[str]) -> tuple[Label | None, bool | None, float | None]:
+    """Label, consistency and confidence from the stated answers alone."""
     if not answers:
-        return JudgeVerdict(label=None, consistent=None, model=model, confidence=None)
+        return None, None, None
     scores = [SCORE[answer] for answer in answers]
     strengths = [1.0 if abs(score) == 1.0 else 0.5 for score in scores]
     if len(answers) == 1:
-        return JudgeVerdict(
-            label=FIVE_POINT_SCALE[answers[0]],
-            consistent=None,
-            model=model,
-            confidence=0.5 * (0.5 + 0.5 * strengths[0]),
-        )
+        return FIVE_POINT_SCALE[answers[0]], None, 0.5 * (0.5 + 0.5 * strengths[0])
     labels = {FIVE_POINT_SCALE[answer] for answer in answers}
-    mean_score = sum(scores) / len(scores)
     if len(labels) == 1:
-        confidence = 0.5 + 0.5 * sum(strengths) / len(strengths)
-        return JudgeVerdict(label=labels.pop(), consistent=True, model=model, confidence=confidence)
+        return labels.pop(), True, 0.5 + 0.5 * sum(strengths) / len(strengths)
+    mean_score = sum(scores) / len(scores)
     label = Label.A if mean_score > 0 else Label.B if mean_score < 0 else Label.TIE
-    return JudgeVerdict(
-        label=label, consistent=False, model=model, confidence=0.5 * abs(mean_score)
-    )
+    return label, False, 0.5 * abs(mean_score)
 
 
 class Judge:
@@ -152,8 +184,25 @@ class Judge:
         return self._transport.model
 
     def judge(self, comparison: Comparison) -> JudgeResult:
+        """Both orders at once: two requests in flight."""
+        return self._judge(comparison, self._transport)
+
+    def judge_many(
+        self, comparisons: Iterable[Comparison], max_concurrency: int = 4
+    ) -> list[JudgeResult]:
+        """Results in input order, with at most ``max_concurrency`` requests in flight (not
+        comparisons: each comparison's two orders are two requests, and while one order
+        waits for a slot its comparison's other order may already be running)."""
+        bounded = BoundedTransport(self._transport, max_concurrency)
+        return map_bounded(lambda c: self._judge(c, bounded), comparisons, max_concurrency)
+
+    def _judge(self, comparison: Comparison, transport: Transport) -> JudgeResult:
         start = time.monotonic()
-        calls = tuple(self._call(comparison, swapped) for swapped in (False, True))
+        calls = tuple(
+            run_together(
+                [partial(self._call, comparison, swapped, transport) for swapped in (False, True)]
+            )
+        )
         errors = [
             f"{'B-A' if call.swapped else 'A-B'} order: {call.error}"
             for call in calls
@@ -167,27 +216,31 @@ class Judge:
             error="; ".join(errors) or None,
         )
 
-    def judge_many(
-        self, comparisons: Iterable[Comparison], max_concurrency: int = 4
-    ) -> list[JudgeResult]:
-        """Results in input order. Each comparison's two calls run one after the other, so at
-        most ``max_concurrency`` requests are in flight."""
-        return map_bounded(self.judge, comparisons, max_concurrency)
-
-    def _call(self, comparison: Comparison, swapped: bool) -> JudgeCall:
+    def _call(self, comparison: Comparison, swapped: bool, transport: Transport) -> JudgeCall:
         request = judge_request(
             comparison,
             swapped=swapped,
             max_chars=self._max_text_chars,
             max_tokens=self._max_output_tokens,
         )
-        outcome = call_with_retries(self._transport, request, self._retry)
+        outcome = call_with_retries(transport, request, self._retry)
         answered = JudgeCall(swapped=swapped, **outcome.record(self._prices, self.model))
-        if outcome.completion is None:
+        completion = outcome.completion
+        if completion is None:
             return answered
         try:
-            parsed = parse_verdict(outcome.completion)
+            parsed = parse_verdict(completion)
         except UnparseableAnswer as error:
             return answered.model_copy(update={"error": str(error)})
         preference = UNSWAP[parsed.preference] if swapped else parsed.preference
-        return answered.model_copy(update={"preference": preference, "rationale": parsed.rationale})
+        mass = label_probabilities(completion.tokens, parsed.preference)
+        if mass is not None and swapped:
+            mass = {_UNSWAP_LABEL[label]: p for label, p in mass.items()}
+        return answered.model_copy(
+            update={
+                "preference": preference,
+                "rationale": parsed.rationale,
+                "label_probabilities": mass,
+                "answer_probability": mass[FIVE_POINT_SCALE[preference]] if mass else None,
+            }
+        )

@@ -5,11 +5,18 @@ sent as ``response_format`` (``json_schema`` where the server supports structure
 ``json_object`` where it only knows JSON mode, ``none`` where it knows neither) and is also
 spelled out in the instructions, so a server that ignores ``response_format`` still gets
 asked for JSON.
+
+Token probabilities are asked for too (``logprobs``, with the ``top_logprobs`` most likely
+alternatives per token; vLLM, llama.cpp and OpenAI answer them in
+``choices[0].logprobs.content``). A server that ignores the parameter just answers without
+them; one that rejects it (HTTP 400 naming logprobs) is asked again without, once, and is
+never asked for them again by this transport.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Literal
 
 import requests
@@ -20,9 +27,15 @@ from hyper_ls_backend.lm.transport import (
     LMError,
     Redactor,
     StructuredRequest,
+    Token,
     TransientLMError,
     status_error,
 )
+
+log = logging.getLogger(__name__)
+
+TOP_LOGPROBS = 5
+"""Alternatives asked for per token: enough to see the other labels where the model chose."""
 
 ResponseFormat = Literal["json_schema", "json_object", "none"]
 
@@ -46,22 +59,40 @@ class OpenAICompatibleTransport:
         timeout: float = 60.0,
         temperature: float = 0.0,
         response_format: ResponseFormat = "json_schema",
+        logprobs: bool = True,
         session: requests.Session | None = None,
     ) -> None:
-        """``base_url`` ends before ``/chat/completions``, e.g. ``http://localhost:8000/v1``."""
+        """``base_url`` ends before ``/chat/completions``, e.g. ``http://localhost:8000/v1``.
+        ``logprobs=False`` never asks for token probabilities."""
         self.model = model
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
         self._temperature = temperature
         self._response_format = response_format
+        self._logprobs = logprobs
         self._session = session or build_session()
         self._redact = Redactor.of([api_key])
 
     def complete(self, request: StructuredRequest) -> Completion:
+        logprobs = self._logprobs
+        response = self._post(request, logprobs)
+        if logprobs and _rejects_logprobs(response):
+            log.info("%s rejects logprobs: asking without them from now on", self.model)
+            self._logprobs = False  # a plain bool store: safe across threads
+            response = self._post(request, logprobs=False)
+        if response.status_code >= 400:
+            detail = self._redact(f"HTTP {response.status_code}: {_error_message(response)}")
+            raise status_error(response.status_code, detail, response.headers)
+        return _completion(response)
+
+    def _post(self, request: StructuredRequest, logprobs: bool) -> requests.Response:
         try:
-            response = self._session.post(
-                self._url, json=self._body(request), headers=self._headers, timeout=self._timeout
+            return self._session.post(
+                self._url,
+                json=self._body(request, logprobs),
+                headers=self._headers,
+                timeout=self._timeout,
             )
         except requests.Timeout as error:
             raise TransientLMError("request timed out") from error
@@ -69,12 +100,8 @@ class OpenAICompatibleTransport:
             raise TransientLMError(self._redact(f"connection error: {error}")) from error
         except requests.RequestException as error:
             raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
-        if response.status_code >= 400:
-            detail = self._redact(f"HTTP {response.status_code}: {_error_message(response)}")
-            raise status_error(response.status_code, detail, response.headers)
-        return _completion(response)
 
-    def _body(self, request: StructuredRequest) -> dict[str, Any]:
+    def _body(self, request: StructuredRequest, logprobs: bool) -> dict[str, Any]:
         schema = json.dumps(request.schema, ensure_ascii=False)
         system = (
             f"{request.system}\n\nAnswer with a single JSON object, and nothing else, "
@@ -89,6 +116,9 @@ class OpenAICompatibleTransport:
             "temperature": self._temperature,
             "max_tokens": request.max_tokens,
         }
+        if logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = TOP_LOGPROBS
         if self._response_format == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
@@ -121,7 +151,32 @@ def _completion(response: requests.Response) -> Completion:
         output_tokens=int(usage.get("completion_tokens") or 0),
         data=data if isinstance(data, dict) else None,
         stop_reason=choice.get("finish_reason"),
+        tokens=_tokens(choice.get("logprobs")),
     )
+
+
+def _tokens(logprobs: Any) -> tuple[Token, ...]:
+    """The answer's tokens from ``choice.logprobs``; none when absent or malformed (token
+    probabilities are a bonus: a server's odd shape must not fail the call)."""
+    try:
+        return tuple(
+            _token(entry, tuple(_token(top) for top in entry.get("top_logprobs") or ()))
+            for entry in logprobs["content"]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ()
+
+
+def _token(entry: dict[str, Any], alternatives: tuple[Token, ...] = ()) -> Token:
+    """``bytes`` when the server sent them (exact where a token splits a character), else
+    the token's text."""
+    raw = entry.get("bytes")
+    text = bytes(raw) if raw is not None else entry["token"].encode()
+    return Token(text=text, logprob=float(entry["logprob"]), alternatives=alternatives)
+
+
+def _rejects_logprobs(response: requests.Response) -> bool:
+    return response.status_code == 400 and "logprob" in _error_message(response).lower()
 
 
 def _error_message(response: requests.Response) -> str:

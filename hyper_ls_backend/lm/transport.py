@@ -2,9 +2,10 @@
 
 A ``Transport`` turns a ``StructuredRequest`` (instructions, a JSON schema for the answer)
 into a ``Completion`` (the structured answer when the API produced one, the raw text
-always, token counts). It raises ``TransientLMError`` for failures worth retrying (rate
-limits, overload, 5xx, timeouts, dropped connections) and ``LMError`` for the rest. Retries
-live in ``retry.py``, so every API gets the same policy.
+always, token counts, the answer's token probabilities when the API returned them). It
+raises ``TransientLMError`` for failures worth retrying (rate limits, overload, 5xx,
+timeouts, dropped connections) and ``LMError`` for the rest. Retries live in ``retry.py``,
+so every API gets the same policy.
 
 Error messages must be safe to log: transports build them from status codes and the
 server's message, never from request headers, and pass them through ``redact``.
@@ -33,15 +34,29 @@ class StructuredRequest:
 
 
 @dataclass(frozen=True)
+class Token:
+    """One generated token: its UTF-8 bytes (a token may hold part of a character), its log
+    probability, and the most likely tokens the model could have produced in its place
+    (``alternatives``, which usually include this one)."""
+
+    text: bytes
+    logprob: float
+    alternatives: tuple[Token, ...] = ()
+
+
+@dataclass(frozen=True)
 class Completion:
     """An answer. ``data`` is the structured answer when the API returned one (tool input,
-    JSON content); ``text`` is whatever plain text came with or instead of it."""
+    JSON content); ``text`` is whatever plain text came with or instead of it. ``tokens``
+    are the answer's tokens with their probabilities, when the API returned them (empty
+    otherwise); joined they spell the model's output."""
 
     text: str
     input_tokens: int
     output_tokens: int
     data: dict[str, Any] | None = None
     stop_reason: str | None = None
+    tokens: tuple[Token, ...] = ()
 
     @property
     def raw(self) -> str:

@@ -2,9 +2,11 @@
 
 It serves the Anthropic Messages API (``POST /v1/messages``) and an OpenAI-compatible
 chat completions endpoint (``POST /v1/chat/completions``). What it answers is scripted:
-queued ``Reply`` objects are served first, in order, then ``responder`` (a function of the
-request) if one is set. Every request is recorded, and the server counts how many requests
-it is serving at once, so tests can check a client's concurrency bound.
+queued ``Reply`` objects are served first, in order (a reply queued ``when`` a predicate
+only to the requests it accepts: clients that send requests concurrently still get
+predictable answers), then ``responder`` (a function of the request) if one is set. Every
+request is recorded, and the server counts how many requests it is serving at once, so
+tests can check a client's concurrency bound.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Recorded:
 
 
 Responder = Callable[[Recorded], Reply]
+Predicate = Callable[[Recorded], bool]
 
 
 def anthropic_tool_reply(
@@ -168,7 +171,7 @@ class FakeLLMServer:
         self.requests: list[Recorded] = []
         self.responder: Responder | None = None
         self.max_in_flight = 0
-        self._queue: deque[Reply] = deque()
+        self._queue: deque[tuple[Predicate | None, Reply]] = deque()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -183,9 +186,9 @@ class FakeLLMServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def script(self, *replies: Reply) -> None:
+    def script(self, *replies: Reply, when: Predicate | None = None) -> None:
         with self._lock:
-            self._queue.extend(replies)
+            self._queue.extend((when, reply) for reply in replies)
 
     def start(self) -> FakeLLMServer:
         self._thread.start()
@@ -200,8 +203,11 @@ class FakeLLMServer:
     def _next_reply(self, request: Recorded) -> Reply:
         with self._lock:
             self.requests.append(request)
-            if self._queue:
-                return self._queue.popleft()
+            for entry in self._queue:
+                when, reply = entry
+                if when is None or when(request):
+                    self._queue.remove(entry)
+                    return reply
         if self.responder is not None:
             return self.responder(request)
         return Reply(status=400, body={"error": {"message": "fake server: no scripted reply"}})

@@ -7,7 +7,7 @@ from functools import partial
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.lm import Judge, RetryPolicy, Tagger
 
-from .fake_llm_server import Recorded
+from .fake_llm_server import FakeLLMServer, Recorded, Reply
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.001, max_wait=0.05)
@@ -33,3 +33,16 @@ def shows_alpha_first(request: Recorded) -> bool:
     """Whether the request showed response ALPHA (response_a) as "A"."""
     text = request.user_text()
     return text.index("ALPHA") < text.index("BETA")
+
+
+def shows_beta_first(request: Recorded) -> bool:
+    return not shows_alpha_first(request)
+
+
+def script_orders(
+    server: FakeLLMServer, *, ab: tuple[Reply, ...] = (), ba: tuple[Reply, ...] = ()
+) -> None:
+    """Queue replies for the A-B order's requests (ALPHA first) and the B-A order's: the
+    judge sends both orders at once, so their arrival order is not fixed."""
+    server.script(*ab, when=shows_alpha_first)
+    server.script(*ba, when=shows_beta_first)

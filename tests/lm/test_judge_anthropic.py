@@ -10,7 +10,7 @@ from collections.abc import Callable
 import anthropic
 import pytest
 
-from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.comparison import Label, OrderAnswers
 from hyper_ls_backend.lm import AnthropicTransport, Judge, Price, PriceTable, RetryPolicy
 
 from .fake_llm_server import (
@@ -21,7 +21,14 @@ from .fake_llm_server import (
     anthropic_text_reply,
     anthropic_tool_reply,
 )
-from .helpers import API_KEY, make_comparison, make_judge, shows_alpha_first
+from .helpers import (
+    API_KEY,
+    make_comparison,
+    make_judge,
+    script_orders,
+    shows_alpha_first,
+    shows_beta_first,
+)
 
 TransportFactory = Callable[..., AnthropicTransport]
 
@@ -34,7 +41,9 @@ def test_verdict_in_both_orders_is_unswapped_and_consistent(
     server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
     # ALPHA is better: the judge says "A" when ALPHA is shown first and "B" when swapped.
-    server.script(verdict("A-is-clearly-better"), verdict("B-is-clearly-better"))
+    script_orders(
+        server, ab=(verdict("A-is-clearly-better"),), ba=(verdict("B-is-clearly-better"),)
+    )
 
     result = make_judge(anthropic_transport()).judge(make_comparison())
 
@@ -46,10 +55,10 @@ def test_verdict_in_both_orders_is_unswapped_and_consistent(
     assert [c.swapped for c in result.calls] == [False, True]
     assert result.calls[1].raw is not None and "B-is-clearly-better" in result.calls[1].raw
     assert result.calls[0].rationale == "because"
+    assert result.verdict.orders == OrderAnswers(ab="A-is-clearly-better", ba="A-is-clearly-better")
     assert result.error is None
-    first, second = server.requests
-    assert first.path == "/v1/messages"
-    assert shows_alpha_first(first) and not shows_alpha_first(second)
+    assert [request.path for request in server.requests] == ["/v1/messages"] * 2
+    assert sorted(shows_alpha_first(request) for request in server.requests) == [False, True]
 
 
 def test_request_forces_the_verdict_tool_with_the_five_point_schema(
@@ -99,9 +108,10 @@ def test_position_biased_judge_is_inconsistent(
 def test_plain_text_answer_is_parsed_when_no_tool_use_comes_back(
     server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
-    server.script(
-        anthropic_text_reply("Having compared both, my verdict: B is slightly better."),
-        anthropic_text_reply('```json\n{"preference": "A-is-slightly-better"}\n```'),
+    script_orders(
+        server,
+        ab=(anthropic_text_reply("Having compared both, my verdict: B is slightly better."),),
+        ba=(anthropic_text_reply('```json\n{"preference": "A-is-slightly-better"}\n```'),),
     )
 
     result = make_judge(anthropic_transport()).judge(make_comparison())
@@ -115,9 +125,10 @@ def test_plain_text_answer_is_parsed_when_no_tool_use_comes_back(
 def test_tokens_and_cost_are_summed_over_both_calls(
     server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
-    server.script(
-        verdict("Tie", input_tokens=1000, output_tokens=200),
-        verdict("Tie", input_tokens=1200, output_tokens=100),
+    script_orders(
+        server,
+        ab=(verdict("Tie", input_tokens=1000, output_tokens=200),),
+        ba=(verdict("Tie", input_tokens=1200, output_tokens=100),),
     )
 
     result = make_judge(anthropic_transport()).judge(make_comparison())
@@ -147,7 +158,7 @@ def test_price_table_is_configurable(
 def test_retryable_errors_are_retried_then_succeed(
     server: FakeLLMServer, anthropic_transport: TransportFactory, status: int
 ) -> None:
-    server.script(anthropic_error(status), verdict("Tie"), verdict("Tie"))
+    script_orders(server, ab=(anthropic_error(status), verdict("Tie")), ba=(verdict("Tie"),))
 
     result = make_judge(anthropic_transport()).judge(make_comparison())
 
@@ -172,7 +183,7 @@ def test_retry_after_is_honoured(
 
 
 def test_timeouts_are_retried(server: FakeLLMServer, anthropic_transport: TransportFactory) -> None:
-    server.script(Reply(delay=2.0), verdict("Tie"), verdict("Tie"))
+    script_orders(server, ab=(Reply(delay=2.0), verdict("Tie")), ba=(verdict("Tie"),))
 
     result = make_judge(anthropic_transport(timeout=0.2)).judge(make_comparison())
 
@@ -238,7 +249,7 @@ def test_garbage_answer_fails_but_its_tokens_are_charged(
 def test_one_failed_order_still_gives_a_verdict_marked_single_order(
     server: FakeLLMServer, anthropic_transport: TransportFactory
 ) -> None:
-    server.script(verdict("A-is-clearly-better"), *[anthropic_error(500)] * 3)
+    script_orders(server, ab=(verdict("A-is-clearly-better"),), ba=(anthropic_error(500),) * 3)
 
     result = make_judge(anthropic_transport()).judge(make_comparison())
 
@@ -283,7 +294,8 @@ def test_context_and_truncation_reach_the_prompt(
 
     make_judge(anthropic_transport(), max_text_chars=100).judge(comparison)
 
-    first, second = (request.user_text() for request in server.requests)
+    first = next(r.user_text() for r in server.requests if shows_alpha_first(r))
+    second = next(r.user_text() for r in server.requests if shows_beta_first(r))
     assert first.index("CTX-ALPHA") < first.index("CTX-BETA")
     assert second.index("CTX-BETA") < second.index("CTX-ALPHA")
     assert "truncated: showing the first 100 of 505 characters" in first

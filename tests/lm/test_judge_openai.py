@@ -13,7 +13,7 @@ from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.lm import OpenAICompatibleTransport, Price, PriceTable
 
 from .fake_llm_server import FakeLLMServer, Reply, openai_error, openai_reply
-from .helpers import API_KEY, make_comparison, make_judge
+from .helpers import API_KEY, make_comparison, make_judge, script_orders
 
 TransportFactory = Callable[..., OpenAICompatibleTransport]
 
@@ -25,7 +25,9 @@ def verdict(preference: str, **usage: int) -> Reply:
 def test_json_verdicts_in_both_orders(
     server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
-    server.script(verdict("B-is-slightly-better"), verdict("A-is-clearly-better"))
+    script_orders(
+        server, ab=(verdict("B-is-slightly-better"),), ba=(verdict("A-is-clearly-better"),)
+    )
 
     result = make_judge(openai_transport()).judge(make_comparison())
 
@@ -58,9 +60,12 @@ def test_response_format_follows_what_the_server_supports(
 def test_fallback_parsing_of_prose_and_embedded_json(
     server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
-    server.script(
-        openai_reply('Sure! Here it is: {"preference": "a is clearly better"} Hope it helps.'),
-        openai_reply("After careful thought: [[B]]"),
+    script_orders(
+        server,
+        ab=(
+            openai_reply('Sure! Here it is: {"preference": "a is clearly better"} Hope it helps.'),
+        ),
+        ba=(openai_reply("After careful thought: [[B]]"),),
     )
 
     result = make_judge(openai_transport()).judge(make_comparison())
@@ -85,7 +90,8 @@ def test_local_models_cost_nothing_unless_priced(
 def test_rate_limit_with_retry_after_then_success(
     server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
-    server.script(openai_error(429, retry_after="0.2"), verdict("Tie"), verdict("Tie"))
+    script_orders(server, ab=(openai_error(429, retry_after="0.2"), verdict("Tie")))
+    server.responder = lambda request: verdict("Tie")
 
     start = time.monotonic()
     result = make_judge(openai_transport()).judge(make_comparison())
@@ -98,7 +104,7 @@ def test_rate_limit_with_retry_after_then_success(
 def test_timeouts_and_server_errors_exhaust_retries(
     server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
-    server.script(Reply(delay=1.0), openai_error(502), openai_error(503))
+    script_orders(server, ab=(Reply(delay=1.0), openai_error(502), openai_error(503)))
     server.responder = lambda request: openai_error(500, "boom")
 
     result = make_judge(openai_transport(timeout=0.2)).judge(make_comparison())
