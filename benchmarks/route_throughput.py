@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hyper_ls_backend.core.synthetic import zipf_text
+from hyper_ls_backend.eval.synthetic import zipf_text
 
 
 def synthetic_comparisons(n: int, seed: int) -> list[dict]:

@@ -18,18 +18,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hyper_ls_backend.core.campaign import (
+from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
+from hyper_ls_backend.core.evaluation import simulate as run_simulation
+from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
+from hyper_ls_backend.eval.campaign import (
     AUDITS,
     CAMPAIGN_JUDGES,
     SPLITS,
     CampaignSettings,
     simulate_online,
 )
-from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
-from hyper_ls_backend.core.evaluation import simulate as run_simulation
-from hyper_ls_backend.core.router import Router
-from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
 from hyper_ls_backend.plots import plot_campaigns, plot_simulation
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.settings import Settings

@@ -16,11 +16,11 @@ import json
 
 import numpy as np
 
-from hyper_ls_backend.core.campaign import SPLITS, split_for_replay
 from hyper_ls_backend.core.dataset import read_comparisons
 from hyper_ls_backend.core.learning import Refitter
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import make_strategy
+from hyper_ls_backend.eval.campaign import SPLITS, split_for_replay
 
 
 def main() -> None:

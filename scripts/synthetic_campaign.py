@@ -1,4 +1,4 @@
-"""Write synthetic labelled comparisons (``hyper_ls_backend/core/synthetic.py``), one file per
+"""Write synthetic labelled comparisons (``hyper_ls_backend/eval/synthetic.py``), one file per
 seed, for ``hyper-ls simulate --online --prior default DIR/synthetic_{seed}.jsonl``.
 
     .venv/bin/python scripts/synthetic_campaign.py --n 3000 --seeds 10 --out-dir /tmp/synthetic
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from hyper_ls_backend.core.dataset import write_jsonl
-from hyper_ls_backend.core.synthetic import synthetic_records
+from hyper_ls_backend.eval.synthetic import synthetic_records
 
 
 def main() -> None:

@@ -334,7 +334,7 @@ def test_simulate_online_records_the_audit_draw_in_the_report(work):
 
 
 def test_simulate_online_against_a_given_prior_replays_one_file_per_seed(work, capsys):
-    from hyper_ls_backend.core.synthetic import synthetic_records
+    from hyper_ls_backend.eval.synthetic import synthetic_records
     from hyper_ls_backend.priors import load_default_router
 
     for seed in range(2):

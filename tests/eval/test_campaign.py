@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core.synthetic import make_comparisons
 
-from hyper_ls_backend.core.campaign import (
+from hyper_ls_backend.core.learning import Refitter, fit_correction
+from hyper_ls_backend.core.router import Router, budget_count
+from hyper_ls_backend.core.strategies import judge_errors
+from hyper_ls_backend.eval.campaign import (
     AUDITS,
     GUESSED_TOPICS,
     POLICIES,
@@ -21,11 +25,6 @@ from hyper_ls_backend.core.campaign import (
     split_for_replay,
     topic_guessing_judge,
 )
-from hyper_ls_backend.core.learning import Refitter, fit_correction
-from hyper_ls_backend.core.router import Router, budget_count
-from hyper_ls_backend.core.strategies import judge_errors
-
-from .synthetic import make_comparisons
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hyper_ls_backend.core.campaign import (
+from hyper_ls_backend.eval.campaign import (
     CampaignSettings,
     campaign_metrics,
     replay,
     simulate_online,
 )
-from hyper_ls_backend.core.synthetic import (
+from hyper_ls_backend.eval.synthetic import (
     BLIND_CATEGORIES,
     LONG_WORDS,
     judge_error_probability,
