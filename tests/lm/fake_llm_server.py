@@ -12,6 +12,8 @@ tests can check a client's concurrency bound.
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 import uuid
 from collections import deque
@@ -133,20 +135,22 @@ def openai_reply(
     prompt_tokens: int = 80,
     completion_tokens: int = 15,
     model: str = "local-model",
+    logprobs: dict[str, Any] | None = None,
 ) -> Reply:
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": content},
+        "finish_reason": "stop",
+    }
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
     return Reply(
         body={
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": 1_700_000_000,
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
+            "choices": [choice],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -154,6 +158,66 @@ def openai_reply(
             },
         }
     )
+
+
+SURE = math.log(0.999)
+"""The log probability of every token but the one that chooses the preference's label."""
+
+
+def openai_logprobs(
+    content: str, choice: dict[str, float], *, merge_quote: bool = False
+) -> dict[str, Any]:
+    """``choices[0].logprobs`` as vLLM and llama.cpp return it for ``content``: one entry
+    per token with its ``token``, ``logprob``, UTF-8 ``bytes`` and ``top_logprobs``.
+
+    Tokens are words, runs of spaces and single punctuation marks; a non-ASCII character is
+    split over two byte-level tokens (whose ``token`` text is not valid UTF-8 on its own, as
+    vLLM shows it). Every token is near-certain except the first of the ``"preference"``
+    value, whose alternatives are ``choice`` (first word of a value -> probability, e.g.
+    ``{"B": 0.7, "A": 0.2, "Tie": 0.1}``, the value's own first word among them).
+    ``merge_quote`` glues the value's opening quote to that token (``"B``)."""
+    value_start = content.index('"', content.index(":", content.index('"preference"'))) + 1
+    pieces = [(m.start(), m.group()) for m in re.finditer(r"\w+|\s+|[^\w\s]", content)]
+    at = next(i for i, (start, _) in enumerate(pieces) if start == value_start)
+    word = pieces[at][1]
+    if merge_quote:
+        pieces[at - 1 : at + 1] = [(value_start - 1, '"' + word)]
+        at -= 1
+    entries = []
+    for i, (_, piece) in enumerate(pieces):
+        if i == at:
+            entries.append(_decision(piece[: -len(word)], word, choice))
+        else:
+            entries.extend(_sure(chunk) for chunk in _byte_chunks(piece))
+    return {"content": entries}
+
+
+def _byte_chunks(piece: str) -> list[bytes]:
+    data = piece.encode()
+    if len(data) == len(piece):
+        return [data]
+    return [data[: len(data) // 2], data[len(data) // 2 :]]
+
+
+def _entry(data: bytes, logprob: float) -> dict[str, Any]:
+    try:
+        token = data.decode()
+    except UnicodeDecodeError:
+        token = "bytes:" + "".join(f"\\x{byte:02x}" for byte in data)
+    return {"token": token, "logprob": logprob, "bytes": list(data)}
+
+
+def _sure(data: bytes) -> dict[str, Any]:
+    entry = _entry(data, SURE)
+    return {**entry, "top_logprobs": [dict(entry)]}
+
+
+def _decision(prefix: str, word: str, choice: dict[str, float]) -> dict[str, Any]:
+    top = [
+        _entry((prefix + first).encode(), math.log(probability))
+        for first, probability in sorted(choice.items(), key=lambda item: -item[1])
+    ]
+    return {**_entry((prefix + word).encode(), math.log(choice[word])), "top_logprobs": top}
 
 
 def openai_error(

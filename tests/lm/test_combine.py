@@ -65,3 +65,26 @@ def test_consistent_verdicts_are_always_more_confident_than_inconsistent_ones() 
 def test_unswapping_mirrors_the_scale() -> None:
     assert all(UNSWAP[UNSWAP[p]] == p for p in UNSWAP)
     assert UNSWAP["A-is-slightly-better"] == "B-is-slightly-better"
+
+
+def test_orders_keep_each_answer_in_the_rows_orientation() -> None:
+    verdict = combine(calls("A-is-clearly-better", None), "m")
+
+    assert verdict.orders is not None
+    assert (verdict.orders.ab, verdict.orders.ba) == ("A-is-clearly-better", None)
+
+
+def test_token_probabilities_replace_the_stated_strength_when_both_orders_have_them() -> None:
+    first, second = calls("A-is-clearly-better", "B-is-slightly-better")
+    masses = ({Label.A: 0.9, Label.B: 0.1}, {Label.B: 0.7, Label.A: 0.2, Label.TIE: 0.1})
+    with_mass = [
+        call.model_copy(update={"label_probabilities": mass})
+        for call, mass in zip((first, second), masses, strict=True)
+    ]
+
+    verdict = combine(with_mass, "m")
+    one_sided = combine([with_mass[0], second], "m")
+
+    assert verdict.label is Label.A and verdict.consistent is False
+    assert verdict.confidence == pytest.approx((0.9 + 0.2) / 2)
+    assert one_sided.confidence == pytest.approx(0.125)  # the stated strengths

@@ -256,7 +256,22 @@ def test_one_failed_order_still_gives_a_verdict_marked_single_order(
     assert result.verdict.label is Label.A
     assert result.verdict.consistent is None
     assert result.verdict.confidence == 0.5
+    assert result.verdict.orders == OrderAnswers(ab="A-is-clearly-better", ba=None)
     assert result.error is not None and result.error.startswith("B-A order: HTTP 500")
+
+
+def test_both_orders_are_asked_at_once(
+    server: FakeLLMServer, anthropic_transport: TransportFactory
+) -> None:
+    server.responder = lambda request: Reply(**{**verdict("Tie").__dict__, "delay": 0.4})
+
+    start = time.monotonic()
+    result = make_judge(anthropic_transport(timeout=5.0)).judge(make_comparison())
+    elapsed = time.monotonic() - start
+
+    assert result.verdict.label is Label.TIE
+    assert server.max_in_flight == 2
+    assert elapsed < 0.7  # one after the other would take 0.8 s
 
 
 def test_judge_many_bounds_concurrency_and_keeps_input_order(
@@ -276,7 +291,20 @@ def test_judge_many_bounds_concurrency_and_keeps_input_order(
 
     assert [r.comparison_id for r in results] == [str(i) for i in range(12)]
     assert [r.verdict.label for r in results] == [Label.A, Label.B] * 6
-    assert 2 <= server.max_in_flight <= 3
+    assert server.max_in_flight == 3  # requests, although each comparison sends two at once
+
+
+def test_judge_many_with_one_request_at_a_time(
+    server: FakeLLMServer, anthropic_transport: TransportFactory
+) -> None:
+    server.responder = lambda request: Reply(**{**verdict("Tie").__dict__, "delay": 0.02})
+
+    results = make_judge(anthropic_transport()).judge_many(
+        [make_comparison(str(i)) for i in range(3)], max_concurrency=1
+    )
+
+    assert [r.verdict.label for r in results] == [Label.TIE] * 3
+    assert server.max_in_flight == 1 and len(server.requests) == 6
 
 
 def test_context_and_truncation_reach_the_prompt(
