@@ -8,11 +8,20 @@ lower-case names of the ``PROJECT_OVERRIDABLE`` settings below).
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -29,10 +38,84 @@ class AIMode(StrEnum):
     """AI-routed tasks get a prediction only, for teams that review every task."""
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class JudgeSpec(BaseModel):
+    """One judge of ``HYPER_JUDGES``. It names the environment variable holding its key
+    (``api_key_env``), never the key itself, so the list can sit in a config file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: Literal["anthropic", "openai"]
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    """The API's endpoint; required for ``openai`` (e.g. ``http://vllm:8000/v1``)."""
+    api_key_env: str | None = None
+    """Default: ``ANTHROPIC_API_KEY`` for ``anthropic``; no key for ``openai``."""
+    logprobs: bool | None = None
+    """``openai`` only: ask for token probabilities (default: ``HYPER_JUDGE_LOGPROBS``)."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            # Never echo the value: it may be a key pasted in the wrong place.
+            raise ValueError(
+                "must be the name of an environment variable (letters, digits, underscores), "
+                "not the key itself"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_provider(self) -> JudgeSpec:
+        if self.provider == JudgeProvider.OPENAI_COMPATIBLE and not self.base_url:
+            raise ValueError("base_url is required for provider openai")
+        if self.provider == JudgeProvider.ANTHROPIC and self.logprobs is not None:
+            raise ValueError("logprobs applies to provider openai only")
+        return self
+
+
+def parse_judges(value: Any) -> list[JudgeSpec] | None:
+    """``HYPER_JUDGES`` (a JSON list, or already a list) as judge specs, with errors that
+    name the entry and the field and never repeat what was given."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"HYPER_JUDGES is not valid JSON: {error.msg} at line {error.lineno} "
+                f"column {error.colno}"
+            ) from None
+    if not isinstance(value, list) or not value:
+        raise ValueError('HYPER_JUDGES must be a JSON list of judges: [{"provider": ...}, ...]')
+    return [_judge_spec(entry, number, len(value)) for number, entry in enumerate(value, 1)]
+
+
+def _judge_spec(entry: Any, number: int, count: int) -> JudgeSpec:
+    if isinstance(entry, JudgeSpec):
+        return entry
+    where = f"HYPER_JUDGES entry {number} of {count}"
+    if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+        where += f" (model {entry['model']!r})"
+    try:
+        return JudgeSpec.model_validate(entry)
+    except ValidationError as error:
+        problems = "; ".join(
+            ": ".join([*map(str, e["loc"]), e["msg"].removeprefix("Value error, ")])
+            for e in error.errors(include_input=False)
+        )
+        raise ValueError(f"{where}: {problems}") from None
+
+
 class Settings(BaseSettings):
     """Every knob of the backend; the README's configuration table lists the same."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     # Label Studio
     label_studio_url: str = "http://localhost:8080"
@@ -91,12 +174,24 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     hyper_judge_timeout: float = 60.0
     hyper_judge_max_attempts: int = 4
+    hyper_judge_logprobs: bool = Field(
+        default=True, description="ask OpenAI-compatible judges for token probabilities"
+    )
+    hyper_judges: Annotated[list[JudgeSpec] | None, NoDecode] = Field(
+        default=None,
+        description="a panel of judges, JSON; default: the one judge of HYPER_JUDGE_*",
+    )
     hyper_lm_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description='extra or overriding LM prices, USD per million tokens: {"model": [in, out]}',
     )
     hyper_tagger: bool = True
     hyper_max_text_chars: int = 40_000
+
+    @field_validator("hyper_judges", mode="before")
+    @classmethod
+    def _parse_judges(cls, value: Any) -> Any:
+        return parse_judges(value)
 
     @field_validator("hyper_annotators", mode="before")
     @classmethod

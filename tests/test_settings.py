@@ -54,3 +54,76 @@ def test_secrets_do_not_show_in_repr() -> None:
 def test_lm_prices_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYPER_LM_PRICES", '{"local-llama": [0.2, 0.6]}')
     assert Settings().hyper_lm_prices == {"local-llama": (0.2, 0.6)}
+
+
+JUDGES = (
+    '[{"provider": "anthropic", "model": "claude-sonnet-4-6"},'
+    ' {"provider": "openai", "model": "qwen", "base_url": "http://vllm:8000/v1",'
+    '  "api_key_env": "VLLM_KEY", "logprobs": false}]'
+)
+
+
+def test_judges_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPER_JUDGES", JUDGES)
+
+    settings = Settings()
+
+    assert settings.hyper_judges is not None
+    assert [(j.provider, j.model) for j in settings.hyper_judges] == [
+        ("anthropic", "claude-sonnet-4-6"),
+        ("openai", "qwen"),
+    ]
+    assert settings.hyper_judges[1].api_key_env == "VLLM_KEY"
+    assert settings.for_project({"hyper_budget": 0.3}).hyper_judges == settings.hyper_judges
+    assert Settings(hyper_judges=None).hyper_judges is None
+    assert Settings().hyper_judge_logprobs is True
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{nope", "HYPER_JUDGES is not valid JSON: Expecting property name"),
+        ('{"provider": "openai"}', "HYPER_JUDGES must be a JSON list of judges"),
+        ("[]", "HYPER_JUDGES must be a JSON list of judges"),
+        (
+            '[{"provider": "anthropic", "model": "c"}, {"provider": "openai", "model": "q"}]',
+            "HYPER_JUDGES entry 2 of 2 (model 'q'): base_url is required for provider openai",
+        ),
+        (
+            '[{"provider": "vllm", "model": "q"}]',
+            "HYPER_JUDGES entry 1 of 1 (model 'q'): provider: Input should be 'anthropic' or",
+        ),
+        ('[{"provider": "anthropic"}]', "HYPER_JUDGES entry 1 of 1: model: Field required"),
+        ('[{"provider": "anthropic", "model": ""}]', "model: String should have at least 1"),
+        ('["claude"]', "HYPER_JUDGES entry 1 of 1: Input should be a valid dictionary"),
+        ('[{"provider": "anthropic", "model": "c", "key": "x"}]', "key: Extra inputs"),
+        (
+            '[{"provider": "anthropic", "model": "c", "logprobs": true}]',
+            "logprobs applies to provider openai only",
+        ),
+    ],
+)
+def test_judges_are_validated_entry_by_entry(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("HYPER_JUDGES", value)
+
+    with pytest.raises(ValueError) as raised:
+        Settings()
+
+    assert message in str(raised.value)
+
+
+def test_a_key_pasted_as_api_key_env_is_refused_and_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "sk-ant-api03-very-secret"
+    monkeypatch.setenv(
+        "HYPER_JUDGES", f'[{{"provider": "anthropic", "model": "c", "api_key_env": "{key}"}}]'
+    )
+
+    with pytest.raises(ValueError) as raised:
+        Settings()
+
+    assert "api_key_env: must be the name of an environment variable" in str(raised.value)
+    assert key not in str(raised.value)
