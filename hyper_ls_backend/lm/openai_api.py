@@ -6,11 +6,12 @@ sent as ``response_format`` (``json_schema`` where the server supports structure
 spelled out in the instructions, so a server that ignores ``response_format`` still gets
 asked for JSON.
 
-Token probabilities are asked for too (``logprobs``, with the ``top_logprobs`` most likely
-alternatives per token; vLLM, llama.cpp and OpenAI answer them in
-``choices[0].logprobs.content``). A server that ignores the parameter just answers without
-them; one that rejects it (HTTP 400 naming logprobs) is asked again without, once, and is
-never asked for them again by this transport.
+Token probabilities are asked for when the request has a use for them, as the judge's do
+(``logprobs``, with the ``top_logprobs`` most likely alternatives per token; vLLM,
+llama.cpp and OpenAI answer them in ``choices[0].logprobs.content``). A server that
+ignores the parameter just answers without them; one that rejects it (HTTP 400 naming
+logprobs) is asked again without, once, and is never asked for them again by this
+transport.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class OpenAICompatibleTransport:
         self._redact = Redactor.of([api_key])
 
     def complete(self, request: StructuredRequest) -> Completion:
-        logprobs = self._logprobs
+        logprobs = self._logprobs and request.token_probabilities
         response = self._post(request, logprobs)
         if logprobs and _rejects_logprobs(response):
             log.info("%s rejects logprobs: asking without them from now on", self.model)

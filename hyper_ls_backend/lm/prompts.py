@@ -125,6 +125,7 @@ def judge_request(
         schema_description="Record which response is better, on the five-point scale.",
         schema=VERDICT_SCHEMA,
         max_tokens=max_tokens,
+        token_probabilities=True,
     )
 
 

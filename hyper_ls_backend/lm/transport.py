@@ -31,6 +31,8 @@ class StructuredRequest:
     schema_description: str
     schema: dict[str, Any]
     max_tokens: int
+    token_probabilities: bool = False
+    """Whether the answer's token probabilities are of use (APIs that can give them do)."""
 
 
 @dataclass(frozen=True)

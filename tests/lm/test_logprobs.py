@@ -17,7 +17,7 @@ from hyper_ls_backend.lm.transport import Token
 
 from .fake_llm_server import FakeLLMServer, Recorded, Reply, openai_error, openai_logprobs
 from .fake_llm_server import openai_reply as plain_reply
-from .helpers import make_comparison, make_judge, script_orders
+from .helpers import make_comparison, make_judge, make_tagger, script_orders
 
 TransportFactory = Callable[..., OpenAICompatibleTransport]
 
@@ -216,3 +216,13 @@ def test_a_very_unlikely_alternative_adds_nothing(tokens_of: Tokens) -> None:
     mass = label_probabilities(tokens, "B-is-slightly-better")
 
     assert mass == pytest.approx({Label.B: 0.9, Label.A: 0.0})
+
+
+def test_the_tagger_does_not_ask_for_logprobs(
+    server: FakeLLMServer, openai_transport: TransportFactory
+) -> None:
+    server.responder = lambda request: plain_reply(json.dumps({"subject": "teaching"}))
+
+    make_tagger(openai_transport()).tag("Explain recursion.")
+
+    assert "logprobs" not in server.requests[0].body
