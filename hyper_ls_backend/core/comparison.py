@@ -6,7 +6,7 @@ trusted objects. The wire format is the HyPER pairs format (``shared/data/README
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any
@@ -153,6 +153,39 @@ class JudgeVerdict(BaseModel):
         return self.label is None
 
 
+DRAW_TOLERANCE = 1e-9
+
+
+def votes(verdict: JudgeVerdict) -> dict[Label, float]:
+    """One judge's vote, split over its order answers (its label when it has none)."""
+    answers = verdict.orders.labels() if verdict.orders else []
+    if not answers:
+        return {verdict.label: 1.0} if verdict.label is not None else {}
+    share: dict[Label, float] = defaultdict(float)
+    for label in answers:
+        share[label] += 1.0 / len(answers)
+    return dict(share)
+
+
+def panel_label(verdicts: Sequence[JudgeVerdict]) -> Label | None:
+    """The panel's label: every judge has one vote, split between its two order answers
+    (a judge that flips with the order gives half a vote to each side), and the label with
+    the most votes wins; a draw goes to the primary's (first) label when it is among the
+    best, else to a tie. None when no judge answered."""
+    total: dict[Label, float] = defaultdict(float)
+    for verdict in verdicts:
+        for label, weight in votes(verdict).items():
+            total[label] += weight
+    if not total:
+        return None
+    best = max(total.values())
+    leaders = [label for label, weight in total.items() if weight >= best - DRAW_TOLERANCE]
+    if len(leaders) == 1:
+        return leaders[0]
+    primary = verdicts[0].label if verdicts else None
+    return primary if primary in leaders else Label.TIE
+
+
 class Comparison(BaseModel):
     """A prompt, two candidate responses, and whatever is known about which is better."""
 
@@ -223,12 +256,18 @@ class Comparison(BaseModel):
 
     @property
     def judge_label(self) -> Label | None:
-        return self.judge.label if self.judge else None
+        """The judges' label, the one a campaign pre-fills: the panel's (``panel_label``)
+        when other judges answered too, else the primary's."""
+        if self.judge is None:
+            return None
+        if any(not verdict.failed for verdict in self.panel):
+            return panel_label(self.judges)
+        return self.judge.label
 
     @property
     def judge_failed(self) -> bool:
-        """True when a judge was asked and gave no usable answer."""
-        return self.judge is not None and self.judge.failed
+        """True when a judge was asked and none gave a usable answer."""
+        return self.judge is not None and self.judge_label is None
 
     @property
     def all_tags(self) -> dict[str, str]:

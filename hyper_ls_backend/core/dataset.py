@@ -1,4 +1,5 @@
-"""Reading and writing comparisons in the HyPER pairs format (JSON Lines).
+"""Reading and writing comparisons in the HyPER pairs format (JSON Lines), and the views
+of a dataset's judge panel a router is fitted on.
 
 A bad line is reported with its number and what is wrong with it; reading never yields a
 half-valid row.
@@ -7,10 +8,11 @@ half-valid row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from hyper_ls_backend.core.comparison import Comparison
@@ -96,7 +98,8 @@ def iter_comparisons(
 def read_comparisons(path: str | Path, *, drop_labels: bool = False) -> list[Comparison]:
     """Read a whole JSONL file. ``drop_labels`` removes ``human`` and ``gold`` as it reads."""
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig: files saved by spreadsheet tools and editors often start with a BOM.
+    with path.open(encoding="utf-8-sig") as handle:
         return list(iter_comparisons(handle, source=str(path), drop_labels=drop_labels))
 
 
@@ -108,3 +111,49 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def rotate_judges(comparisons: Sequence[Comparison], primary: int, panel: bool) -> list[Comparison]:
+    """The comparisons as if judge number ``primary`` of each panel led, with the other
+    judges as its panel (``panel=True``) or alone. Comparisons without a panel keep their
+    judge when ``primary`` is 0 and are left out otherwise."""
+    rotated = []
+    for comparison in comparisons:
+        verdicts = comparison.judges or ([comparison.judge] if comparison.judge else [])
+        if primary >= len(verdicts):
+            continue
+        lead = verdicts[primary]
+        others = [v for i, v in enumerate(verdicts) if i != primary]
+        rotated.append(comparison.with_panel([lead, *others] if panel else [lead]))
+    return rotated
+
+
+def judge_views(comparisons: Sequence[Comparison]) -> dict[str, list[Comparison]]:
+    """Every way to read a dataset's judges: each judge as the primary, with the others as
+    its panel and alone. Named ``MODEL+panel`` and ``MODEL``; one view without a panel."""
+    size = max((len(c.judges) for c in comparisons), default=0)
+    views: dict[str, list[Comparison]] = {}
+    for primary in range(max(size, 1)):
+        for panel in (True, False) if size > 1 else (False,):
+            rotated = rotate_judges(comparisons, primary, panel)
+            if not rotated:
+                continue
+            model = rotated[0].judge.model if rotated[0].judge else None
+            views[f"{model or f'judge {primary}'}{'+panel' if panel else ''}"] = rotated
+    return views
+
+
+def pooled_training_set(
+    datasets: Sequence[Sequence[Comparison]],
+) -> tuple[list[Comparison], np.ndarray]:
+    """Every judge view of every dataset, pooled, with weights that give each dataset the
+    same total weight and each of its views an equal share: a router fitted on it learns
+    what the judges' signals mean whichever judge leads and whatever the panel."""
+    pooled, weights = [], []
+    for dataset in datasets:
+        views = list(judge_views(dataset).values())
+        for view in views:
+            pooled.extend(view)
+            weights.extend([1.0 / (len(views) * len(view))] * len(view))
+    weights_array = np.asarray(weights)
+    return pooled, weights_array * len(weights_array) / weights_array.sum()

@@ -76,23 +76,37 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def group_bootstrap(
+    groups: np.ndarray,
+    numerators: Sequence[np.ndarray],
+    denominator: np.ndarray,
+    seed: int,
+) -> list[float]:
+    """95% interval of ``mean over seeds of sum(numerator) / sum(denominator)`` (per-row
+    arrays, one numerator per seed), resampling whole groups."""
+    rng = np.random.default_rng(seed)
+    unique, inverse = np.unique(groups, return_inverse=True)
+
+    def per_group(values: np.ndarray) -> np.ndarray:
+        return np.bincount(inverse, weights=np.asarray(values, float), minlength=len(unique))
+
+    denominator_by_group = per_group(denominator)
+    numerator_by_group = [per_group(n) for n in numerators]
+    ratios = []
+    for _ in range(BOOTSTRAP_SAMPLES):
+        counts = np.bincount(rng.integers(0, len(unique), len(unique)), minlength=len(unique))
+        total = max(float(counts @ denominator_by_group), 1.0)
+        ratios.append(np.mean([counts @ n / total for n in numerator_by_group]))
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def group_bootstrap_capture(
     groups: np.ndarray, wrong: np.ndarray, routed: list[np.ndarray], share: float, seed: int
 ) -> list[float]:
     """95% interval of the capture ratio (averaged over seeds), resampling whole groups."""
-    rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(groups, return_inverse=True)
-    wrong_by_group = np.bincount(inverse, weights=wrong, minlength=len(unique))
-    caught_by_group = [
-        np.bincount(inverse, weights=wrong & human, minlength=len(unique)) for human in routed
-    ]
-    ratios = []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        counts = np.bincount(rng.integers(0, len(unique), len(unique)), minlength=len(unique))
-        total = max(float(counts @ wrong_by_group), 1.0)
-        ratios.append(np.mean([counts @ caught / total for caught in caught_by_group]) / share)
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return [float(low), float(high)]
+    low, high = group_bootstrap(groups, [wrong & human for human in routed], wrong, seed)
+    return [low / share, high / share]
 
 
 def simulate(

@@ -1,5 +1,9 @@
 """Per-comparison features, binned and one-hot as in HyPER, so a mix can be a count vector.
 
+The judge-reliability block (``signals.py``) comes on top: whether the judges' label is
+decisive, a tie or failed, order consistency, stated strength, and two continuous columns
+(``CONTINUOUS_SIGNALS``), present only where the comparison's judges measured them.
+
 The feature set is declarative: every column has a readable name (``len_diff::0.67-1.00``,
 ``safety_concern=moderate``, ``judge_consistent=no``) and ``Featurizer.feature_names_``
 lists them in column order. Lengths are percentile-ranked against a reference distribution
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hyper_ls_backend.core.comparison import Comparison, Label
+from hyper_ls_backend.core.signals import JudgeSignals, judge_signals
 from hyper_ls_backend.core.text import PairMeasures, measure_pair
 
 PERCENTILE_MEASURES = ("prompt_len", "shorter_len", "longer_len", "len_diff")
@@ -46,11 +51,19 @@ values seen at least ``min_tag_count`` times in the fitting data; the rest becom
 OPEN_TAG_DIMENSIONS = ("subject", "language", "category")
 
 JUDGE_VERDICTS = ("decisive", "tie", "failed", "none")
-"""Whether the judge picked a side, not which: "A" vs "B" says more about how a dataset
-ordered its responses than about the judge (``judge_pick`` keeps the length relation)."""
-JUDGE_CONSISTENCY = ("yes", "no", "unknown")
+"""Whether the judges' label picks a side, not which: "A" vs "B" says more about how a
+dataset ordered its responses than about the judge (``judge_pick`` keeps the length
+relation)."""
+JUDGE_CONSISTENCY = ("yes", "no")
+"""Whether the primary kept its answer with the order swapped; neither when not run both
+ways (an absent signal is absent, not "consistent")."""
 JUDGE_PICKS = ("longer", "shorter", "same_length", "tie")
-"""Whether the judge's verdict sides with the longer response: a known LM-judge bias."""
+"""Whether the judges' label sides with the longer response: a known LM-judge bias."""
+JUDGE_STRENGTHS = (1.0, 0.5)
+"""``judge_strength<1`` (not "clearly" in both orders), ``judge_strength<=0.5``."""
+CONTINUOUS_SIGNALS = ("judge_doubt", "panel_disagreement")
+"""The two columns that are not 0/1: ``1 - confidence`` of the primary, and the share of
+the other judges' votes against the pre-filled label; both 0 when not measured."""
 
 QUANTILE_POINTS = 101
 
@@ -78,14 +91,27 @@ def judge_pick(comparison: Comparison, measures: PairMeasures) -> str | None:
     return "longer" if label.value == measures.longer_side else "shorter"
 
 
-def judge_state(comparison: Comparison) -> tuple[str, str]:
-    """(verdict family, consistency) of the comparison's judge."""
-    if comparison.judge is None:
-        return "none", "unknown"
-    label = comparison.judge.label
-    verdict = "failed" if label is None else ("tie" if label is Label.TIE else "decisive")
-    consistent = comparison.judge.consistent
-    return verdict, "unknown" if consistent is None else ("yes" if consistent else "no")
+def signal_features(signals: JudgeSignals) -> dict[str, float]:
+    """The judge-reliability block of a comparison's features: column name -> value."""
+    if not signals.judged:
+        return {"judge=none": 1.0}
+    if signals.failed:
+        return {"judge=failed": 1.0}
+    values = {"judge=tie" if signals.tie else "judge=decisive": 1.0}
+    if signals.consistent is not None:
+        values[f"judge_consistent={'yes' if signals.consistent else 'no'}"] = 1.0
+    if signals.strength is not None:
+        for edge in JUDGE_STRENGTHS:
+            below = signals.strength < edge if edge == 1.0 else signals.strength <= edge
+            if below:
+                values[f"judge_strength{'<1' if edge == 1.0 else '<=0.5'}"] = 1.0
+    if signals.confidence is not None:
+        values["judge_doubt"] = 1.0 - signals.confidence
+    if signals.panel_agreement is not None:
+        values["panel_disagreement"] = 1.0 - signals.panel_agreement
+        if signals.panel_overrules:
+            values["panel_overrules=yes"] = 1.0
+    return values
 
 
 class Featurizer:
@@ -140,6 +166,8 @@ class Featurizer:
         names += [f"judge={v}" for v in JUDGE_VERDICTS]
         names += [f"judge_consistent={v}" for v in JUDGE_CONSISTENCY]
         names += [f"judge_pick={v}" for v in JUDGE_PICKS]
+        names += ["judge_strength<1", "judge_strength<=0.5", *CONTINUOUS_SIGNALS]
+        names += ["panel_overrules=yes"]
         self.feature_names_ = names
         self._column = {name: i for i, name in enumerate(names)}
         self._quantile_arrays = {k: np.asarray(v) for k, v in self.quantiles_.items()}
@@ -163,10 +191,10 @@ class Featurizer:
         measures = []
         for row, m in enumerate(iter_measures(comparisons, n_jobs)):
             measures.append(m)
-            for name in self._categorical_names(comparisons[row], m):
+            for name, value in self._categorical_values(comparisons[row], m).items():
                 column = self._column.get(name)
                 if column is not None:
-                    matrix[row, column] = 1.0
+                    matrix[row, column] = value
             if progress and (row + 1) % PARALLEL_CHUNK == 0:
                 progress(PARALLEL_CHUNK)
         if progress and len(comparisons) % PARALLEL_CHUNK:
@@ -185,7 +213,9 @@ class Featurizer:
             bins = np.minimum((np.clip(values, 0, 1) * self.n_bins).astype(int), self.n_bins - 1)
             matrix[rows, offset * self.n_bins + bins] = 1.0
 
-    def _categorical_names(self, comparison: Comparison, measures: PairMeasures) -> list[str]:
+    def _categorical_values(
+        self, comparison: Comparison, measures: PairMeasures
+    ) -> dict[str, float]:
         flags = {
             "multi_turn": bool(comparison.context_a or comparison.context_b),
             "prompt_has_code": measures.prompt_has_code,
@@ -198,12 +228,10 @@ class Featurizer:
             known = self.vocabulary_.get(dimension)
             if known is not None:
                 names.append(f"{dimension}={value if value in known else 'other'}")
-        label, consistent = judge_state(comparison)
-        names += [f"judge={label}", f"judge_consistent={consistent}"]
         pick = judge_pick(comparison, measures)
         if pick is not None:
             names.append(f"judge_pick={pick}")
-        return names
+        return dict.fromkeys(names, 1.0) | signal_features(judge_signals(comparison))
 
     # -- persistence ----------------------------------------------------------------------
 

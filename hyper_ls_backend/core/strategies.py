@@ -9,12 +9,15 @@ send to a human first), ``contributions(features)`` says which features moved ea
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupShuffleSplit
 
@@ -39,6 +42,13 @@ def stable_uniform(ids: Sequence[str], seed: int) -> np.ndarray:
     return np.asarray(draws, dtype=np.float64) / 2.0**64
 
 
+def tie_break(comparisons: Sequence[Comparison], seed: int) -> np.ndarray:
+    """A uniform draw per comparison that depends only on (seed, its texts): the same for a
+    row routed offline and for that row imported as a Label Studio task under another id."""
+    keys = [f"{c.prompt}\x00{c.response_a}\x00{c.response_b}" for c in comparisons]
+    return stable_uniform(keys, seed)
+
+
 def judge_errors(comparisons: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray]:
     """Rows with both a judge label and a human vote, and whether the judge got them wrong."""
     rows = [
@@ -61,7 +71,10 @@ class RoutingStrategy(ABC):
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
-        return {"seed": self.seed}
+        """The constructor's parameters and their values (scikit-learn's convention: each
+        parameter is stored under its own name)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
 
     def fit(
         self,
@@ -120,6 +133,31 @@ class AllJudgeStrategy(RandomStrategy):
 
     name = "all-judge"
     fixed_human_share = 0.0
+
+
+class UncertaintyStrategy(RoutingStrategy):
+    """The ten-line rule a team lead would write: the judge failed, then its label is a tie,
+    then it changed its answer with the order, then low confidence (in steps of 0.1), then
+    other judges disagreeing; random among equals. Learns nothing, so it transfers."""
+
+    name = "uncertainty"
+    TIERS: ClassVar[tuple[tuple[str, float], ...]] = (
+        ("judge=failed", 256.0),
+        ("judge=tie", 128.0),
+        ("judge_consistent=no", 64.0),
+    )
+    """Each tier outweighs everything below it: 10 doubt steps x 4 + 2 + 0.5 < 64."""
+
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+        column = {name: i for i, name in enumerate(self.feature_names_)}
+        score = sum(weight * features[:, column[name]] for name, weight in self.TIERS)
+        doubt_steps = np.floor(np.round(features[:, column["judge_doubt"]] * 10, 6))
+        return (
+            score
+            + 4.0 * np.minimum(doubt_steps, 10)
+            + 2.0 * features[:, column["panel_disagreement"]]
+            + 0.5 * tie_break(comparisons, self.seed)
+        )
 
 
 class JudgeConsistencyStrategy(RoutingStrategy):
@@ -213,9 +251,6 @@ class JudgeErrorStrategy(LinearStrategy):
         super().__init__(seed)
         self.C = C
 
-    def get_params(self) -> dict[str, Any]:
-        return {"seed": self.seed, "C": self.C}
-
     def fit(
         self,
         features: np.ndarray,
@@ -260,6 +295,141 @@ class SimpleLogisticStrategy(JudgeErrorStrategy):
     )
 
 
+class SignalPrior(NamedTuple):
+    """A judge-reliability column's weight before any data, the sign it keeps, and how far
+    data may move it (prior sd; None: the strategy's ``signal_sd``)."""
+
+    weight: float
+    sign: int
+    sd: float | None = None
+
+
+SIGNAL_PRIORS: dict[str, SignalPrior] = {
+    "judge=tie": SignalPrior(2.5, 1, sd=0.25),
+    "judge=failed": SignalPrior(1.0, 1),
+    "judge_consistent=no": SignalPrior(1.5, 1),
+    "judge_consistent=yes": SignalPrior(0.0, -1),
+    "judge_strength<1": SignalPrior(0.5, 1),
+    "judge_strength<=0.5": SignalPrior(0.5, 1),
+    "judge_doubt": SignalPrior(4.0, 1),
+    "panel_disagreement": SignalPrior(3.0, 1),
+    "panel_overrules=yes": SignalPrior(1.0, 1),
+}
+"""Judge-reliability columns. Weights are log-odds of a judge error: a confidence of 0.5
+adds 2 against one of 1; a panel voting wholly against the label adds 3. Data move them,
+never across zero, so these signals act monotonically; a signal the fitting data never
+show keeps its weight before data. A tie is wrong whenever the humans pick a side, so its
+weight depends on how often a campaign's humans tie: held near a high value (most
+preference data have few human ties; MT-Bench's 25% are the exception), for a campaign's
+refits to lower where its humans tie often."""
+
+
+TIE_BREAK = 1e-6
+
+
+class JudgeSignalsStrategy(JudgeErrorStrategy):
+    """The default: a judge-error logistic model that transfers across judges and datasets.
+
+    The judge-reliability signals (``SIGNAL_PRIORS``) carry the score, each with a sign
+    constraint and a Gaussian prior around a stated weight, so a signal absent from the
+    fitting data still counts and no fit can make doubt lower a score. Content features
+    (lengths, overlap, flags, tags, ``judge_pick``) are in the design, so a campaign's refits
+    can learn them, but their weights are fixed at zero unless ``content=True`` (then with a
+    prior around zero of ``content_sd``): they did not survive leave-one-dataset-out
+    validation (docs/evaluation.md).
+    """
+
+    name = "judge-signals"
+    interaction_features = ()
+
+    def __init__(
+        self, seed: int = 0, signal_sd: float = 0.5, content: bool = False, content_sd: float = 0.25
+    ) -> None:
+        super().__init__(seed)
+        self.signal_sd = signal_sd
+        self.content = content
+        self.content_sd = content_sd
+
+    def fit(
+        self,
+        features: np.ndarray,
+        comparisons: Sequence[Comparison],
+        feature_names: list[str],
+        sample_weight: np.ndarray | None = None,
+    ) -> JudgeSignalsStrategy:
+        RoutingStrategy.fit(self, features, comparisons, feature_names)
+        rows, wrong = judge_errors(comparisons)
+        if len(set(wrong.tolist())) < 2:
+            raise ValueError(
+                f"need comparisons where the judge is both right and wrong to fit {self.name!r} "
+                f"({len(rows)} with a judge label and a human vote)"
+            )
+        weight = np.ones(len(rows)) if sample_weight is None else sample_weight[rows]
+        design = self._design(features[rows])
+        mean, sd, bounds = self._prior()
+        self.coef_, self.intercept_ = penalised_logistic(
+            design, wrong, weight / weight.mean(), mean, sd, bounds
+        )
+        self.training_ = {"n_labelled": len(rows), "judge_error_rate": float(wrong.mean())}
+        return self
+
+    def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+        """Log-odds of a judge error; exact ties (common: few signals, no content) are
+        broken at random by a jitter far below any weight, never by input order. The draw
+        depends on the comparison's texts, not its id, so a file routed offline and the
+        same comparisons imported as Label Studio tasks (other ids) break ties alike."""
+        jitter = TIE_BREAK * tie_break(comparisons, self.seed)
+        return super().score(features, comparisons) + (jitter if len(comparisons) else 0.0)
+
+    def _prior(self) -> tuple[np.ndarray, np.ndarray, list[tuple[float | None, float | None]]]:
+        """Prior mean, prior sd and bounds of each design column."""
+        mean, sd, bounds = [], [], []
+        for name in self.feature_names_:
+            if name in SIGNAL_PRIORS:
+                prior = SIGNAL_PRIORS[name]
+                mean.append(prior.weight)
+                sd.append(self.signal_sd if prior.sd is None else prior.sd)
+                bounds.append((0.0, None) if prior.sign > 0 else (None, 0.0))
+            elif self.content and not name.startswith("judge="):
+                mean.append(0.0)
+                sd.append(self.content_sd)
+                bounds.append((None, None))
+            else:
+                mean.append(0.0)
+                sd.append(1.0)
+                bounds.append((0.0, 0.0))
+        return np.array(mean), np.array(sd), bounds
+
+
+def penalised_logistic(
+    design: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    prior_mean: np.ndarray,
+    prior_sd: np.ndarray,
+    bounds: list[tuple[float | None, float | None]],
+) -> tuple[np.ndarray, float]:
+    """MAP logistic regression: weighted log-loss plus ``|coef - prior_mean|^2 / 2 sd^2``,
+    each coefficient within its bounds (the intercept is free). Returns (coef, intercept)."""
+    precision = 1.0 / prior_sd**2
+
+    def objective(params: np.ndarray) -> tuple[float, np.ndarray]:
+        coef, intercept = params[:-1], params[-1]
+        z = design @ coef + intercept
+        loss = weight @ (np.logaddexp(0.0, z) - y * z)
+        residual = weight * (expit(z) - y)
+        gap = coef - prior_mean
+        value = loss + 0.5 * precision @ gap**2
+        gradient = np.append(design.T @ residual + precision * gap, residual.sum())
+        return float(value), gradient
+
+    low = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
+    high = np.array([np.inf if hi is None else hi for _, hi in bounds])
+    start = np.append(np.clip(prior_mean, low, high), 0.0)
+    result = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=[*bounds, (None, None)])
+    return result.x[:-1], float(result.x[-1])
+
+
 class PPMStrategy(LinearStrategy):
     """HyPER: route where the performance prediction model expects a human label to help.
 
@@ -287,16 +457,6 @@ class PPMStrategy(LinearStrategy):
         self.n_splits = n_splits
         self.held_out_share = held_out_share
         self.n_candidates = n_candidates
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "degree": self.degree,
-            "n_mixes": self.n_mixes,
-            "n_splits": self.n_splits,
-            "held_out_share": self.held_out_share,
-            "n_candidates": self.n_candidates,
-        }
 
     def training_mixes(
         self, features: np.ndarray, comparisons: Sequence[Comparison]
@@ -390,9 +550,11 @@ STRATEGIES: dict[str, type[RoutingStrategy]] = {
         RandomStrategy,
         AllHumanStrategy,
         AllJudgeStrategy,
+        UncertaintyStrategy,
         JudgeConsistencyStrategy,
         SimpleLogisticStrategy,
         JudgeErrorStrategy,
+        JudgeSignalsStrategy,
         PPMStrategy,
     )
 }

@@ -84,13 +84,18 @@ def test_every_row_has_exactly_one_bin_per_measure(comparisons, n_bins):
     assert (binned.sum(axis=2) == 1).all()
 
 
-def test_every_row_has_one_judge_and_one_consistency_feature(featurizer, comparisons, fresh):
+def test_every_row_has_one_judge_feature_and_a_consistency_feature_only_when_known(
+    featurizer, comparisons, fresh
+):
+    rows = [*comparisons, *fresh]
     names = np.array(featurizer.feature_names_)
-    matrix = featurizer.transform([*comparisons, *fresh])
+    matrix = featurizer.transform(rows)
     judge = np.char.startswith(names, "judge=")
     consistency = np.char.startswith(names, "judge_consistent=")
     assert (matrix[:, judge].sum(axis=1) == 1).all()
-    assert (matrix[:, consistency].sum(axis=1) == 1).all()
+    known = np.array([c.judge is not None and c.judge.consistent is not None for c in rows])
+    failed = np.array([c.judge_failed for c in rows])
+    assert (matrix[:, consistency].sum(axis=1) == (known & ~failed)).all()
 
 
 def test_identical_responses_fall_in_the_top_similarity_bins(featurizer):
@@ -117,11 +122,11 @@ JUDGE_CASES = [
     # judge verdict, words in A, words in B, features expected, feature families absent
     ({"label": "A", "consistent": False}, 10, 4, {"judge_consistent=no", "judge_pick=longer"}, ()),
     ({"label": "B", "consistent": True}, 10, 4, {"judge_consistent=yes", "judge_pick=shorter"}, ()),
-    ({"label": "B"}, 4, 10, {"judge_consistent=unknown", "judge_pick=longer"}, ()),
+    ({"label": "B"}, 4, 10, {"judge_pick=longer"}, ("judge_consistent",)),
     ({"label": "tie", "consistent": True}, 10, 4, {"judge=tie", "judge_pick=tie"}, ()),
     ({"label": "A"}, 10, 10, {"judge_pick=same_length"}, ()),
-    ({"label": None}, 10, 4, {"judge=failed", "judge_consistent=unknown"}, ("judge_pick",)),
-    (None, 10, 4, {"judge=none", "judge_consistent=unknown"}, ("judge_pick",)),
+    ({"label": None}, 10, 4, {"judge=failed"}, ("judge_pick", "judge_consistent")),
+    (None, 10, 4, {"judge=none"}, ("judge_pick", "judge_consistent", "panel_", "judge_doubt")),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from hyper_ls_backend.eval.campaign import (
     CampaignSettings,
@@ -51,11 +52,12 @@ def test_the_judge_errs_as_stated():
     assert all(c.group == data[4 * (i // 4)].group for i, c in enumerate(data))
 
 
-def test_the_mtbench_prior_does_not_know_where_this_judge_is_blind(prior):
+def test_the_shipped_prior_does_not_know_where_this_judge_is_blind(prior):
+    """It reads judge signals only: its scores hardly tell the blind cell from the rest."""
     data = synthetic_campaign(2000, seed=1)
     scores, _ = prior.score(data)
     in_cell = np.array([blind(c) for c in data])
-    assert scores[in_cell].mean() < scores[~in_cell].mean()
+    assert 0.4 < roc_auc_score(in_cell, scores) < 0.6
 
 
 def test_a_given_prior_replays_all_the_data_once_per_seed_in_a_seeded_order(prior):
@@ -75,10 +77,13 @@ def synthetic_campaign_of(n):
 def test_online_refits_beat_the_frozen_prior_when_the_judge_errs_in_a_new_pattern(prior):
     # Paired per seed: the same draw, arrival order and audits for both policies. A refitter
     # that never adopted (or adopted noise) would give differences of zero (or below).
+    # 2,000 comparisons: the shipped prior reads judge signals only and its doubtful-first
+    # picks teach little about this judge's blind cell, so the first adoption comes after
+    # about 700 labels.
     settings = CampaignSettings(budget=0.5, refit_every=100)
     differences, adopted = [], 0
     for seed in range(3):
-        stream = synthetic_campaign(1200, seed)
+        stream = synthetic_campaign(2000, seed)
         frozen = replay(prior, stream, "frozen", settings, seed)
         online = replay(prior, stream, "online", settings, seed)
         differences.append(
