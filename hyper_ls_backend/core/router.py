@@ -1,10 +1,9 @@
 """The router: features + a strategy + the budget rules, with an explanation per decision.
 
-Two ways to route:
-- ``Router.route(batch, budget)``: exactly ``floor(budget * N)`` comparisons to humans
-  (comparisons whose judge failed always go, and count against the budget);
-- ``StreamingRouter.decide(one)``: one comparison at a time, never past the budget share
-  of what has arrived so far.
+``Router.route(batch, budget)`` sends exactly ``floor(budget * N)`` comparisons to humans
+(comparisons whose judge failed always go, and count against the budget): the campaign
+policy's ranked batch (``policy.py``), which also decides a campaign's imports one batch or
+one task at a time.
 
 A fitted router saves to a small, versioned, human-readable JSON file.
 """
@@ -13,12 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,44 +23,30 @@ import numpy as np
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.features import Featurizer
+from hyper_ls_backend.core.policy import (
+    CampaignPolicy,
+    Candidate,
+    Decision,
+    LedgerState,
+    Route,
+    budget_count,
+)
+from hyper_ls_backend.core.reasons import reason
+from hyper_ls_backend.core.signals import judge_signals
 from hyper_ls_backend.core.strategies import (
     LinearStrategy,
-    PPMStrategy,
     RoutingStrategy,
     make_strategy,
     strategy_from_dict,
 )
 
-ARTIFACT_FORMAT = "hyper-ls-router/1"
+ARTIFACT_FORMAT = "hyper-ls-router/2"
+"""Version 2: the judge-reliability features (signals.py). Older artifacts have other
+columns and must be refitted."""
 N_REASONS = 3
 NUMBER_LIST = re.compile(r"\[\s*([-+0-9.eE,\s]+?)\s*\]")
 REFERENCE_SCORES = 201
 """Quantiles of training-set scores kept with the model, to seed the streaming threshold."""
-
-
-class Route(StrEnum):
-    HUMAN = "human"
-    AI = "ai"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Where one comparison goes, how strongly, and why."""
-
-    id: str
-    route: Route
-    score: float
-    reasons: list[str]
-    forced: bool = False
-    """True when the route was not the strategy's choice (judge failed, fixed strategy)."""
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "route": self.route.value,
-            "score": round(self.score, 6),
-            "reasons": self.reasons,
-        }
 
 
 @dataclass(frozen=True)
@@ -83,18 +66,6 @@ class RoutingResult:
         return self.n_human > self.budget
 
 
-JUDGE_FAILED_REASON = "judge failed: no usable verdict, a human must label it"
-
-
-def budget_count(share: float, n: int) -> int:
-    """floor(share x n), immune to float noise (0.29 x 100 is 28.999999999999996)."""
-    return math.floor(round(share * n, 9))
-
-
-def forced_to_human(comparison: Comparison) -> bool:
-    return comparison.judge_failed
-
-
 class Router:
     """Scores comparisons with a strategy over binned features (scikit-learn style).
 
@@ -107,7 +78,9 @@ class Router:
     """
 
     def __init__(
-        self, strategy: str | RoutingStrategy = "judge-error", featurizer: Featurizer | None = None
+        self,
+        strategy: str | RoutingStrategy = "judge-signals",
+        featurizer: Featurizer | None = None,
     ) -> None:
         self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         self.featurizer = featurizer
@@ -190,8 +163,13 @@ class Router:
         features = self.featurizer.transform(comparisons, n_jobs=n_jobs, progress=progress)
         return self.strategy.score(features, comparisons), features
 
-    def explain(self, features: np.ndarray) -> list[list[str]]:
-        """Top features behind each score, strongest first: ``judge_consistent=no (+0.84)``.
+    def explain(
+        self, features: np.ndarray, comparisons: Sequence[Comparison] | None = None
+    ) -> list[list[str]]:
+        """Top features behind each score, strongest first, in words with the feature and
+        its contribution in brackets: ``the judge changed its answer when the order was
+        swapped [judge_consistent=no +0.654]``. ``comparisons`` (the rows of ``features``)
+        lets a reason quote the comparison's own values (its confidence, its panel).
 
         Contributions are measured against the average input and summed per feature family
         (all bins of one measure, all values of one tag), named by the value this comparison
@@ -205,13 +183,14 @@ class Router:
         by_family = np.zeros((len(features), len(families)))
         np.add.at(by_family.T, family_of, centred.T)
         names = self.featurizer.feature_names_
+        signals = [judge_signals(c) for c in comparisons] if comparisons else None
         reasons = []
-        for row, totals in zip(features, by_family, strict=True):
+        for i, (row, totals) in enumerate(zip(features, by_family, strict=True)):
             active = {family_of[j]: names[j] for j in np.flatnonzero(row)}
             top = np.argsort(-np.abs(totals), kind="stable")[:N_REASONS]
             reasons.append(
                 [
-                    f"{active.get(f, 'no ' + families[f])} ({totals[f]:+.3f})"
+                    reason(active.get(f), families[f], totals[f], signals[i] if signals else None)
                     for f in top
                     if abs(totals[f]) > 1e-9
                 ]
@@ -249,38 +228,20 @@ class Router:
     ) -> RoutingResult:
         """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc).
 
-        ``progress`` is called with the number of comparisons featurized so far, in steps;
-        ``n_jobs`` processes measure the texts.
+        This is the campaign policy's ranked batch with no audits, on an empty ledger, in
+        the strategy's own order (doubtful verdicts are not put first, so each strategy is
+        measured as it ranks). ``progress`` is called with the number of comparisons
+        featurized so far, in steps; ``n_jobs`` processes measure the texts.
         """
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
+        policy = CampaignPolicy(budget, audit_share=0.0, min_batch=0, doubtful_first=False)
+        decisions = policy.decide(
+            [Candidate(c.id, c) for c in comparisons], LedgerState(), self, progress, n_jobs
+        )
         fixed = self.strategy.fixed_human_share
-        n = len(comparisons)
-        allowed = budget_count(budget if fixed is None else fixed, n)
-        scores, features = self.score(comparisons, n_jobs, progress)
-        forced = np.array([forced_to_human(c) for c in comparisons], dtype=bool)
-        to_human = forced.copy()
-        free = allowed - int(forced.sum())
-        if free > 0:
-            if isinstance(self.strategy, PPMStrategy):
-                candidates = np.flatnonzero(~forced)
-                chosen = self.strategy.select(features[candidates], free)
-                to_human[candidates[chosen]] = True
-            else:
-                order = np.argsort(-np.where(forced, -np.inf, scores), kind="stable")
-                to_human[order[:free]] = True
-        explanations = self.explain(features)
-        decisions = [
-            Decision(
-                id=c.id,
-                route=Route.HUMAN if to_human[i] else Route.AI,
-                score=float(scores[i]),
-                reasons=[JUDGE_FAILED_REASON] if forced[i] else explanations[i],
-                forced=bool(forced[i]) or fixed is not None,
-            )
-            for i, c in enumerate(comparisons)
-        ]
-        return RoutingResult(decisions, allowed, int(forced.sum()))
+        allowed = budget_count(budget if fixed is None else fixed, len(comparisons))
+        return RoutingResult(decisions, allowed, sum(c.judge_failed for c in comparisons))
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -309,7 +270,8 @@ class Router:
     def from_dict(cls, data: dict[str, Any]) -> Router:
         if data.get("format") != ARTIFACT_FORMAT:
             raise ValueError(
-                f"not a router artifact of format {ARTIFACT_FORMAT!r} (got {data.get('format')!r})"
+                f"not a router artifact of format {ARTIFACT_FORMAT!r} (got {data.get('format')!r}):"
+                " refit it with 'hyper-ls fit'"
             )
         router = cls(strategy_from_dict(data["strategy"]), Featurizer.from_dict(data["featurizer"]))
         router.reference_scores_ = np.asarray(data["reference_scores"])
@@ -332,45 +294,3 @@ class Router:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not a JSON router artifact ({error.msg})") from None
         return cls.from_dict(data)
-
-
-@dataclass
-class StreamingRouter:
-    """Routes comparisons one at a time without exceeding ``budget`` of those seen so far.
-
-    A comparison goes to humans when its score clears the ``1 - budget`` quantile of the
-    scores seen so far (seeded with the model's reference scores) and the ledger has room:
-    at every moment ``n_human <= floor(budget * n_seen)``, except comparisons whose judge
-    failed, which always go and are counted in ``n_forced``. The state is plain numbers and
-    a bounded score window so a caller can persist it.
-    """
-
-    router: Router
-    budget: float
-    n_seen: int = 0
-    n_human: int = 0
-    n_forced: int = 0
-    window: list[float] = field(default_factory=list)
-    window_size: int = 1_000
-
-    def threshold(self) -> float:
-        scores = np.concatenate([self.router.reference_scores_, np.asarray(self.window)])
-        return float(np.quantile(scores, 1.0 - self.budget))
-
-    def decide(self, comparison: Comparison) -> Decision:
-        scores, features = self.router.score([comparison])
-        score = float(scores[0])
-        self.n_seen += 1
-        fixed = self.router.strategy.fixed_human_share
-        room = budget_count(self.budget if fixed is None else fixed, self.n_seen) - self.n_human
-        if forced_to_human(comparison):
-            self.n_forced += 1
-            route, reasons, forced = Route.HUMAN, [JUDGE_FAILED_REASON], True
-        else:
-            wanted = fixed is not None or score >= self.threshold()
-            route = Route.HUMAN if wanted and room > 0 else Route.AI
-            reasons, forced = self.router.explain(features)[0], fixed is not None
-        if route is Route.HUMAN:
-            self.n_human += 1
-        self.window = [*self.window, score][-self.window_size :]
-        return Decision(comparison.id, route, score, reasons, forced)

@@ -1,16 +1,17 @@
 """Replaying a labelled dataset as a live annotation campaign, to measure online learning.
 
-Comparisons arrive in batches. Each batch is routed at the budget by the current router;
-an audit share of the budget goes to comparisons the router would have given the judge,
-drawn at random (``audit="uniform"``) or with known unequal probabilities (``audit_draw``).
-Human labels come back for everything routed to humans, and, for the ``online`` policy, the
-router is refitted every ``refit_every`` new labels by the same ``Refitter``
-(``learning.py``) the backend is to use.
+Comparisons arrive in imports of ``batch_size``. Each import is decided by the
+``CampaignPolicy`` the server runs (``core/policy.py``), with the same budget, audit share
+and ledger: the decisions, audits and their inclusion probabilities are the ones a project
+importing the same comparisons in the same order would get. Human labels come back for
+everything routed to humans (the ledger counts them, as the server counts the project's
+labels), and, for the ``online`` policy, the router is refitted every ``refit_every`` new
+labels by the same ``Refitter`` (``learning.py``) the backend uses.
 
 Human-routed comparisons are a biased sample (the router picked them because they looked
 hard). Refits therefore weight each label by the inverse of its probability of having been
-labelled: 1 for the router's own picks, and for audits their inclusion probability
-(``audited / ai_pool`` when uniform), so that audits stand for everything the judge labelled.
+labelled: 1 for the router's own picks, and for audits their inclusion probability, so that
+audits stand for everything the judge labelled.
 """
 
 from __future__ import annotations
@@ -25,91 +26,42 @@ from scipy.stats import t as student
 from hyper_ls_backend.core.comparison import Comparison, Label
 from hyper_ls_backend.core.evaluation import summarize
 from hyper_ls_backend.core.learning import Refitter
+from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Decision, LedgerState, Route
 from hyper_ls_backend.core.ppm import hybrid_labels
-from hyper_ls_backend.core.router import Route, Router, budget_count
+from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import make_strategy, stable_uniform
 
 POLICIES = ("frozen", "online", "random", "judge-consistency")
-AUDITS = ("uniform", "uncertain", "stratified")
-"""How audits are drawn among the comparisons the router gives the judge: ``uniform``; with
-probability increasing with the router's score (``uncertain``: the pool's highest score, the
-closest to the routing cut, twice as likely as its lowest); or so that every category gets the
-same expected number of audits (``stratified``). Each audit's label is weighted by the
-inverse of its own inclusion probability."""
 
 
 @dataclass(frozen=True)
 class CampaignSettings:
     budget: float = 0.25
     batch_size: int = 50
+    """Comparisons per import."""
     audit_share: float = 0.05
-    """Share of each batch labelled by humans as an audit of the judge (within the budget)."""
+    """Share of the judge-bound comparisons drawn for audits (within the budget)."""
     refit_every: int = 50
     prior_strength: float = 200.0
-    audit: str = "uniform"
-    """One of ``AUDITS``."""
 
 
 @dataclass
 class CampaignTrace:
-    """What a replay did: per comparison, whether humans labelled it; per batch, progress."""
+    """What a replay did: every decision, in arrival order, and the router versions used."""
 
-    to_human: np.ndarray
-    audited: np.ndarray
+    decisions: list[Decision]
     versions: list[str] = field(default_factory=list)
     refits: int = 0
     adopted: int = 0
 
+    @property
+    def to_human(self) -> np.ndarray:
+        """Routed to humans by the policy (forced ones included), audits excepted."""
+        return np.array([d.route is Route.HUMAN and not d.audit for d in self.decisions], bool)
 
-def inclusion_probabilities(weights: np.ndarray, n: int) -> np.ndarray:
-    """Inclusion probabilities proportional to ``weights`` that sum to ``n``, none above 1
-    (units that would exceed 1 are taken for certain and the rest rescaled)."""
-    weights = np.asarray(weights, dtype=float)
-    if n > len(weights):
-        raise ValueError(f"cannot draw {n} of {len(weights)}")
-    if (weights <= 0).any():
-        raise ValueError("audit weights must be positive")
-    certain = np.zeros(len(weights), bool)
-    while True:
-        left = n - certain.sum()
-        probabilities = np.where(
-            certain, 1.0, left * weights / max(weights[~certain].sum(), 1e-300)
-        )
-        over = (probabilities > 1.0) & ~certain
-        if not over.any():
-            return np.clip(probabilities, 0.0, 1.0)
-        certain |= over
-
-
-def audit_draw(
-    weights: np.ndarray, n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly ``n`` of ``len(weights)`` units, unit ``i`` included with the known probability
-    ``inclusion_probabilities(weights, n)[i]`` (systematic sampling in a random order).
-    Returns (indices, their inclusion probabilities)."""
-    probabilities = inclusion_probabilities(weights, n)
-    if n == 0:
-        return np.zeros(0, int), np.zeros(0)
-    order = rng.permutation(len(weights))
-    cumulative = np.concatenate([[0.0], np.cumsum(probabilities[order])])
-    cumulative[-1] = n  # float noise: the points u, u + 1, ... u + n - 1 all land inside
-    points = rng.random() + np.arange(n)
-    chosen = order[np.searchsorted(cumulative, points, side="right") - 1]
-    return chosen, probabilities[chosen]
-
-
-def audit_weights(
-    audit: str, blind: Sequence[Comparison], scores: np.ndarray, pool: np.ndarray
-) -> np.ndarray:
-    """Relative audit weights over ``pool`` (indices into the batch) for ``audit`` mode."""
-    if audit == "uncertain":
-        quantile = np.argsort(np.argsort(scores[pool])) / max(len(pool) - 1, 1)
-        return 1.0 + quantile
-    if audit == "stratified":
-        category = [str(blind[i].all_tags.get("category", "other")) for i in pool]
-        counts = {value: category.count(value) for value in set(category)}
-        return np.array([1.0 / counts[value] for value in category])
-    return np.ones(len(pool))
+    @property
+    def audited(self) -> np.ndarray:
+        return np.array([d.audit for d in self.decisions], bool)
 
 
 def replay(
@@ -119,44 +71,33 @@ def replay(
     settings: CampaignSettings,
     seed: int,
 ) -> CampaignTrace:
-    """Route ``stream`` batch by batch with ``policy`` (one of ``POLICIES``)."""
+    """Import ``stream`` batch by batch with ``policy`` (one of ``POLICIES``); ``seed`` is
+    the audit draw's (the server's is ``policy.AUDIT_SEED``) and the random policy's."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} (choose from: {', '.join(POLICIES)})")
-    if settings.audit not in AUDITS:
-        raise ValueError(f"unknown audit {settings.audit!r} (choose from: {', '.join(AUDITS)})")
-    rng = np.random.default_rng(seed)
-    n = len(stream)
-    trace = CampaignTrace(np.zeros(n, bool), np.zeros(n, bool))
     router = prior
     if policy in ("random", "judge-consistency"):
         router = Router(make_strategy(policy, seed=seed), featurizer=prior.featurizer).fit(stream)
+    # The random baseline routes at random, doubtful verdicts included.
+    campaign = CampaignPolicy(
+        settings.budget, settings.audit_share, doubtful_first=policy != "random", seed=seed
+    )
+    trace, ledger = CampaignTrace([]), LedgerState()
     refitter = Refitter(settings.prior_strength, seed=seed)
     labelled_since_refit = 0
-    for start in range(0, n, settings.batch_size):
-        batch = np.arange(start, min(start + settings.batch_size, n))
-        blind = [stream[i].without_labels() for i in batch]
-        allowed = budget_count(settings.budget, len(batch))
-        n_audit = min(allowed, round(settings.audit_share * len(batch)))
-        routed = router.route(blind, (allowed - n_audit) / len(batch))
-        picked = np.array([d.route is Route.HUMAN for d in routed.decisions])
-        pool = np.flatnonzero(~picked)
-        n_audit = min(n_audit, len(pool))
-        if settings.audit == "uniform":
-            audits = rng.choice(pool, size=n_audit, replace=False)
-            propensities = np.full(len(audits), len(audits) / max(len(pool), 1))
-        else:
-            scores = np.array([d.score for d in routed.decisions])
-            weights = audit_weights(settings.audit, blind, scores, pool)
-            chosen, propensities = audit_draw(weights, n_audit, rng)
-            audits = pool[chosen]
-        trace.to_human[batch[picked]] = True
-        trace.audited[batch[audits]] = True
-        refitter.observe([stream[i] for i in batch[picked]], propensity=1.0)
-        for audit, propensity in zip(audits, propensities, strict=True):
-            refitter.observe([stream[batch[audit]]], propensity=float(propensity))
-        refitter.see([stream[i] for i in batch])
+    for start in range(0, len(stream), settings.batch_size):
+        batch = stream[start : start + settings.batch_size]
+        candidates = [Candidate(c.id, c.without_labels()) for c in batch]
+        decisions = campaign.decide(candidates, ledger, router)
+        labelled = [(c, d) for c, d in zip(batch, decisions, strict=True) if d.route is Route.HUMAN]
+        labels: list[Label] = [c.first_human for c, _ in labelled if c.first_human is not None]
+        ledger = ledger.after(decisions, labels)
+        trace.decisions.extend(decisions)
+        for comparison, decision in labelled:
+            refitter.observe([comparison], propensity=decision.inclusion_probability)
+        refitter.see(batch)
         trace.versions.append(router.version)
-        labelled_since_refit += int(picked.sum()) + len(audits)
+        labelled_since_refit += len(labelled)
         if policy == "online" and labelled_since_refit >= settings.refit_every:
             labelled_since_refit = 0
             outcome = refitter.refit(prior, current=router)

@@ -29,16 +29,24 @@ class Learner:
         """Refit on every label the project has; one refit per project at a time."""
         with self._locks[project_id]:
             rows = self._store.labelled_comparisons(project_id)
-            picked = [Comparison.model_validate(r) for r, audit in rows if not audit]
-            audits = [Comparison.model_validate(r) for r, audit in rows if audit]
             seen = [Comparison.model_validate(r) for r in self._store.seen_comparisons(project_id)]
             project = self._store.project(project_id)
             settings = self._settings.for_project(project.extra_params if project else None)
             refitter = Refitter(settings.hyper_prior_strength)
-            # The router's own picks were sure to be labelled; an audit had audit_share odds.
-            refitter.observe(picked, propensity=1.0)
-            if audits and settings.hyper_audit_share > 0:
-                refitter.observe(audits, propensity=settings.hyper_audit_share)
+            # The router's own picks were sure to be labelled; an audit had the inclusion
+            # probability its decision recorded (an earlier version's: the audit share).
+            refitter.observe(
+                [Comparison.model_validate(row.record) for row in rows if not row.audit],
+                propensity=1.0,
+            )
+            for row in rows:
+                probability = (
+                    settings.hyper_audit_share
+                    if row.inclusion_probability is None
+                    else row.inclusion_probability
+                )
+                if row.audit and probability > 0:
+                    refitter.observe([Comparison.model_validate(row.record)], probability)
             refitter.see(seen)
             current = self._routers.for_project(project_id)
             outcome = refitter.refit(self._routers.prior, current)

@@ -58,6 +58,9 @@ class JobQueue:
             self._dispatch_job()
         )
         self._refit: TaskWrapper = huey.task()(self._refit_job(learner))
+        # An import is decided by the job that judges its last task: the others' jobs are
+        # done by then, so their write-backs are queued here.
+        pipeline.on_decided = self.route
 
     @staticmethod
     def _refit_job(learner: Learner) -> Callable[[int], None]:

@@ -19,6 +19,7 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
 from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.ls.label_config import PreferenceConfig, Strength, prediction_result
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class WriteBack:
     """What one routed task gets in Label Studio."""
 
     task: dict[str, Any]
-    route: str
+    route: Route
     score: float
     reason: str
     model_version: str
@@ -96,12 +97,12 @@ class LabelStudioClient:
         and an AI-routed task leaves the labelling stream before it shows up as routed."""
         task_id = int(item.task["id"])
         with _task_gone_on_missing(task_id):
-            written = self._prefill(config, item) if item.route == "ai" else Written()
+            written = self._prefill(config, item) if item.route is Route.AI else Written()
             self.sdk.tasks.update(
                 id=str(task_id),
                 data={
                     **item.task.get("data", {}),
-                    ROUTE_FIELD: item.route,
+                    ROUTE_FIELD: item.route.value,
                     SCORE_FIELD: round(item.score, 4),
                     REASON_FIELD: item.reason,
                 },

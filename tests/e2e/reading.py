@@ -78,6 +78,14 @@ def decisions_in_store(
     )
 
 
+def judged_in_store(backend: BackendProcess, project_id: int) -> int:
+    """Tasks of the project with a judge output in the backend's database."""
+    ((count,),) = backend.query(
+        "SELECT count(*) FROM judge_outputs WHERE project_id = ?", project_id
+    )
+    return count
+
+
 def finished_jobs(backend: BackendProcess) -> int:
     """Routing jobs the backend has run (from its log: huey logs each one it finishes)."""
     log = backend.log.read_text(errors="replace")

@@ -28,6 +28,7 @@ from e2e.reading import (
     decisions_in_store,
     finished_jobs,
     import_tasks,
+    judged_in_store,
     key_of,
     ls_tasks,
     plan_of,
@@ -267,23 +268,24 @@ def test_a_backend_killed_mid_import_loses_nothing_and_routes_nothing_twice(
     status, body = backend.request("POST", "/webhook", payload)
     assert status == 200 and "(0 new)" in body["status"], body
 
+    # the import is decided once all of it is judged: kill it part-way through the judging
     wait_for(
-        lambda: len(decisions_in_store(backend, project_id)) >= 8,
+        lambda: judged_in_store(backend, project_id) >= 8,
         60,
         interval=0.1,
-        what="the first decisions",
+        what="the first judged tasks",
     )
     backend.kill()
+    judged_at_kill = judged_in_store(backend, project_id)
     decided_at_kill = len(decisions_in_store(backend, project_id))
-    unwritten_at_kill = len(decisions_in_store(backend, project_id, unwritten=True))
-    assert decided_at_kill < n, "the import finished before the kill: nothing was tested"
+    assert judged_at_kill < n, "the import was judged before the kill: nothing was tested"
     judge.delay_s = 0.0
     backend.start()
     wait_until_routed(ls_client, project_id, n, timeout=120)
     wait_idle(backend)
     print(
-        f"\n[timing] backend restart {backend.startup_s:.1f} s; at the kill {decided_at_kill}/{n}"
-        f" decided, {unwritten_at_kill} of them not yet written back"
+        f"\n[timing] backend restart {backend.startup_s:.1f} s; at the kill {judged_at_kill}/{n}"
+        f" judged, {decided_at_kill} decided"
     )
 
     def check_state() -> list[Any]:
@@ -346,11 +348,11 @@ def test_basic_auth_is_enforced_and_label_studio_connected_with_it_works(
     assert backend.request("GET", "/health", auth=(user, password))[0] == 200
 
     project_id = connect(backend, "e2e: basic auth", auth=(user, password))
-    data = [comparison_data(f"auth{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(6)]
+    data = [comparison_data(f"auth{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(20)]
     import_tasks(ls_client, project_id, data)
     tasks, _ = wait_until_routed(ls_client, project_id, len(data), timeout=60)
 
-    assert Counter(t.data[ROUTE_FIELD] for t in tasks) == {"human": 3, "ai": 3}
+    assert Counter(t.data[ROUTE_FIELD] for t in tasks) == {"human": 10, "ai": 10}
     for task in tasks:
         if task.data[ROUTE_FIELD] == "ai":
             check_ai_task(task)

@@ -7,17 +7,14 @@ import pytest
 from core.synthetic import make_comparisons
 
 from hyper_ls_backend.core.learning import Refitter, fit_correction
-from hyper_ls_backend.core.router import Router, budget_count
+from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, LedgerState, Route, budget_count
+from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import judge_errors
 from hyper_ls_backend.eval.campaign import (
-    AUDITS,
     GUESSED_TOPICS,
     POLICIES,
     CampaignSettings,
-    audit_draw,
-    audit_weights,
     campaign_metrics,
-    inclusion_probabilities,
     model_strength,
     paired_difference,
     replay,
@@ -101,84 +98,38 @@ def test_models_split_puts_the_weakest_third_on_the_prior_side_only(with_turns_a
         split_for_replay(halves_of(3), "models", 0)
 
 
-def test_inclusion_probabilities_are_proportional_sum_to_n_and_never_exceed_one():
-    weights = np.array([100.0, 1.0, 1.0, 2.0, 4.0])
-    probabilities = inclusion_probabilities(weights, 3)
-    assert probabilities.sum() == pytest.approx(3.0)
-    assert probabilities[0] == 1.0 and (probabilities <= 1.0).all()
-    assert probabilities[3] == pytest.approx(2 * probabilities[1])
-    assert probabilities[4] == pytest.approx(2 * probabilities[3])
-    with pytest.raises(ValueError):
-        inclusion_probabilities(weights, 6)
-
-
-def test_audit_draws_hit_their_stated_inclusion_probabilities():
-    weights = np.array([1.0, 1.0, 2.0, 3.0, 5.0, 8.0])
-    rng = np.random.default_rng(0)
-    counts = np.zeros(len(weights))
-    draws = 4000
-    for _ in range(draws):
-        chosen, probabilities = audit_draw(weights, 2, rng)
-        assert len(set(chosen.tolist())) == 2
-        assert np.allclose(probabilities, inclusion_probabilities(weights, 2)[chosen])
-        counts[chosen] += 1
-    expected = inclusion_probabilities(weights, 2)
-    # Binomial standard error at most sqrt(0.25 / 4000) = 0.008: 4 of them.
-    assert np.abs(counts / draws - expected).max() < 0.032
-    first = audit_draw(weights, 3, np.random.default_rng(7))
-    again = audit_draw(weights, 3, np.random.default_rng(7))
-    assert (first[0] == again[0]).all()
-
-
-def test_audit_weights_favour_the_cut_or_spread_over_categories(halves):
-    blind = halves[1][:30]
-    pool = np.arange(0, 30, 2)
-    scores = np.linspace(-2.0, 2.0, 30)
-    uncertain = audit_weights("uncertain", blind, scores, pool)
-    assert uncertain.min() == pytest.approx(1.0) and uncertain.max() == pytest.approx(2.0)
-    assert (np.diff(uncertain) > 0).all()  # scores rise along the pool
-    stratified = audit_weights("stratified", blind, scores, pool)
-    totals = {}
-    for i, weight in zip(pool, stratified, strict=True):
-        category = blind[i].meta["category"]
-        totals[category] = totals.get(category, 0.0) + weight
-    assert np.allclose(list(totals.values()), 1.0)
-    assert (audit_weights("uniform", blind, scores, pool) == 1.0).all()
-
-
-@pytest.mark.parametrize("audit", AUDITS)
-def test_targeted_audits_stay_inside_the_budget_and_are_deterministic(prior, halves, audit):
-    stream = halves[1]
-    settings = CampaignSettings(
-        budget=0.3, batch_size=40, audit_share=0.1, refit_every=30, audit=audit
-    )
-    trace = replay(prior, stream, "online", settings, seed=2)
-    again = replay(prior, stream, "online", settings, seed=2)
-    assert (trace.audited == again.audited).all() and trace.versions == again.versions
-    assert not (trace.to_human & trace.audited).any()
-    for start in range(0, len(stream), settings.batch_size):
-        batch = slice(start, start + settings.batch_size)
-        size = len(stream[batch])
-        assert (trace.to_human | trace.audited)[batch].sum() == budget_count(0.3, size)
-        assert trace.audited[batch].sum() == min(round(0.1 * size), budget_count(0.3, size))
-    with pytest.raises(ValueError, match="unknown audit"):
-        replay(prior, stream, "online", CampaignSettings(audit="nope"), seed=0)
-
-
 @pytest.mark.parametrize("policy", POLICIES)
-def test_every_batch_spends_exactly_its_budget_including_audits(prior, halves, policy):
+def test_every_import_spends_exactly_its_cumulative_budget_audits_included(prior, halves, policy):
     stream = halves[1]
     settings = CampaignSettings(budget=0.3, batch_size=40, audit_share=0.1, refit_every=30)
     trace = replay(prior, stream, policy, settings, seed=0)
     labelled = trace.to_human | trace.audited
     assert not (trace.to_human & trace.audited).any()
-    for start in range(0, len(stream), settings.batch_size):
-        batch = slice(start, start + settings.batch_size)
-        size = len(stream[batch])
-        assert labelled[batch].sum() == budget_count(settings.budget, size)
-        assert trace.audited[batch].sum() == min(
-            round(settings.audit_share * size), budget_count(settings.budget, size)
+    assert trace.audited.any()
+    for end in range(settings.batch_size, len(stream) + 1, settings.batch_size):
+        assert labelled[:end].sum() == budget_count(settings.budget, end)
+    audits = [d for d in trace.decisions if d.audit]
+    assert all(0.0 < d.inclusion_probability <= 0.1 for d in audits)
+
+
+def test_the_replay_is_the_server_policy_import_by_import(prior, halves):
+    """Each import is the policy's decision on it, given the ledger of the imports before."""
+    stream = halves[1][:130]
+    settings = CampaignSettings(budget=0.25, batch_size=50, audit_share=0.2)
+    trace = replay(prior, stream, "frozen", settings, seed=3)
+    policy = CampaignPolicy(0.25, 0.2, seed=3)
+    ledger, expected = LedgerState(), []
+    for start in range(0, len(stream), 50):
+        batch = stream[start : start + 50]
+        decisions = policy.decide(
+            [Candidate(c.id, c.without_labels()) for c in batch], ledger, prior
         )
+        humans = [
+            c.first_human for c, d in zip(batch, decisions, strict=True) if d.route is Route.HUMAN
+        ]
+        ledger = ledger.after(decisions, [label for label in humans if label is not None])
+        expected.extend(decisions)
+    assert trace.decisions == expected
 
 
 def test_replay_is_deterministic_under_a_seed(prior, halves):

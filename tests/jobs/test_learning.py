@@ -91,7 +91,7 @@ def test_deleted_labels_leave_the_training_set(
         assert len(model.store.labelled_comparisons(PROJECT)) == 3
         deleted = {"action": "ANNOTATIONS_DELETED", "project": {"id": PROJECT}}
         client.post("/webhook", json={**deleted, "annotations": [{"id": 3002}]})
-        labelled = [record for record, _ in model.store.labelled_comparisons(PROJECT)]
+        labelled = [row.record for row in model.store.labelled_comparisons(PROJECT)]
         assert sorted(record["id"] for record in labelled) == ["1", "3"]
         assert all(record["judge"]["label"] == "A" for record in labelled)
 

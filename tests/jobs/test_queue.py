@@ -6,6 +6,7 @@ real PostgreSQL database and a Redis queue."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from lm.fake_llm_server import FakeLLMServer
 from server.harness import (
     CONFIG_5POINT,
     LS_KEY,
+    PLANS,
     PROJECT,
     FakeLabelStudio,
     ScriptedJudge,
@@ -28,6 +30,7 @@ from server.harness import (
 )
 from services import PostgresServer, RedisServer
 
+from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 from hyper_ls_backend.settings import Settings
@@ -127,6 +130,44 @@ def test_restart_judges_every_enqueued_but_unrun_task_exactly_once(
     duplicated = sorted(key for key, count in judge.calls.items() if count != 2)
     assert duplicated == [], f"judged more than once: {duplicated}"
     assert len(judge.calls) == n
+
+
+@pytest.mark.parametrize("judged", ["part", "all"])
+def test_restart_mid_import_judges_nothing_twice_and_decides_the_import_once(
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    models: list[HyperModel],
+    queue: dict[str, Any],
+    judged: str,
+) -> None:
+    """A backend died with an import of 24 partly judged (waiting for the rest), or all
+    judged but not yet decided: the restart judges only what is left and ranks the import."""
+    judge = ScriptedJudge()
+    llm.responder = judge
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, **queue)
+    n = 24
+    plans = list(PLANS)
+    crashed = import_without_running(settings, [task(i, plans[i % 5]) for i in range(1, n + 1)])
+    for i in range(1, n - 4):
+        assert crashed.pipeline.route_task(PROJECT, i) is None  # judged, waiting
+    if judged == "all":
+
+        def die(*_: Any) -> None:
+            raise RuntimeError("killed while deciding")
+
+        crashed.store.decide = die  # type: ignore[method-assign]
+        for i in range(n - 4, n + 1):
+            with contextlib.suppress(RuntimeError):
+                crashed.pipeline.route_task(PROJECT, i)
+    assert crashed.store.decision_counts() == {}
+    crashed.store.engine.dispose()
+
+    restarted = start(settings, models)
+    wait_until(lambda: all_routed(restarted, n), what=f"{n} tasks routed after restart")
+    assert dict(judge.calls) == {f"task {i}": 2 for i in range(1, n + 1)}
+    decisions = [restarted.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert sum(d.route is Route.HUMAN for d in decisions) == 6  # floor(0.25 x 24)
 
 
 def test_restart_routes_tasks_stored_but_never_enqueued(

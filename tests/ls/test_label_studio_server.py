@@ -10,6 +10,7 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     Strength,
@@ -108,7 +109,7 @@ def test_writing_to_a_deleted_task_raises_task_gone(client: LabelStudio, route: 
     client.tasks.delete(id=str(task.id))
     item = WriteBack(
         task={"id": task.id, "data": TASK},
-        route=route,
+        route=Route(route),
         score=0.5,
         reason="test",
         model_version="test",

@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
-from hyper_ls_backend.store import Ledger, Store
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Decision, LedgerState, Route
+from hyper_ls_backend.store import Store
+from hyper_ls_backend.store.repository import add_missing_columns
 
 P = 7
 
@@ -49,15 +53,20 @@ def store(open_store: OpenStore) -> Store:
     return open_store()
 
 
-def decision(route: str = "human", score: float = 0.0, **fields: Any) -> dict[str, Any]:
-    return {
-        "route": route,
-        "score": score,
-        "reasons": ["test"],
-        "forced": False,
-        "model_version": "test-v1",
-        **fields,
-    }
+def decision(route: str = "human", score: float = 0.0, **fields: Any) -> Decision:
+    return Decision("t", Route(route), score, ["test"], model_version="test-v1", **fields)
+
+
+Decide = Callable[[LedgerState, list[int]], list[Decision]]
+
+
+def each(make: Callable[[LedgerState], Decision]) -> Decide:
+    """A ``Store.decide`` callback giving every undecided task ``make(ledger)``."""
+    return lambda ledger, undecided: [make(ledger) for _ in undecided]
+
+
+def one(route: str = "human", score: float = 0.0) -> Decide:
+    return each(lambda _: decision(route, score))
 
 
 def tasks(*ids: int) -> list[dict[str, Any]]:
@@ -68,33 +77,35 @@ def tasks(*ids: int) -> list[dict[str, Any]]:
 
 
 def test_decide_makes_a_decision_once_and_returns_it_afterwards(store: Store) -> None:
-    calls: list[Ledger] = []
+    calls: list[LedgerState] = []
 
-    def decide(ledger: Ledger) -> dict[str, Any]:
+    def decide(ledger: LedgerState) -> Decision:
         calls.append(ledger)
         return decision("ai", 0.5)
 
-    _, made = store.decide(P, 1, decide)
-    again, made_again = store.decide(P, 1, lambda _: decision("human"))
-    assert made and not made_again
+    made = store.decide(P, [1], each(decide))
+    made_again = store.decide(P, [1], one("human"))
+    assert len(made) == 1 and not made_again
     assert len(calls) == 1
-    assert (again.route, again.sequence, again.score) == ("ai", 1, 0.5)
-    assert store.decision(P, 1).route == "ai"
+    again = store.decision(P, 1)
+    assert (again.route, again.sequence, again.score) == (Route.AI, 1, 0.5)
+    assert again.decision() == Decision("1", Route.AI, 0.5, ["test"], model_version="test-v1")
 
 
 def test_decide_called_concurrently_from_threads_makes_one_decision(store: Store) -> None:
     calls = []
     barrier = threading.Barrier(16)
 
-    def decide(ledger: Ledger) -> dict[str, Any]:
+    def decide(ledger: LedgerState) -> Decision:
         calls.append(ledger)
         time.sleep(0.01)  # widen the window a second decision would need
         return decision("human" if len(calls) % 2 else "ai")
 
     def attempt(_: int) -> tuple[str, int, bool]:
         barrier.wait()
-        record, made = store.decide(P, 1, decide)
-        return record.route, record.sequence, made
+        made = store.decide(P, [1], each(decide))
+        record = store.decision(P, 1)
+        return record.route, record.sequence, bool(made)
 
     with ThreadPoolExecutor(16) as pool:
         outcomes = list(pool.map(attempt, range(16)))
@@ -112,8 +123,8 @@ def test_two_stores_on_one_database_never_decide_a_task_twice(open_store: OpenSt
 
     def attempt(i: int) -> None:
         barrier.wait()
-        _, now = stores[i % 2].decide(P, 1, lambda _: (time.sleep(0.01), decision())[1])
-        made.append(now)
+        now = stores[i % 2].decide(P, [1], each(lambda _: (time.sleep(0.01), decision())[1]))
+        made.append(bool(now))
 
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(attempt, range(12)))
@@ -127,12 +138,12 @@ def test_two_stores_on_one_database_never_decide_a_task_twice(open_store: OpenSt
 def budget_rule(budget: float) -> Any:
     """Human whenever the ledger has room: the most a correct ledger may ever allow."""
 
-    def decide(ledger: Ledger) -> dict[str, Any]:
+    def decide(ledger: LedgerState) -> Decision:
         time.sleep(0.001)
-        room = math.floor(budget * (ledger.n_seen + 1) + 1e-9) - ledger.n_human
-        return decision("human" if room > 0 else "ai", float(ledger.n_seen))
+        room = math.floor(budget * (ledger.n_decided + 1) + 1e-9) - ledger.n_human
+        return decision("human" if room > 0 else "ai", float(ledger.n_decided))
 
-    return decide
+    return each(decide)
 
 
 @pytest.mark.parametrize("n_stores", [1, 2], ids=["one-store", "two-stores"])
@@ -141,42 +152,83 @@ def test_concurrent_decisions_never_exceed_the_budget(open_store: OpenStore, n_s
     stores = [open_store() for _ in range(n_stores)]
     rule = budget_rule(budget)
     with ThreadPoolExecutor(12) as pool:
-        list(pool.map(lambda t: stores[t % n_stores].decide(P, t, rule), range(1, n + 1)))
+        list(pool.map(lambda t: stores[t % n_stores].decide(P, [t], rule), range(1, n + 1)))
     records = sorted((stores[0].decision(P, t) for t in range(1, n + 1)), key=lambda r: r.sequence)
     assert [r.sequence for r in records] == list(range(1, n + 1))
     n_human = 0
     for k, record in enumerate(records, start=1):
-        n_human += record.route == "human"
+        n_human += record.route is Route.HUMAN
         assert n_human <= math.floor(budget * k + 1e-9), f"over budget after {k} decisions"
         assert record.score == k - 1  # each decision saw every earlier one in its ledger
     assert n_human == math.floor(budget * n)
 
 
-def test_the_ledger_counts_seen_human_forced_and_recent_scores(store: Store) -> None:
-    seen: list[Ledger] = []
+def test_the_ledger_counts_decided_human_recent_scores_and_labels(store: Store) -> None:
+    seen: list[LedgerState] = []
 
-    def record(route: str, score: float, forced: bool = False) -> Any:
-        def decide(ledger: Ledger) -> dict[str, Any]:
+    def record(route: str, score: float) -> Decide:
+        def decide(ledger: LedgerState) -> Decision:
             seen.append(ledger)
-            return decision(route, score, forced=forced)
+            return decision(route, score)
 
-        return decide
+        return each(decide)
 
     store.record_tasks(P, tasks(1, 2, 3, 4))
-    store.decide(P, 1, record("human", 0.9, forced=True))
-    store.decide(P, 2, record("ai", 0.1))
-    store.decide(P, 3, record("human", 0.7))
-    store.decide(P, 4, record("ai", 0.2))
-    store.decide(P + 1, 1, record("ai", 0.3))  # another project has its own ledger
-    assert [(x.n_seen, x.n_human, x.n_forced) for x in seen] == [
-        (0, 0, 0),
-        (1, 1, 1),
-        (2, 1, 1),
-        (3, 2, 1),
-        (0, 0, 0),
+    store.decide(P, [1], record("human", 0.9))
+    store.decide(P, [2], record("ai", 0.1))
+    store.save_human_label(1, project_id=P, task_id=1, label="tie", choice="Tie")
+    store.save_human_label(2, project_id=P, task_id=1, label="A", choice="A")
+    store.decide(P, [3], record("human", 0.7))
+    store.decide(P, [4], record("ai", 0.2))
+    store.decide(P + 1, [1], record("ai", 0.3))  # another project has its own ledger
+    assert [(x.n_decided, x.n_human, x.human_labels, x.human_ties) for x in seen] == [
+        (0, 0, 0, 0),
+        (1, 1, 0, 0),
+        (2, 1, 2, 1),
+        (3, 2, 2, 1),
+        (0, 0, 0, 0),
     ]
-    assert seen[3].recent_scores == [0.9, 0.1, 0.7]
+    assert seen[3].recent_scores == (0.9, 0.1, 0.7)
     assert store.decision(P + 1, 1).sequence == 1
+
+
+def test_a_batch_is_decided_in_one_transaction_in_the_order_given(store: Store) -> None:
+    store.record_tasks(P, tasks(1, 2, 3, 4))
+    store.decide(P, [2], one("ai"))
+    given: list[list[int]] = []
+
+    def decide(ledger: LedgerState, undecided: list[int]) -> list[Decision]:
+        given.append(undecided)
+        return [decision("human", float(t)) for t in undecided]
+
+    made = store.decide(P, [4, 1, 2, 3], decide)
+    assert given == [[4, 1, 3]]  # the decided one is left out
+    assert [(r.task_id, r.sequence, r.score) for r in made] == [
+        (4, 2, 4.0),
+        (1, 3, 1.0),
+        (3, 4, 3.0),
+    ]
+    store.record_tasks(P, tasks(5))
+    with pytest.raises(ValueError, match="2 decisions for 1 tasks"):
+        store.decide(P, [5], lambda _, ids: [decision(), decision()])
+    assert store.decision(P, 5) is None
+
+
+def test_the_decision_given_is_the_decision_stored(store: Store) -> None:
+    given = Decision(
+        "1",
+        Route.HUMAN,
+        0.25,
+        ["audit: ...", "why"],
+        audit=True,
+        inclusion_probability=0.04,
+        judge_label=Label.TIE,
+        judge_confidence=0.3,
+        model_version="v7",
+    )
+    store.decide(P, [1], lambda _, ids: [given])
+    assert store.decision(P, 1).decision() == given
+    assert store.labelled_comparisons(P) == []
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -188,6 +240,37 @@ def test_record_tasks_keeps_the_first_payload_and_counts_new_tasks(store: Store)
     assert store.record_tasks(P, changed) == 1
     assert store.task(P, 2).payload["data"]["prompt"] == "p2"
     assert store.task(P + 1, 1) is None
+
+
+def test_each_record_tasks_with_new_tasks_is_one_import(store: Store) -> None:
+    store.record_tasks(P, tasks(3, 1, 2))
+    store.record_tasks(P, tasks(2, 4))  # a duplicated task stays in its first import
+    store.record_tasks(P, tasks(1, 2))  # nothing new: no import
+    store.record_tasks(P + 1, tasks(9))
+    assert store.import_of(P, 2) == [1, 2, 3]
+    assert store.import_of(P, 4) == [4]
+    assert store.import_of(P + 1, 9) == [9]
+    assert [r.import_batch for r in store.tasks(P, [1, 4])] == [1, 2]
+
+
+def test_a_database_of_the_previous_version_starts_and_gains_the_new_columns(
+    open_store: OpenStore,
+) -> None:
+    old = open_store()
+    old.record_tasks(P, tasks(1, 2))
+    old.decide(P, [1], one("ai", 0.5))
+    with old.engine.begin() as connection:  # the previous version had neither column
+        connection.execute(text("ALTER TABLE tasks DROP COLUMN import_batch"))
+        connection.execute(text("ALTER TABLE decisions DROP COLUMN inclusion_probability"))
+    old.engine.dispose()
+
+    upgraded = open_store()
+    assert add_missing_columns(upgraded.engine) == []  # the new Store added them
+    assert upgraded.undecided_tasks() == [(P, 2)]
+    assert upgraded.import_of(P, 2) == [2]  # no recorded import: decided on its own
+    assert upgraded.decision(P, 1).decision().inclusion_probability == 1.0
+    upgraded.record_tasks(P, tasks(3, 4))
+    assert upgraded.import_of(P, 3) == [3, 4]
 
 
 def test_record_tasks_with_a_duplicate_inside_one_batch(store: Store) -> None:
@@ -216,13 +299,13 @@ def test_undecided_tasks_are_the_received_ones_without_a_decision_oldest_first(
     store.record_tasks(P, tasks(5, 3))
     store.record_tasks(P + 1, tasks(1))
     store.record_tasks(P, tasks(4))
-    store.decide(P, 3, lambda _: decision())
+    store.decide(P, [3], one())
     assert store.undecided_tasks() == [(P, 5), (P + 1, 1), (P, 4)]
 
 
 def test_unwritten_decisions_until_marked_written(store: Store) -> None:
-    store.decide(P, 1, lambda _: decision("ai"))
-    store.decide(P, 2, lambda _: decision("human"))
+    store.decide(P, [1], one("ai"))
+    store.decide(P, [2], one("human"))
     assert [d.task_id for d in store.unwritten_decisions()] == [1, 2]
     store.mark_written(P, 1, prediction_id=10, annotation_id=20)
     assert [d.task_id for d in store.unwritten_decisions()] == [2]
@@ -233,8 +316,8 @@ def test_unwritten_decisions_until_marked_written(store: Store) -> None:
 
 def test_decision_counts_per_project_and_route(store: Store) -> None:
     for task_id, route in enumerate(["ai", "human", "ai"], start=1):
-        store.decide(P, task_id, lambda _, route=route: decision(route))
-    store.decide(P + 1, 1, lambda _: decision("human"))
+        store.decide(P, [task_id], one(route))
+    store.decide(P + 1, [1], one("human"))
     assert store.decision_counts() == {(P, "ai"): 2, (P, "human"): 1, (P + 1, "human"): 1}
 
 
@@ -242,13 +325,13 @@ def test_state_survives_a_new_store_on_the_same_database(open_store: OpenStore) 
     first = open_store()
     first.save_project(P, "<View/>", {"hyper_budget": 0.5})
     first.record_tasks(P, tasks(1, 2))
-    first.decide(P, 1, lambda _: decision("ai"))
+    first.decide(P, [1], one("ai"))
     first.engine.dispose()
     second = open_store()
     assert second.project(P).extra_params == {"hyper_budget": 0.5}
     assert second.undecided_tasks() == [(P, 2)]
-    _, made = second.decide(P, 1, lambda _: decision("human"))
-    assert not made and second.decision(P, 1).route == "ai"
+    made = second.decide(P, [1], one("human"))
+    assert not made and second.decision(P, 1).route is Route.AI
 
 
 # -- human labels and the tag cache ---------------------------------------------------------

@@ -1,0 +1,399 @@
+"""The campaign policy: where each task of a campaign goes under a human budget, and why.
+
+One object decides for the server (each Label Studio import) and for the offline replay
+(``simulate --online``), so what the replay measures is what a project gets. It sees a
+batch of candidates (the tasks of one import), the ledger before them and the router that
+scores them, and returns one ``Decision`` per candidate. Two rules, by batch size:
+
+- **ranked** (``len(batch) >= min_batch``, the tasks of one import decided together once all
+  are judged): the batch gets exactly the allowance
+  ``floor(budget x (n_decided + len(batch))) - n_human`` (never negative), whatever order
+  its judge calls finished in. Tasks that cannot be routed (unreadable, judge failed) take
+  it first and always go to humans; then doubtful verdicts (order-inconsistent or of
+  confidence 0), so none is pre-filled while the budget can take it; then the highest
+  scores. Audits come out of the same allowance (below).
+- **streaming** (smaller batches, decided one task at a time as they are judged): a task
+  goes to humans when it is doubtful or its score clears the ``1 - budget`` quantile of the
+  scores seen so far (seeded with the router's reference scores) and the ledger has room,
+  ``n_human <= floor(budget x n_decided)`` at every step. Streaming may leave part of the
+  budget unspent (a trickle of low scores); the next ranked batch's allowance takes it up,
+  so after every ranked batch the campaign has spent exactly its budget.
+
+Below ``MIN_RANKED_BATCH`` tasks an import's own top share says little about where the
+campaign's top share lies, and the streaming threshold, which compares each score with
+every score seen so far, does better.
+
+**Audits.** Of the tasks the judge would label, each is drawn with probability
+``audit_share`` by a fixed draw per task (``stable_uniform`` on its id: a replay or a
+restart draws the same), and goes to humans instead, unlabelled, to measure the judge
+without bias. In a ranked batch audits take the allowance's last router picks (never a
+doubtful verdict's place); when more are drawn than the allowance leaves, the smallest
+draws are kept, and each audit's inclusion probability is then
+``E[min(Binomial(m, audit_share), cap)] / m`` for a pool of ``m`` judge-bound tasks and
+``cap`` places: exact, whatever the pool. In streaming, a task is audited only while the
+ledger has room, with probability ``audit_share``.
+
+**What is pre-filled.** An AI decision carries the judges' label (``JudgeSignals.ai_label``).
+When that is a tie and the project's humans almost never choose tie (under ``RARE_TIE`` of
+at least ``MIN_TIE_LABELS`` human labels), the side the judges leaned to is pre-filled
+instead, and the reasons say so; a doubtful verdict pre-filled because the budget is spent
+says that too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.stats import binom
+
+from hyper_ls_backend.core.comparison import Comparison, Label
+from hyper_ls_backend.core.signals import JudgeSignals, judge_signals
+from hyper_ls_backend.core.strategies import PPMStrategy, stable_uniform
+
+if TYPE_CHECKING:
+    from hyper_ls_backend.core.router import Router
+
+MIN_RANKED_BATCH = 20
+"""Imports of fewer tasks are decided one at a time by the streaming rule."""
+AUDIT_SEED = 7
+SCORE_WINDOW = 1_000
+"""Recent scores the streaming threshold reads besides the router's reference scores."""
+RARE_TIE = 0.05
+MIN_TIE_LABELS = 20
+
+JUDGE_FAILED_REASON = "judge failed: no usable verdict, a human must label it"
+AUDIT_REASON = "audit: a random sample of what the judge labels, to measure the judge"
+DOUBTFUL_PICK_REASON = "doubtful verdict, humans first: the judge's answer {why}"
+DOUBTFUL_AI_REASON = "budget spent: the judge's answer is doubtful ({why})"
+TIE_LEAN_REASON = (
+    "pre-filled {side}, the side the judge leaned to, not its tie: this project's humans "
+    "chose tie in {ties} of {labels} labels"
+)
+
+
+class Route(StrEnum):
+    HUMAN = "human"
+    AI = "ai"
+
+
+def budget_count(share: float, n: int) -> int:
+    """floor(share x n), immune to float noise (0.29 x 100 is 28.999999999999996)."""
+    return math.floor(round(share * n, 9))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A task to decide: a comparison (judged, when a judge is configured), or a
+    ``problem`` saying why it cannot be routed (unreadable, no judge, judge failed), which
+    sends it to humans with that reason."""
+
+    id: str
+    comparison: Comparison | None = None
+    problem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.comparison is None and self.problem is None:
+            raise ValueError(f"candidate {self.id}: a comparison or a problem is needed")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one task goes, how strongly, and why."""
+
+    id: str
+    route: Route
+    score: float
+    reasons: list[str]
+    forced: bool = False
+    """True when the route was not the router's choice (cannot be routed, fixed strategy)."""
+    audit: bool = False
+    """Sent to humans at random from what the judge would have labelled, to measure it."""
+    inclusion_probability: float = 1.0
+    """An audit's probability of having been drawn; 1.0 for every other decision."""
+    judge_label: Label | None = None
+    """The judges' label: what an AI decision pre-fills."""
+    judge_confidence: float | None = None
+    model_version: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "route": self.route.value,
+            "score": round(self.score, 6),
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """How a campaign's budget stands before a batch."""
+
+    n_decided: int = 0
+    n_human: int = 0
+    recent_scores: tuple[float, ...] = ()
+    """The last ``SCORE_WINDOW`` decisions' scores, oldest first."""
+    human_labels: int = 0
+    human_ties: int = 0
+    """Human labels the campaign has, and how many of them are ties."""
+
+    def after(self, decisions: Sequence[Decision], labels: Sequence[Label] = ()) -> LedgerState:
+        """The ledger once ``decisions`` are made and ``labels`` (human labels) came in."""
+        scores = (*self.recent_scores, *(d.score for d in decisions))[-SCORE_WINDOW:]
+        decided = self.n_decided + len(decisions)
+        return LedgerState(
+            n_decided=decided,
+            n_human=self.n_human + sum(d.route is Route.HUMAN for d in decisions),
+            recent_scores=scores,
+            human_labels=self.human_labels + len(labels),
+            human_ties=self.human_ties + sum(label is Label.TIE for label in labels),
+        )
+
+    @property
+    def ties_rare(self) -> bool:
+        return self.human_labels >= MIN_TIE_LABELS and self.human_ties < RARE_TIE * (
+            self.human_labels
+        )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A candidate with what the policy reads of it."""
+
+    candidate: Candidate
+    score: float
+    reasons: list[str]
+    signals: JudgeSignals | None
+    features: np.ndarray | None
+    """The comparison's feature row (for the PPM strategy's selection)."""
+
+    @property
+    def forced(self) -> bool:
+        return self.candidate.problem is not None or (
+            self.signals is not None and self.signals.failed
+        )
+
+    @property
+    def doubtful(self) -> bool:
+        return self.signals is not None and self.signals.doubtful
+
+
+@dataclass(frozen=True)
+class CampaignPolicy:
+    """Decides a campaign's batches at a human budget (see the module docstring).
+
+    Parameters
+    ----------
+    budget:
+        Share of the campaign's tasks humans may label (audits and forced tasks included).
+    audit_share:
+        Share of the judge-bound tasks drawn for audits, within the budget.
+    min_batch:
+        Batches at least this large are ranked; smaller ones are streamed.
+    doubtful_first:
+        Doubtful verdicts go to humans before any score (off: the router's ranking alone).
+    seed:
+        Seed of the per-task audit draw.
+    """
+
+    budget: float = 0.25
+    audit_share: float = 0.05
+    min_batch: int = MIN_RANKED_BATCH
+    doubtful_first: bool = True
+    seed: int = AUDIT_SEED
+
+    def __post_init__(self) -> None:
+        for name in ("budget", "audit_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a share between 0 and 1")
+
+    def decide(
+        self,
+        batch: Sequence[Candidate],
+        ledger: LedgerState,
+        router: Router,
+        progress: Callable[[int], None] | None = None,
+        n_jobs: int = 1,
+    ) -> list[Decision]:
+        """One decision per candidate, in the batch's order. ``progress`` and ``n_jobs``
+        are passed to the featurizer."""
+        if not batch:
+            return []
+        fixed = router.strategy.fixed_human_share
+        share = self.budget if fixed is None else fixed
+        if len(batch) >= self.min_batch:
+            # Scored and ranked in id order, so the batch's order (its judge calls'
+            # finishing order) changes nothing, not even the last bits of a score.
+            order = sorted(range(len(batch)), key=lambda i: batch[i].id)
+            scored = self._score([batch[i] for i in order], router, progress, n_jobs)
+            ranked = dict(zip(order, self._ranked(scored, ledger, router, share), strict=True))
+            decisions = [ranked[i] for i in range(len(batch))]
+        else:
+            # Each scored alone, as the server scores a task decided on its own (batched
+            # float arithmetic differs in the last bits).
+            scored = [self._score([c], router, progress, n_jobs)[0] for c in batch]
+            decisions = self._streamed(scored, ledger, router, share)
+        return [
+            replace(d, forced=d.forced or fixed is not None, model_version=router.version)
+            for d in decisions
+        ]
+
+    # -- the two rules ----------------------------------------------------------------------
+
+    def _ranked(
+        self, scored: list[_Scored], ledger: LedgerState, router: Router, share: float
+    ) -> list[Decision]:
+        allowance = max(0, budget_count(share, ledger.n_decided + len(scored)) - ledger.n_human)
+        forced = [i for i, s in enumerate(scored) if s.forced]
+        free = max(0, allowance - len(forced))
+        eligible = [i for i, s in enumerate(scored) if not s.forced]
+        doubtful = [i for i in eligible if self.doubtful_first and scored[i].doubtful]
+        others = [i for i in eligible if not (self.doubtful_first and scored[i].doubtful)]
+        doubtful_picks = _top(router, scored, doubtful, free)
+        places = free - len(doubtful_picks)
+        pool = sorted(set(others) - set(_top(router, scored, others, places)))
+        audits, probability = self._draw_audits(scored, pool, places)
+        picks = _top(router, scored, [i for i in others if i not in audits], places - len(audits))
+        human = {*forced, *doubtful_picks, *picks}
+        decisions = []
+        for i, s in enumerate(scored):
+            if i in audits:
+                decisions.append(self._audit(s, probability))
+            elif i in human:
+                decisions.append(self._human(s))
+            else:
+                decisions.append(self._ai(s, ledger))
+        return decisions
+
+    def _streamed(
+        self, scored: list[_Scored], ledger: LedgerState, router: Router, share: float
+    ) -> list[Decision]:
+        fixed = router.strategy.fixed_human_share is not None
+        draws = self._draws(scored)
+        decisions = []
+        for s, draw in zip(scored, draws, strict=True):
+            room = budget_count(share, ledger.n_decided + 1) - ledger.n_human
+            threshold = np.quantile(
+                np.concatenate([router.reference_scores_, ledger.recent_scores]), 1.0 - share
+            )
+            wanted = fixed or (self.doubtful_first and s.doubtful) or s.score >= threshold
+            if s.forced or (wanted and room > 0):
+                decision = self._human(s)
+            elif room > 0 and draw < self.audit_share:
+                decision = self._audit(s, self.audit_share)
+            else:
+                decision = self._ai(s, ledger)
+            decisions.append(decision)
+            ledger = ledger.after([decision])
+        return decisions
+
+    # -- parts --------------------------------------------------------------------------------
+
+    def _score(
+        self,
+        batch: Sequence[Candidate],
+        router: Router,
+        progress: Callable[[int], None] | None,
+        n_jobs: int,
+    ) -> list[_Scored]:
+        judged = [i for i, c in enumerate(batch) if c.comparison is not None]
+        scores, reasons = np.zeros(len(batch)), [[] for _ in batch]
+        rows: list[np.ndarray | None] = [None] * len(batch)
+        if judged:
+            comparisons = [batch[i].comparison for i in judged]
+            found, features = router.score(comparisons, n_jobs, progress)
+            explained = router.explain(features, comparisons)
+            for k, i in enumerate(judged):
+                scores[i], reasons[i], rows[i] = float(found[k]), explained[k], features[k]
+        return [
+            _Scored(
+                candidate,
+                float(scores[i]),
+                reasons[i],
+                judge_signals(candidate.comparison) if candidate.comparison else None,
+                rows[i],
+            )
+            for i, candidate in enumerate(batch)
+        ]
+
+    def _draws(self, scored: Sequence[_Scored]) -> np.ndarray:
+        return stable_uniform([f"audit:{s.candidate.id}" for s in scored], self.seed)
+
+    def _draw_audits(
+        self, scored: list[_Scored], pool: list[int], places: int
+    ) -> tuple[set[int], float]:
+        """Audits among ``pool`` (judge-bound), at most ``places``: the smallest of the
+        draws under ``audit_share``; and their common inclusion probability."""
+        if not pool or places <= 0 or self.audit_share == 0:
+            return set(), 0.0
+        draws = self._draws([scored[i] for i in pool])
+        drawn = sorted((d, i) for d, i in zip(draws, pool, strict=True) if d < self.audit_share)
+        m = len(pool)
+        expected = sum(binom.sf(j - 1, m, self.audit_share) for j in range(1, places + 1))
+        return {i for _, i in drawn[:places]}, float(expected / m)
+
+    def _human(self, s: _Scored) -> Decision:
+        if s.forced:
+            reasons = [s.candidate.problem or JUDGE_FAILED_REASON]
+        elif self.doubtful_first and s.doubtful:
+            reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s.signals)), *s.reasons]
+        else:
+            reasons = s.reasons
+        return self._decision(s, Route.HUMAN, reasons, forced=s.forced)
+
+    def _audit(self, s: _Scored, probability: float) -> Decision:
+        return replace(
+            self._decision(s, Route.HUMAN, [AUDIT_REASON, *s.reasons]),
+            audit=True,
+            inclusion_probability=probability,
+        )
+
+    def _ai(self, s: _Scored, ledger: LedgerState) -> Decision:
+        notes, label = [], s.signals.ai_label if s.signals else None
+        if self.doubtful_first and s.doubtful:
+            notes.append(DOUBTFUL_AI_REASON.format(why=_doubt(s.signals)))
+        if label is Label.TIE and ledger.ties_rare and s.signals.lean is not None:
+            label = s.signals.lean
+            notes.append(
+                TIE_LEAN_REASON.format(
+                    side=label.value, ties=ledger.human_ties, labels=ledger.human_labels
+                )
+            )
+        return replace(self._decision(s, Route.AI, [*notes, *s.reasons]), judge_label=label)
+
+    @staticmethod
+    def _decision(s: _Scored, route: Route, reasons: list[str], forced: bool = False) -> Decision:
+        return Decision(
+            id=s.candidate.id,
+            route=route,
+            score=s.score,
+            reasons=reasons,
+            forced=forced,
+            judge_label=s.signals.ai_label if s.signals else None,
+            judge_confidence=s.signals.confidence if s.signals else None,
+        )
+
+
+def _top(router: Router, scored: list[_Scored], among: list[int], k: int) -> list[int]:
+    """The ``k`` of ``among`` the router wants most: highest scores, or the PPM strategy's
+    own selection. Ties go by id, so a batch's order (its judge calls' finishing order)
+    never changes who is picked."""
+    k = min(k, len(among))
+    if k <= 0:
+        return []
+    among = sorted(among, key=lambda i: scored[i].candidate.id)
+    if isinstance(router.strategy, PPMStrategy):
+        features = np.stack([scored[i].features for i in among])
+        chosen = np.arange(len(among))[router.strategy.select(features, k)]  # mask or indices
+        return [among[j] for j in chosen]
+    return sorted(among, key=lambda i: -scored[i].score)[:k]
+
+
+def _doubt(signals: JudgeSignals) -> str:
+    if signals.consistent is False:
+        return "it changed with the order"
+    return "its confidence is 0"

@@ -1,0 +1,366 @@
+"""The campaign policy: exact budgets per ranked batch, streaming for small ones, audits
+with their inclusion probabilities, doubtful verdicts first, and the tie rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import binom
+
+from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict, Label
+from hyper_ls_backend.core.policy import (
+    AUDIT_REASON,
+    JUDGE_FAILED_REASON,
+    MIN_RANKED_BATCH,
+    SCORE_WINDOW,
+    CampaignPolicy,
+    Candidate,
+    Decision,
+    LedgerState,
+    Route,
+    budget_count,
+)
+from hyper_ls_backend.core.strategies import STRATEGIES
+
+from .synthetic import make_comparisons
+
+BUDGETED = [name for name, cls in STRATEGIES.items() if cls.fixed_human_share is None]
+FAILURES = tuple(range(5, 600, 37))
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Comparison]:
+    """600 unseen comparisons, with a failed judge every 37th."""
+    return make_comparisons(600, seed=7, n_groups=30, judge_failures=FAILURES)
+
+
+def candidates(comparisons: list[Comparison]) -> list[Candidate]:
+    return [Candidate(c.id, c) for c in comparisons]
+
+
+def humans(decisions: list[Decision]) -> set[str]:
+    return {d.id for d in decisions if d.route is Route.HUMAN}
+
+
+def run(router, comparisons: list[Comparison], budget: float, audit_share: float = 0.0):
+    """Stream ``comparisons`` one at a time, checking the budget ledger at every step."""
+    policy = CampaignPolicy(budget, audit_share)
+    fixed = router.strategy.fixed_human_share  # all-human / all-judge ignore the budget
+    share = budget if fixed is None else fixed
+    ledger, decisions, free_humans = LedgerState(), [], 0
+    for seen, comparison in enumerate(comparisons, start=1):
+        (decision,) = policy.decide(candidates([comparison]), ledger, router)
+        ledger = ledger.after([decision])
+        decisions.append(decision)
+        if decision.route is Route.HUMAN and not comparison.judge_failed:
+            free_humans += 1
+            # a chosen human never takes the ledger (forced ones included) past the budget
+            assert ledger.n_human <= budget_count(share, seen)
+        assert free_humans <= budget_count(share, seen)
+    return decisions
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BUDGETED)
+@pytest.mark.parametrize("budget", [0.1, 0.25, 0.5])
+def test_streaming_never_exceeds_the_budget_share_so_far(routers, stream, name, budget):
+    decisions = run(routers[name], stream[:200], budget, audit_share=0.1)
+    assert all(d.reasons for d in decisions)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    name=st.sampled_from(BUDGETED),
+    budget=st.floats(0.0, 1.0),
+    start=st.integers(0, 550),
+    length=st.integers(1, 50),
+)
+def test_streaming_budget_holds_for_any_budget_and_stream(request, name, budget, start, length):
+    routers, stream = request.getfixturevalue("routers"), request.getfixturevalue("stream")
+    run(routers[name], stream[start : start + length], budget)
+
+
+def test_failed_judges_always_go_to_humans_even_with_no_room(routers, stream):
+    decisions = run(routers["judge-error"], stream[:100], 0.0)
+    failed = {c.id for c in stream[:100] if c.judge_failed}
+    assert failed
+    assert humans(decisions) == failed
+    for decision in decisions:
+        if decision.id in failed:
+            assert decision.forced
+            assert decision.reasons == [JUDGE_FAILED_REASON]
+
+
+@pytest.mark.parametrize("name", ["random", "judge-consistency", "judge-error", "hyper"])
+def test_streaming_uses_most_of_the_budget_on_a_long_stream(routers, stream, name):
+    decisions = run(routers[name], stream, 0.25)
+    assert len(humans(decisions)) >= 0.8 * math.floor(0.25 * len(stream))
+
+
+def test_streaming_sends_higher_scores_to_humans(routers, stream):
+    decisions = run(routers["judge-error"], stream, 0.25)
+    chosen = [d.score for d in decisions if d.route is Route.HUMAN and not d.forced]
+    others = [d.score for d in decisions if d.route is Route.AI]
+    assert np.mean(chosen) > np.mean(others)
+
+
+def test_streaming_catches_judge_errors_above_the_random_rate(routers, stream):
+    wrong = {c.id for c in stream if c.judge_label is not None and c.judge_label != c.first_human}
+    caught = {
+        name: len(humans(run(routers[name], stream, 0.25)) & wrong) / len(wrong)
+        for name in ("random", "judge-error")
+    }
+    assert caught["judge-error"] > 1.5 * caught["random"]
+
+
+def test_streaming_all_human_and_all_judge(routers, stream):
+    assert all(d.route is Route.HUMAN for d in run(routers["all-human"], stream[:50], 0.1))
+    all_judge = run(routers["all-judge"], stream[:50], 0.9)
+    assert humans(all_judge) == {c.id for c in stream[:50] if c.judge_failed}
+
+
+def test_streaming_is_label_blind_and_repeatable(routers, stream):
+    first = run(routers["judge-error"], stream[:150], 0.3, audit_share=0.2)
+    blind = run(routers["judge-error"], [c.without_labels() for c in stream[:150]], 0.3, 0.2)
+    assert blind == first
+    assert run(routers["judge-error"], stream[:150], 0.3, 0.2) == first
+
+
+def test_a_small_batch_is_streamed_as_if_its_tasks_came_one_by_one(routers, stream):
+    router, batch = routers["judge-error"], stream[: MIN_RANKED_BATCH - 1]
+    policy = CampaignPolicy(0.3, audit_share=0.2)
+    together = policy.decide(candidates(batch), LedgerState(), router)
+    assert together == run(router, batch, 0.3, audit_share=0.2)
+
+
+def test_the_score_window_is_bounded():
+    decision = Decision("x", Route.AI, 0.5, [])
+    ledger = LedgerState().after([decision] * (SCORE_WINDOW + 5))
+    assert len(ledger.recent_scores) == SCORE_WINDOW and ledger.n_decided == SCORE_WINDOW + 5
+
+
+# -- ranked batches -------------------------------------------------------------------------
+
+
+def replay(policy, router, comparisons, sizes):
+    """Decide ``comparisons`` as consecutive imports of ``sizes``; per import, the ledger
+    after it."""
+    ledger, start, out = LedgerState(), 0, []
+    for size in sizes:
+        decisions = policy.decide(candidates(comparisons[start : start + size]), ledger, router)
+        ledger = ledger.after(decisions)
+        out.append((decisions, ledger))
+        start += size
+    return out
+
+
+@pytest.mark.parametrize("name", BUDGETED)
+@pytest.mark.parametrize("budget", [0.1, 0.25, 0.5])
+def test_every_ranked_batch_ends_on_the_exact_cumulative_budget(routers, stream, name, budget):
+    clean = [c for c in stream if not c.judge_failed]
+    sizes = [25, 7, 3, 40, 1, 60, 20]  # ranked batches and trickles in between
+    policy = CampaignPolicy(budget, audit_share=0.1)
+    for (decisions, ledger), size in zip(
+        replay(policy, routers[name], clean, sizes), sizes, strict=True
+    ):
+        assert len(decisions) == size
+        assert ledger.n_human <= budget_count(budget, ledger.n_decided)
+        if size >= MIN_RANKED_BATCH:
+            assert ledger.n_human == budget_count(budget, ledger.n_decided)
+
+
+def test_a_ranked_batch_takes_up_what_streaming_left_unspent(routers, stream):
+    router, clean = routers["judge-error"], [c for c in stream if not c.judge_failed]
+    policy = CampaignPolicy(0.25, audit_share=0.0)
+    ledger = LedgerState(n_decided=100, n_human=10)  # 15 short of floor(0.25 x 100)
+    decisions = policy.decide(candidates(clean[:40]), ledger, router)
+    assert len(humans(decisions)) == budget_count(0.25, 140) - 10
+    over = LedgerState(n_decided=100, n_human=40)  # forced tasks overspent it: never negative
+    assert not humans(policy.decide(candidates(clean[:40]), over, router))
+
+
+def test_a_ranked_batch_sends_its_highest_scores_whatever_order_it_finished_in(routers, stream):
+    router, batch = routers["judge-error"], [c for c in stream if not c.judge_failed][:50]
+    policy = CampaignPolicy(0.3, audit_share=0.1)
+    decisions = policy.decide(candidates(batch), LedgerState(), router)
+    shuffled = [batch[i] for i in np.random.default_rng(0).permutation(len(batch))]
+    again = policy.decide(candidates(shuffled), LedgerState(), router)
+    assert {d.id: d for d in again} == {d.id: d for d in decisions}
+    picked = [d.score for d in decisions if d.route is Route.HUMAN and not d.audit]
+    judged = [d.score for d in decisions if d.route is Route.AI]
+    assert min(picked) >= max(judged)
+
+
+def test_ranked_forced_tasks_take_the_allowance_first_and_always_go(routers, stream):
+    router = routers["judge-error"]
+    batch = [*candidates(stream[:30]), Candidate("unreadable", problem="task could not be read")]
+    decisions = CampaignPolicy(0.1, audit_share=0.0).decide(batch, LedgerState(), router)
+    forced = {d.id for d in decisions if d.forced}
+    assert forced == {c.id for c in stream[:30] if c.judge_failed} | {"unreadable"}
+    assert forced <= humans(decisions)
+    assert len(humans(decisions)) == max(len(forced), budget_count(0.1, 31))
+    assert decisions[-1].reasons == ["task could not be read"] and decisions[-1].score == 0.0
+
+
+def test_router_route_is_the_policys_ranked_batch_without_audits(routers, stream):
+    router = routers["judge-error"]
+    routed = router.route(stream[:80], 0.25)
+    policy = CampaignPolicy(0.25, audit_share=0.0, min_batch=0, doubtful_first=False)
+    assert routed.decisions == policy.decide(candidates(stream[:80]), LedgerState(), router)
+    assert routed.n_human == budget_count(0.25, 80)
+
+
+# -- audits -----------------------------------------------------------------------------------
+
+
+def sure(stream: list[Comparison]) -> list[Comparison]:
+    """Comparisons whose verdict is not doubtful (none takes an audit's place)."""
+    return [c for c in stream if not c.judge_failed and c.judge.consistent is not False]
+
+
+def test_audits_come_out_of_the_allowance_with_their_inclusion_probability(routers, stream):
+    router, batch = routers["judge-error"], sure(stream)[:60]
+    policy = CampaignPolicy(0.25, audit_share=0.2)
+    decisions = policy.decide(candidates(batch), LedgerState(), router)
+    audits = [d for d in decisions if d.audit]
+    allowance = budget_count(0.25, 60)
+    assert audits and len(humans(decisions)) == allowance
+    assert all(d.route is Route.HUMAN and d.reasons[0] == AUDIT_REASON for d in audits)
+    assert all(d.inclusion_probability == 1.0 for d in decisions if not d.audit)
+    pool = 60 - allowance  # what the judge would label without audits
+    expected = sum(binom.sf(j - 1, pool, 0.2) for j in range(1, allowance + 1)) / pool
+    (stated,) = {d.inclusion_probability for d in audits}
+    assert stated == pytest.approx(expected)
+
+
+def test_audit_draws_hit_their_stated_inclusion_probability_over_seeds(routers, stream):
+    """Over audit seeds, the pool's mean audit frequency is the stated probability, also
+    when the allowance caps the draws (a high audit share on a small allowance)."""
+    router, batch = routers["judge-error"], sure(stream)[:40]
+    for share, budget in ((0.1, 0.5), (0.6, 0.1)):
+        counts, stated = [], set()
+        for seed in range(300):
+            policy = CampaignPolicy(budget, audit_share=share, seed=seed)
+            decisions = policy.decide(candidates(batch), LedgerState(), router)
+            audits = [d for d in decisions if d.audit]
+            counts.append(len(audits))
+            stated |= {round(d.inclusion_probability, 12) for d in audits}
+        (probability,) = stated
+        pool = 40 - budget_count(budget, 40)
+        assert np.mean(counts) / pool == pytest.approx(probability, abs=0.03)
+        if share == 0.6:
+            assert probability < share  # the cap binds
+
+
+def test_no_audits_at_share_zero_or_without_room(routers, stream):
+    router, batch = routers["judge-error"], [c for c in stream if not c.judge_failed][:40]
+    assert not any(
+        d.audit for d in CampaignPolicy(0.5, 0.0).decide(candidates(batch), LedgerState(), router)
+    )
+    assert not any(
+        d.audit for d in CampaignPolicy(0.0, 1.0).decide(candidates(batch), LedgerState(), router)
+    )
+
+
+# -- doubtful verdicts and ties --------------------------------------------------------------
+
+
+def judged(i: int, *verdicts: JudgeVerdict) -> Comparison:
+    return Comparison(
+        id=f"t{i:03d}",
+        prompt=f"question {i}: which answer explains recursion better?",
+        response_a=f"a function that calls itself, example {i}",
+        response_b=f"recursion is when something repeats, example {i}",
+        judge=verdicts[0],
+        judges=list(verdicts) if len(verdicts) > 1 else [],
+    )
+
+
+SURE = JudgeVerdict(label=Label.A, consistent=True, confidence=0.9)
+FLIPPED = JudgeVerdict(label=Label.A, consistent=False, confidence=0.3)
+UNSURE = JudgeVerdict(label=Label.B, consistent=True, confidence=0.0)
+TIE_LEANING_A = (
+    JudgeVerdict(label=Label.TIE, consistent=True, confidence=0.4),
+    JudgeVerdict(label=Label.A, consistent=True, confidence=0.8),
+)
+
+
+def test_doubtful_verdicts_go_to_humans_before_any_score(routers):
+    router = routers["judge-error"]
+    batch = [judged(i, SURE) for i in range(30)] + [judged(30, FLIPPED), judged(31, UNSURE)]
+    decisions = CampaignPolicy(0.1, audit_share=0.0).decide(
+        candidates(batch), LedgerState(), router
+    )
+    assert {"t030", "t031"} <= humans(decisions)
+    assert len(humans(decisions)) == budget_count(0.1, 32)
+    flipped = next(d for d in decisions if d.id == "t030")
+    assert "changed with the order" in flipped.reasons[0]
+
+
+def test_a_doubtful_verdict_ai_labelled_because_the_budget_is_spent_says_so(routers):
+    router = routers["judge-error"]
+    batch = [judged(i, FLIPPED) for i in range(20)] + [judged(20, UNSURE)]
+    decisions = CampaignPolicy(0.1, audit_share=0.0).decide(
+        candidates(batch), LedgerState(), router
+    )
+    ai = [d for d in decisions if d.route is Route.AI]
+    assert len(ai) == 21 - budget_count(0.1, 21)
+    for decision in ai:
+        assert decision.reasons[0].startswith("budget spent: the judge's answer is doubtful")
+    reasons = {d.id: d.reasons[0] for d in ai}
+    assert "(it changed with the order)" in reasons.get("t000", reasons[next(iter(reasons))])
+    if "t020" in reasons:
+        assert "confidence is 0" in reasons["t020"]
+
+
+def test_doubtful_verdicts_also_lead_in_streaming(routers):
+    router = routers["judge-error"]
+    ledger = LedgerState(n_decided=9, n_human=0)  # room for one human
+    (decision,) = CampaignPolicy(0.2).decide(candidates([judged(0, FLIPPED)]), ledger, router)
+    assert decision.route is Route.HUMAN and not decision.audit
+
+
+LABELS_NO_TIES = LedgerState(human_labels=40, human_ties=1)
+
+
+@pytest.mark.parametrize(
+    ("ledger", "verdicts", "expected", "says"),
+    [
+        (LABELS_NO_TIES, TIE_LEANING_A, Label.A, "pre-filled A, the side the judge leaned to"),
+        (LedgerState(human_labels=40, human_ties=2), TIE_LEANING_A, Label.TIE, None),
+        (LedgerState(human_labels=19, human_ties=0), TIE_LEANING_A, Label.TIE, None),
+        (LABELS_NO_TIES, (JudgeVerdict(label=Label.TIE, consistent=True),), Label.TIE, None),
+        (LABELS_NO_TIES, (SURE,), Label.A, None),
+    ],
+    ids=["rare-ties", "ties-common", "too-few-labels", "no-lean", "not-a-tie"],
+)
+def test_a_tie_humans_almost_never_choose_is_prefilled_as_the_judges_lean(
+    routers, ledger, verdicts, expected, says
+):
+    batch = [judged(i, *verdicts) for i in range(MIN_RANKED_BATCH)]
+    decisions = CampaignPolicy(0.0, audit_share=0.0).decide(
+        candidates(batch), ledger, routers["judge-error"]
+    )
+    assert {d.route for d in decisions} == {Route.AI}
+    assert {d.judge_label for d in decisions} == {expected}
+    for decision in decisions:
+        assert any(says in reason for reason in decision.reasons) if says else True
+        if not says:
+            assert not any("leaned" in reason for reason in decision.reasons)
+
+
+def test_the_ledger_counts_human_labels_and_ties():
+    ledger = LedgerState().after([], labels=[Label.A, Label.TIE, Label.B])
+    assert (ledger.human_labels, ledger.human_ties) == (3, 1)
