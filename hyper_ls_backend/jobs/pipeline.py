@@ -1,21 +1,32 @@
-"""The import flow for one task: read it, judge it, route it, write the decision back.
+"""The import flow: read each task, judge it, decide its import, write the decisions back.
 
-Each step stores its result before the next begins, and the decision is made exactly once
-(the store refuses a second), so re-running ``route_task`` after a crash or a duplicated
-webhook only finishes what is missing.
+Each step stores its result before the next begins, so re-running ``route_task`` after a
+crash or a duplicated webhook only finishes what is missing: a task read or judged before
+is not read or judged again, and a decision is made exactly once (the store refuses a
+second).
+
+Decisions come from the ``CampaignPolicy`` (``core/policy.py``), the one the offline replay
+runs. The tasks of one import (one ``TASKS_CREATED`` webhook) are judged one by one, by
+whichever workers run them, and decided together, ranked against each other, by the worker
+that finishes judging the last of them; an import smaller than the policy's
+``min_batch`` is decided task by task as each is judged (the streaming rule). ``/predict``
+on a task whose import is still being judged does not wait for it: the task is judged if
+need be and decided on its own by the streaming rule (its import's allowance then counts
+it), so Label Studio gets its answer within a task's judging time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyper_ls_backend.core.comparison import Comparison, parse_label
-from hyper_ls_backend.core.router import Route, Router, StreamingRouter, budget_count
-from hyper_ls_backend.core.strategies import stable_uniform
-from hyper_ls_backend.lm import Judge, Tagger
+from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
+from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Route
+from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.lm import JudgePanel, Tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
@@ -23,15 +34,12 @@ from hyper_ls_backend.ls.label_config import (
     task_to_comparison,
 )
 from hyper_ls_backend.settings import AIMode, Settings
-from hyper_ls_backend.store import Ledger, Store
-from hyper_ls_backend.store.schema import DecisionRecord
+from hyper_ls_backend.store import Store
+from hyper_ls_backend.store.schema import DecisionRecord, JudgeOutput, TaskRecord
 
 log = logging.getLogger(__name__)
 
 NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
-AUDIT_REASON = "audit: a random sample of what the judge labels, to measure the judge"
-AUDIT_SEED = 7
-BUDGET_FILL_REASON = "budget fill: the rest of the received tasks are needed to spend the budget"
 REASONS_IN_SUMMARY = 2
 LOCK_STRIPES = 256
 
@@ -59,9 +67,14 @@ class Pipeline:
     settings: Settings
     store: Store
     routers: RouterRegistry
-    judge: Judge | None
+    judge: JudgePanel | None
+    """Every judge of the project's panel (one judge is a panel of one)."""
     tagger: Tagger | None
     label_studio: LabelStudioClient | None
+    on_decided: Callable[[int, list[int]], None] | None = None
+    """Told of tasks decided along with the one being routed (the rest of its import), so
+    their write-backs are queued; the ``JobQueue`` sets it. Until it runs them, they are
+    decided but unwritten, which a restart resumes."""
 
     _task_locks: list[threading.Lock] = field(
         default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)],
@@ -73,114 +86,155 @@ class Pipeline:
     this process, so the judge is paid once and the write-back never creates a second
     prediction or annotation."""
 
-    def route_task(self, project_id: int, task_id: int) -> DecisionRecord:
-        """Route one received task (if not yet routed) and make sure LS shows the decision."""
+    def route_task(
+        self, project_id: int, task_id: int, alone: bool = False
+    ) -> DecisionRecord | None:
+        """Read and judge one received task (if not yet done), decide it with its import
+        (see the module docstring; ``alone``: without waiting for the import), and make sure
+        Label Studio shows the decision. None while its import is still being judged."""
         with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
-            return self._route_task(project_id, task_id)
+            decision, made = self._route_task(project_id, task_id, alone)
+        others = [record.task_id for record in made if record.task_id != task_id]
+        if others and self.on_decided is not None:
+            self.on_decided(project_id, others)
+        return decision
 
-    def _route_task(self, project_id: int, task_id: int) -> DecisionRecord:
+    def _route_task(
+        self, project_id: int, task_id: int, alone: bool
+    ) -> tuple[DecisionRecord | None, list[DecisionRecord]]:
         project = self.store.project(project_id)
         if project is None:
             raise LookupError(f"project {project_id} is unknown: was the backend connected?")
         settings = self.settings.for_project(project.extra_params)
         config = parse_label_config(project.label_config)
         record = self.store.task(project_id, task_id)
-        decision = self.store.decision(project_id, task_id)
-        made_now = False
+        decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
-            comparison, problem = self._read(project_id, task_id, record.payload, config)
-            judge_error = None
-            if comparison is not None and self.judge is not None:
-                comparison, judge_error = self._judge(project_id, task_id, comparison)
-            router = self.routers.for_project(project_id)
-            decision, made_now = self.store.decide(
-                project_id,
-                task_id,
-                lambda ledger: self._decide(
-                    router, ledger, settings, comparison, problem, judge_error
-                ),
-            )
-        if decision.written_at is None and self.label_studio is not None:
-            self._write_back(decision, record.payload, config, settings, fresh=made_now)
-        return decision
+            self._prepare(project_id, record, config)
+            made = self._decide(project_id, task_id, settings, alone)
+            decision = self.store.decision(project_id, task_id)
+        if decision is not None and decision.written_at is None and self.label_studio is not None:
+            fresh = any(m.task_id == task_id for m in made)
+            self._write_back(decision, record.payload, config, settings, fresh=fresh)
+        return decision, made
+
+    def _prepare(self, project_id: int, record: TaskRecord, config: PreferenceConfig) -> None:
+        """Read and judge the task, each step only if it has not been done (and stored)."""
+        task_id = record.task_id
+        if record.comparison is None and record.problem is None:
+            comparison = self._read(project_id, task_id, record.payload, config)
+        elif record.comparison is not None:
+            comparison = Comparison.model_validate(record.comparison)
+        else:
+            comparison = None
+        if (
+            comparison is not None
+            and self.judge is not None
+            and self.store.judge_output(project_id, task_id) is None
+        ):
+            self._judge(project_id, task_id, comparison)
 
     def _read(
         self, project_id: int, task_id: int, payload: dict[str, Any], config: PreferenceConfig
-    ) -> tuple[Comparison | None, str | None]:
+    ) -> Comparison | None:
         try:
             comparison = task_to_comparison(payload, config)
         except ValueError as error:
             self.store.save_comparison(project_id, task_id, None, str(error))
-            return None, f"task could not be read: {error}"
+            return None
         if self.tagger is not None:
             tagged = self.tagger.tag(comparison.prompt)
             comparison = comparison.with_tags(tagged.tags)
         self.store.save_comparison(project_id, task_id, comparison.model_dump(mode="json"), None)
-        return comparison, None
+        return comparison
 
-    def _judge(
-        self, project_id: int, task_id: int, comparison: Comparison
-    ) -> tuple[Comparison, str | None]:
+    def _judge(self, project_id: int, task_id: int, comparison: Comparison) -> None:
         result = self.judge.judge(comparison)
         self.store.save_judge_output(
             project_id,
             task_id,
-            verdict=result.verdict.model_dump(mode="json"),
-            calls=[call.model_dump(mode="json") for call in result.calls],
+            verdict=result.verdicts[0].model_dump(mode="json"),
+            verdicts=[verdict.model_dump(mode="json") for verdict in result.verdicts],
+            calls=[
+                {"judge": judged.verdict.model, **call.model_dump(mode="json")}
+                for judged in result.results
+                for call in judged.calls
+            ],
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
             cost_usd=result.cost_usd,
             latency_s=result.latency_s,
             error=result.error,
         )
-        error = f"judge failed after retries: {result.error}" if result.failed else None
-        return comparison.with_judge(result.verdict), error
 
     def _decide(
+        self, project_id: int, task_id: int, settings: Settings, alone: bool
+    ) -> list[DecisionRecord]:
+        """Decide the task's import if all of it is judged, else the task alone if it is
+        of a small import or ``alone``; returns the decisions made now."""
+        policy = CampaignPolicy(settings.hyper_budget, settings.hyper_audit_share)
+        router = self.routers.for_project(project_id)
+        members = self.store.import_of(project_id, task_id)
+        if len(members) >= policy.min_batch:
+            batch = self._candidates(project_id, members)
+            if batch is not None:
+                return self._decide_tasks(project_id, members, batch, policy, router)
+            if not alone:
+                return []
+        (candidate,) = self._candidates(project_id, [task_id])
+        return self._decide_tasks(project_id, [task_id], [candidate], policy, router)
+
+    def _decide_tasks(
         self,
+        project_id: int,
+        task_ids: Sequence[int],
+        candidates: Sequence[Candidate],
+        policy: CampaignPolicy,
         router: Router,
-        ledger: Ledger,
-        settings: Settings,
-        comparison: Comparison | None,
-        problem: str | None,
-        judge_error: str | None,
-    ) -> dict[str, Any]:
-        if comparison is None or self.judge is None:
-            return {
-                "route": Route.HUMAN.value,
-                "score": 0.0,
-                "reasons": [problem or NO_JUDGE_REASON],
-                "forced": True,
-                "model_version": router.version,
-            }
-        streaming = StreamingRouter(
-            router,
-            settings.hyper_budget,
-            n_seen=ledger.n_seen,
-            n_human=ledger.n_human,
-            n_forced=ledger.n_forced,
-            window=ledger.recent_scores,
+    ) -> list[DecisionRecord]:
+        by_task = dict(zip(task_ids, candidates, strict=True))
+        return self.store.decide(
+            project_id,
+            task_ids,
+            lambda ledger, undecided: policy.decide(
+                [by_task[t] for t in undecided], ledger, router
+            ),
         )
-        decision = streaming.decide(comparison)
-        route, reasons = decision.route, decision.reasons
-        fixed = router.strategy.fixed_human_share
-        share = settings.hyper_budget if fixed is None else fixed
-        audit = False
-        if route is Route.AI and must_fill(ledger, share):
-            route, reasons = Route.HUMAN, [BUDGET_FILL_REASON, *reasons]
-        elif route is Route.AI and audited(comparison, ledger, share, settings.hyper_audit_share):
-            route, reasons, audit = Route.HUMAN, [AUDIT_REASON, *reasons], True
-        verdict = comparison.judge
-        return {
-            "route": route.value,
-            "score": decision.score,
-            "reasons": [judge_error] if judge_error else reasons,
-            "forced": decision.forced,
-            "audit": audit,
-            "judge_label": verdict.label.value if verdict and verdict.label else None,
-            "judge_confidence": verdict.confidence if verdict else None,
-            "model_version": router.version,
-        }
+
+    def _candidates(self, project_id: int, task_ids: Sequence[int]) -> list[Candidate] | None:
+        """The tasks as the policy sees them, in ``task_ids``' order (which is by id);
+        None while one of them is not yet read or judged."""
+        records = {r.task_id: r for r in self.store.tasks(project_id, task_ids)}
+        outputs = self.store.judge_outputs(project_id, task_ids)
+        candidates = []
+        for task_id in task_ids:
+            record, key = records[task_id], str(task_id)
+            if record.problem is not None:
+                candidates.append(
+                    Candidate(key, problem=f"task could not be read: {record.problem}")
+                )
+                continue
+            if record.comparison is None:
+                return None
+            comparison = Comparison.model_validate(record.comparison)
+            if self.judge is None:
+                candidates.append(Candidate(key, comparison, NO_JUDGE_REASON))
+                continue
+            output = outputs.get(task_id)
+            if output is None:
+                return None
+            comparison = comparison.with_panel(verdicts_of(output))
+            failed = (
+                f"judge failed after retries: {output.error}" if comparison.judge_failed else None
+            )
+            candidates.append(Candidate(key, comparison, failed))
+        return candidates
+
+    def _verdicts(self, decision: DecisionRecord) -> list[JudgeVerdict]:
+        """Every judge's verdict on the decision's task, the primary's first (none if no
+        judge saw it)."""
+        output = self.store.judge_output(decision.project_id, decision.task_id)
+        return verdicts_of(output) if output is not None else []
 
     def _write_back(
         self,
@@ -195,9 +249,9 @@ class Pipeline:
             task=payload,
             route=decision.route,
             score=decision.score,
-            reason=summarize(decision),
+            reason=summarize(decision, self._verdicts(decision)),
             model_version=decision.model_version,
-            label=parse_label(label) if label else None,
+            label=label,
             confidence=decision.judge_confidence,
             annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
             fresh=fresh,
@@ -214,7 +268,7 @@ class Pipeline:
             )
             self.store.mark_written(decision.project_id, decision.task_id)
             return
-        if decision.route == Route.HUMAN.value and settings.hyper_annotators:
+        if decision.route is Route.HUMAN and settings.hyper_annotators:
             self.label_studio.assign(
                 decision.project_id, decision.task_id, settings.hyper_annotators
             )
@@ -223,35 +277,26 @@ class Pipeline:
         )
 
 
-def must_fill(ledger: Ledger, share: float) -> bool:
-    """Whether every task received and not yet decided (this one included) must go to
-    humans for the project to end at exactly ``floor(share x received)`` human tasks.
-
-    The streaming router alone never overspends but may underspend when a batch scores
-    lower than the router's reference scores; this spends the rest at the end of a batch.
-    It keeps ``n_human <= floor(share x n_seen)`` at every step, like the router.
-    """
-    need = budget_count(share, ledger.n_received) - ledger.n_human
-    remaining = ledger.n_received - ledger.n_seen
-    return need > 0 and remaining <= need
+def verdicts_of(output: JudgeOutput) -> list[JudgeVerdict]:
+    """Every judge's stored verdict, the primary's first (one judge before panels)."""
+    return [JudgeVerdict.model_validate(v) for v in output.verdicts or [output.verdict]]
 
 
-def audited(comparison: Comparison, ledger: Ledger, share: float, audit_share: float) -> bool:
-    """Whether a task the judge would label goes to humans as an audit: a fixed draw per
-    task (replays do not change it), only while the budget has room for it."""
-    room = budget_count(share, ledger.n_seen + 1) - ledger.n_human
-    draw = stable_uniform([f"audit:{comparison.id}"], AUDIT_SEED)[0]
-    return room > 0 and draw < audit_share
-
-
-def summarize(decision: DecisionRecord) -> str:
-    """The short ``hyper_reason`` annotators and team leads see in the Data Manager."""
+def summarize(decision: DecisionRecord, verdicts: Sequence[JudgeVerdict] = ()) -> str:
+    """The short ``hyper_reason`` annotators and team leads see in the Data Manager; with a
+    panel, every judge's own answer follows."""
     reasons = "; ".join(decision.reasons[:REASONS_IN_SUMMARY])
-    if decision.route == Route.AI.value:
+    panel = (
+        " | judges: " + ", ".join(f"{v.model} {v.label or 'failed'}" for v in verdicts)
+        if len(verdicts) > 1
+        else ""
+    )
+    if decision.route is Route.AI:
         confidence = (
             f", confidence {decision.judge_confidence:.2f}"
             if decision.judge_confidence is not None
             else ""
         )
-        return f"AI: judge says {decision.judge_label}{confidence} ({reasons})"
-    return f"human: {reasons}"
+        who = "judges say" if len(verdicts) > 1 else "judge says"
+        return f"AI: {who} {decision.judge_label}{confidence} ({reasons}){panel}"
+    return f"human: {reasons}{panel}"

@@ -8,9 +8,10 @@ the stated strength:
 
 - both orders agree: 0.5 + 0.5 x mean strength (clearly = 1, slightly or tie = 0.5), so
   0.75 to 1;
-- they disagree: the label is the sign of the mean score (A clearly = +1, A slightly = +0.5,
-  tie = 0, ...), and confidence = 0.5 x |mean score|, so 0 to 0.375 (opposite answers of
-  equal strength give a tie at confidence 0);
+- they disagree: the label is a tie, as in the pairs format (so a file of this judge's
+  verdicts routes offline as the server routes them), and confidence = 0.5 x |mean score|
+  (A clearly = +1, A slightly = +0.5, tie = 0, ...), so 0 to 0.375: how far the two orders
+  still lean one way. The lean itself stays in ``orders`` (``signals.lean`` reads it);
 - only one order answered: that answer, ``consistent=None``, confidence 0.375 to 0.5.
 
 When both orders came with token probabilities (``logprobs.py``), the confidence is instead
@@ -153,8 +154,7 @@ def _from_answers(answers: list[str]) -> tuple[Label | None, bool | None, float 
     if len(labels) == 1:
         return labels.pop(), True, 0.5 + 0.5 * sum(strengths) / len(strengths)
     mean_score = sum(scores) / len(scores)
-    label = Label.A if mean_score > 0 else Label.B if mean_score < 0 else Label.TIE
-    return label, False, 0.5 * abs(mean_score)
+    return Label.TIE, False, 0.5 * abs(mean_score)
 
 
 class Judge:

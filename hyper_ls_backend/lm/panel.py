@@ -79,6 +79,11 @@ class JudgePanel:
     def primary(self) -> Judge:
         return self.judges[0]
 
+    @property
+    def model(self) -> str:
+        """The judges' models, the primary's first: ``gpt-4 + claude-sonnet-4-6``."""
+        return " + ".join(judge.model for judge in self.judges)
+
     def judge(self, comparison: Comparison) -> PanelResult:
         start = time.monotonic()
         results = run_together([partial(judge.judge, comparison) for judge in self.judges])

@@ -159,6 +159,11 @@ def judge_section(status: ProjectStatus, metric: Metric) -> str:
         ("all labelled", status.judge_agreement, ["judge_agreement"]),
         ("audits", accuracy.audits, ["ai_label_accuracy", "audits"]),
     ]
+    if len(status.agreement_by_judge) > 1:
+        overall += [
+            (f"judge {model}, all labelled", judged, ["agreement_by_judge", model])
+            for model, judged in status.agreement_by_judge.items()
+        ]
     parts = [
         "<h2>Judge quality</h2>",
         f'<div class="cards">{estimate}{wrong}</div>',

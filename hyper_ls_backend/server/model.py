@@ -7,24 +7,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hyper_ls_backend.core.comparison import Label, parse_label
-from hyper_ls_backend.core.router import Route, Router
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
 from hyper_ls_backend.jobs.queue import JobQueue, make_huey
-from hyper_ls_backend.lm import (
-    ANTHROPIC_BASE_URL,
-    DEFAULT_ANTHROPIC_MODEL,
-    DEFAULT_PRICES,
-    AnthropicTransport,
-    Judge,
-    OpenAICompatibleTransport,
-    Price,
-    PriceTable,
-    RetryPolicy,
-    Tagger,
-    Transport,
-)
+from hyper_ls_backend.lm.build import build_panel_and_tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, strength_for
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
@@ -34,52 +23,11 @@ from hyper_ls_backend.ls.label_config import (
 )
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.schemas import MAX_ID, WebhookEvent
-from hyper_ls_backend.settings import JudgeProvider, Settings, parse_extra_params
+from hyper_ls_backend.settings import Settings, parse_extra_params
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.schema import DecisionRecord
 
 log = logging.getLogger(__name__)
-
-
-def build_judge_and_tagger(settings: Settings, store: Store) -> tuple[Judge | None, Tagger | None]:
-    """One transport from the settings, shared by the judge and the tagger."""
-    provider = settings.judge_provider
-    transport: Transport
-    if provider is JudgeProvider.ANTHROPIC:
-        key = settings.anthropic_api_key or settings.hyper_judge_api_key
-        transport = AnthropicTransport(
-            api_key=key.get_secret_value() if key else None,
-            base_url=settings.hyper_judge_base_url or ANTHROPIC_BASE_URL,
-            model=settings.hyper_judge_model or DEFAULT_ANTHROPIC_MODEL,
-            timeout=settings.hyper_judge_timeout,
-        )
-    elif provider is JudgeProvider.OPENAI_COMPATIBLE:
-        if not (settings.hyper_judge_base_url and settings.hyper_judge_model):
-            raise ValueError(
-                "HYPER_JUDGE_PROVIDER=openai needs HYPER_JUDGE_BASE_URL and HYPER_JUDGE_MODEL"
-            )
-        key = settings.hyper_judge_api_key
-        transport = OpenAICompatibleTransport(
-            base_url=settings.hyper_judge_base_url,
-            model=settings.hyper_judge_model,
-            api_key=key.get_secret_value() if key else None,
-            timeout=settings.hyper_judge_timeout,
-        )
-    else:
-        return None, None
-    retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
-    prices = PriceTable(
-        {**DEFAULT_PRICES, **{m: Price(*rates) for m, rates in settings.hyper_lm_prices.items()}}
-    )
-    judge = Judge(
-        transport, prices=prices, retry=retry, max_text_chars=settings.hyper_max_text_chars
-    )
-    tagger = (
-        Tagger(transport, prices=prices, retry=retry, cache=store)
-        if settings.hyper_tagger
-        else None
-    )
-    return judge, tagger
 
 
 @dataclass
@@ -99,7 +47,7 @@ class HyperModel:
             if settings.hyper_router_model
             else load_default_router()
         )
-        judge, tagger = build_judge_and_tagger(settings, store)
+        judge, tagger = build_panel_and_tagger(settings, tag_cache=store)
         key = settings.label_studio_api_key
         label_studio = (
             LabelStudioClient.connect(settings.label_studio_url, key.get_secret_value())
@@ -163,8 +111,8 @@ class HyperModel:
         results = []
         for task in tasks:
             decision = self.store.decision(project_id, int(task["id"]))
-            if decision is None:
-                decision = self.pipeline.route_task(project_id, int(task["id"]))
+            if decision is None:  # not waiting for its import: see jobs/pipeline.py
+                decision = self.pipeline.route_task(project_id, int(task["id"]), alone=True)
             results.append(prediction_for(decision, config))
         return results
 
@@ -284,9 +232,10 @@ def has_task_id(task: dict[str, Any]) -> bool:
 def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any]:
     """A human-routed task gets no answer (a visible pre-fill anchors annotators)."""
     result: list[dict[str, Any]] = []
-    if decision.route == Route.AI.value and decision.judge_label:
-        label = parse_label(decision.judge_label)
-        result = prediction_result(config, label, strength_for(decision.judge_confidence))
+    if decision.route is Route.AI and decision.judge_label:
+        result = prediction_result(
+            config, decision.judge_label, strength_for(decision.judge_confidence)
+        )
     return {
         "result": result,
         "score": float(decision.score),

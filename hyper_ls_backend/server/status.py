@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from scipy.stats import binomtest
 
 from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.core.router import Router, budget_count
+from hyper_ls_backend.core.policy import budget_count
+from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.settings import Settings
 from hyper_ls_backend.store import Store
 
@@ -46,6 +47,9 @@ class ProjectStatus(BaseModel):
     budget: dict[str, Any]
     routes: dict[str, int]
     judge_agreement: Agreement
+    """The judges' label (the panel's, with a panel) against the first human vote."""
+    agreement_by_judge: dict[str, Agreement]
+    """Each judge's own label against the first human vote, by judge model."""
     ai_label_accuracy: AccuracyEstimate
     agreement_by_tag: dict[str, dict[str, Agreement]]
     """Per tag dimension (``category``, ``safety_concern``, ...) and value; a labelled task
@@ -100,8 +104,15 @@ def project_status(
     humans = routes["human"] + routes["audit"] + routes["forced"]
     allowed = budget_count(settings.hyper_budget, routes["received"])
     labelled, audit_pairs = [], []
-    for record, audit in store.labelled_comparisons(project_id):
+    by_judge: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for record, audit, _ in store.labelled_comparisons(project_id):
         comparison = Comparison.model_validate(record)
+        verdicts = comparison.judges or ([comparison.judge] if comparison.judge else [])
+        for verdict in verdicts:
+            if verdict.label is not None:
+                by_judge[verdict.model or "judge"].append(
+                    (verdict.label.value, comparison.first_human.value)
+                )
         if comparison.judge_label is None:
             continue
         pair = (comparison.judge_label.value, comparison.first_human.value)
@@ -122,6 +133,7 @@ def project_status(
         },
         routes=routes,
         judge_agreement=agreement([pair for _, pair in labelled]),
+        agreement_by_judge={model: agreement(pairs) for model, pairs in sorted(by_judge.items())},
         ai_label_accuracy=ai_label_accuracy(routes["ai"], agreement(audit_pairs)),
         agreement_by_tag=agreement_by_tag(labelled),
         spend=spend,

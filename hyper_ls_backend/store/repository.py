@@ -8,6 +8,9 @@ twice; rows saved by key (judge outputs, labels, tags) are upserted in one state
 SQLite the project's lock is the database's write lock, taken when every transaction begins
 (``BEGIN IMMEDIATE``); on PostgreSQL a transaction-scoped advisory lock on the project id
 (a project row need not exist). Those are the two databases supported.
+
+A database made by an earlier version starts as is: columns added since are added to it on
+start (``add_missing_columns``), all nullable.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, event, func, make_url, select
+from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import SCORE_WINDOW, Decision, LedgerState, Route
 from hyper_ls_backend.store.schema import (
     Base,
     DecisionRecord,
@@ -35,22 +40,20 @@ from hyper_ls_backend.store.schema import (
     utcnow,
 )
 
-LEDGER_WINDOW = 1_000
 PROJECT_LOCK_CLASS = 0x68_79_70_65
 """First key of the PostgreSQL advisory locks on projects (the second is the project id),
 so they cannot collide with another application's locks on the same database."""
 
 
-@dataclass(frozen=True)
-class Ledger:
-    """How a project's budget stands before the next decision."""
+class Labelled(NamedTuple):
+    """A labelled task as the learner and ``/status`` read it."""
 
-    n_seen: int
-    n_human: int
-    n_forced: int
-    recent_scores: list[float]
-    n_received: int = 0
-    """Tasks of the project received so far, decided or not (at least ``n_seen``)."""
+    record: dict[str, Any]
+    """The HyPER pairs record: comparison, judge verdict, human votes."""
+    audit: bool
+    inclusion_probability: float | None
+    """The audit's probability of having been drawn; None when not recorded (a decision
+    of an earlier version)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -92,10 +95,36 @@ def _upsert(s: Session, model: type[Base], **values: Any) -> None:
     )
 
 
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the columns of our tables that the database lacks (it was made by an earlier
+    version); returns them as ``table.column``. Only nullable columns are ever added, so
+    existing rows stay valid. Two processes starting at once may both try: the loser's
+    error is ignored, as the column is there."""
+    added = []
+    present = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {column["name"] for column in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
+            except (OperationalError, ProgrammingError):
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
+                    raise
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._ledger_lock = threading.Lock()
 
@@ -121,23 +150,51 @@ class Store:
     # -- tasks -----------------------------------------------------------------------------
 
     def record_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> int:
-        """Remember imported tasks (once each); returns how many were new."""
+        """Remember imported tasks (once each), the new ones as one import; returns how
+        many were new."""
         ids = [int(t["id"]) for t in tasks]
         with self.session() as s:
             _lock_project(s, project_id)
+            in_project = TaskRecord.project_id == project_id
             known = set(
-                s.scalars(
-                    select(TaskRecord.task_id).where(
-                        TaskRecord.project_id == project_id, TaskRecord.task_id.in_(ids)
-                    )
-                )
+                s.scalars(select(TaskRecord.task_id).where(in_project, TaskRecord.task_id.in_(ids)))
             )
             fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known}
+            batch = (s.scalar(select(func.max(TaskRecord.import_batch)).where(in_project)) or 0) + 1
             s.add_all(
-                TaskRecord(project_id=project_id, task_id=tid, payload=task)
+                TaskRecord(project_id=project_id, task_id=tid, payload=task, import_batch=batch)
                 for tid, task in fresh.items()
             )
         return len(fresh)
+
+    def import_of(self, project_id: int, task_id: int) -> list[int]:
+        """The tasks of the import ``task_id`` came in, by id; only itself when it has no
+        recorded import (stored by an earlier version)."""
+        with self.session() as s:
+            batch = s.scalar(
+                select(TaskRecord.import_batch).where(
+                    TaskRecord.project_id == project_id, TaskRecord.task_id == task_id
+                )
+            )
+            if batch is None:
+                return [task_id]
+            return list(
+                s.scalars(
+                    select(TaskRecord.task_id)
+                    .where(TaskRecord.project_id == project_id, TaskRecord.import_batch == batch)
+                    .order_by(TaskRecord.task_id)
+                )
+            )
+
+    def tasks(self, project_id: int, task_ids: Sequence[int]) -> list[TaskRecord]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(TaskRecord)
+                    .where(TaskRecord.project_id == project_id, TaskRecord.task_id.in_(task_ids))
+                    .order_by(TaskRecord.task_id)
+                )
+            )
 
     def task(self, project_id: int, task_id: int) -> TaskRecord | None:
         with self.session() as s:
@@ -171,48 +228,81 @@ class Store:
         with self.session() as s:
             _upsert(s, JudgeOutput, project_id=project_id, task_id=task_id, **fields)
 
-    def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
+    def judge_outputs(self, project_id: int, task_ids: Sequence[int]) -> dict[int, JudgeOutput]:
         with self.session() as s:
-            return s.get(JudgeOutput, (project_id, task_id))
+            outputs = s.scalars(
+                select(JudgeOutput).where(
+                    JudgeOutput.project_id == project_id, JudgeOutput.task_id.in_(task_ids)
+                )
+            )
+            return {output.task_id: output for output in outputs}
+
+    def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
+        return self.judge_outputs(project_id, [task_id]).get(task_id)
 
     # -- decisions -------------------------------------------------------------------------
 
     def decide(
-        self, project_id: int, task_id: int, decide: Callable[[Ledger], dict[str, Any]]
-    ) -> tuple[DecisionRecord, bool]:
-        """The task's decision, made now by ``decide(ledger)`` if it has none yet.
+        self,
+        project_id: int,
+        task_ids: Sequence[int],
+        decide: Callable[[LedgerState, list[int]], Sequence[Decision]],
+    ) -> list[DecisionRecord]:
+        """Decide those of ``task_ids`` that have no decision yet, with
+        ``decide(ledger, undecided)`` (one ``Decision`` per undecided task, in its order);
+        returns the decisions made now (none when all were decided already).
 
-        Returns (decision, made_now). Reading the ledger and writing the decision happen in
-        one locked transaction, so concurrent workers never overspend the budget.
+        Reading the ledger and writing the decisions happen in one locked transaction, so
+        concurrent workers never overspend the budget nor decide a task twice.
         """
         with self._ledger_lock, self.session() as s:
             _lock_project(s, project_id)
-            existing = s.get(DecisionRecord, (project_id, task_id))
-            if existing is not None:
-                return existing, False
-            ledger = self._ledger(s, project_id)
-            record = DecisionRecord(
-                project_id=project_id, task_id=task_id, sequence=ledger.n_seen + 1, **decide(ledger)
+            decided = set(
+                s.scalars(
+                    select(DecisionRecord.task_id).where(
+                        DecisionRecord.project_id == project_id,
+                        DecisionRecord.task_id.in_(task_ids),
+                    )
+                )
             )
-            s.add(record)
-            return record, True
+            undecided = [t for t in dict.fromkeys(task_ids) if t not in decided]
+            if not undecided:
+                return []
+            ledger = self._ledger(s, project_id)
+            decisions = list(decide(ledger, undecided))
+            if len(decisions) != len(undecided):
+                raise ValueError(f"{len(decisions)} decisions for {len(undecided)} tasks")
+            paired = zip(undecided, decisions, strict=True)
+            records = [
+                DecisionRecord.of(project_id, task_id, ledger.n_decided + k, decision)
+                for k, (task_id, decision) in enumerate(paired, start=1)
+            ]
+            s.add_all(records)
+            return records
 
-    def _ledger(self, s: Session, project_id: int) -> Ledger:
+    def _ledger(self, s: Session, project_id: int) -> LedgerState:
         in_project = DecisionRecord.project_id == project_id
-        human = DecisionRecord.route == "human"
-        n_seen = s.scalar(select(func.count()).where(in_project)) or 0
-        n_human = s.scalar(select(func.count()).where(in_project, human)) or 0
-        n_forced = (
-            s.scalar(select(func.count()).where(in_project, human, DecisionRecord.forced)) or 0
+        n_decided = s.scalar(select(func.count()).where(in_project)) or 0
+        n_human = (
+            s.scalar(select(func.count()).where(in_project, DecisionRecord.route == Route.HUMAN))
+            or 0
         )
         recent = s.scalars(
             select(DecisionRecord.score)
             .where(in_project)
             .order_by(DecisionRecord.sequence.desc())
-            .limit(LEDGER_WINDOW)
+            .limit(SCORE_WINDOW)
         ).all()
-        n_received = s.scalar(select(func.count()).where(TaskRecord.project_id == project_id)) or 0
-        return Ledger(n_seen, n_human, n_forced, list(reversed(recent)), max(n_received, n_seen))
+        labels = (HumanLabel.project_id == project_id) & HumanLabel.deleted.is_(False)
+        n_labels = s.scalar(select(func.count()).where(labels)) or 0
+        n_ties = s.scalar(select(func.count()).where(labels, HumanLabel.label == Label.TIE)) or 0
+        return LedgerState(
+            n_decided=n_decided,
+            n_human=n_human,
+            recent_scores=tuple(reversed(recent)),
+            human_labels=n_labels,
+            human_ties=n_ties,
+        )
 
     def decision(self, project_id: int, task_id: int) -> DecisionRecord | None:
         with self.session() as s:
@@ -240,7 +330,7 @@ class Store:
             record.written_at = utcnow()
             record.prediction_id, record.annotation_id = prediction_id, annotation_id
 
-    def decision_counts(self) -> dict[tuple[int, str], int]:
+    def decision_counts(self) -> dict[tuple[int, Route], int]:
         with self.session() as s:
             rows = s.execute(
                 select(DecisionRecord.project_id, DecisionRecord.route, func.count()).group_by(
@@ -286,10 +376,10 @@ class Store:
                 or 0
             )
 
-    def labelled_comparisons(self, project_id: int) -> list[tuple[dict[str, Any], bool]]:
+    def labelled_comparisons(self, project_id: int) -> list[Labelled]:
         """Every readable task with human labels, as HyPER pairs records (the stored
         comparison, its judge verdict, its human votes oldest first), each with whether its
-        decision was an audit."""
+        decision was an audit and the audit's inclusion probability."""
         with self.session() as s:
             labels = s.execute(
                 select(HumanLabel.task_id, HumanLabel.label)
@@ -304,7 +394,9 @@ class Store:
                     TaskRecord.task_id,
                     TaskRecord.comparison,
                     JudgeOutput.verdict,
+                    JudgeOutput.verdicts,
                     DecisionRecord.audit,
+                    DecisionRecord.inclusion_probability,
                 )
                 .outerjoin(
                     JudgeOutput,
@@ -323,19 +415,35 @@ class Store:
                 )
             ).all()
             return [
-                ({**comparison, "human": votes[task_id], "judge": verdict}, bool(audit))
-                for task_id, comparison, verdict, audit in rows
+                Labelled(
+                    {
+                        **comparison,
+                        "human": votes[task_id],
+                        "judge": verdict,
+                        "judges": verdicts or [],
+                    },
+                    bool(audit),
+                    probability,
+                )
+                for task_id, comparison, verdict, verdicts, audit, probability in rows
             ]
 
     def seen_comparisons(self, project_id: int) -> list[dict[str, Any]]:
+        """Every readable task as a pairs record with its judges' verdicts (if judged)."""
         with self.session() as s:
-            return list(
-                s.scalars(
-                    select(TaskRecord.comparison).where(
-                        TaskRecord.project_id == project_id, TaskRecord.comparison.is_not(None)
-                    )
+            rows = s.execute(
+                select(TaskRecord.comparison, JudgeOutput.verdict, JudgeOutput.verdicts)
+                .outerjoin(
+                    JudgeOutput,
+                    (JudgeOutput.project_id == TaskRecord.project_id)
+                    & (JudgeOutput.task_id == TaskRecord.task_id),
                 )
-            )
+                .where(TaskRecord.project_id == project_id, TaskRecord.comparison.is_not(None))
+            ).all()
+            return [
+                {**comparison, "judge": verdict, "judges": verdicts or []}
+                for comparison, verdict, verdicts in rows
+            ]
 
     def route_counts(self, project_id: int) -> dict[str, int]:
         """Decisions by kind (``human`` by the router, ``audit``, ``forced``, ``ai``) and
@@ -351,7 +459,8 @@ class Store:
             received = s.scalar(select(func.count()).where(TaskRecord.project_id == project_id))
         counts = {"ai": 0, "human": 0, "audit": 0, "forced": 0, "received": received or 0}
         for route, audit, forced, n in rows:
-            kind = "audit" if audit else "forced" if forced and route == "human" else route
+            human = route is Route.HUMAN
+            kind = "audit" if audit else "forced" if forced and human else route.value
             counts[kind] += n
         return counts
 

@@ -2,7 +2,8 @@
 
 A row per Label Studio task imported (`tasks`), its judge output (`judge_outputs`), the
 one routing decision it will ever get (`decisions`, primary key = project + task, so a
-task cannot be routed twice), human labels (`human_labels`), router versions per project
+task cannot be routed twice; the core's ``Decision`` as given, enums stored as their string
+values), human labels (`human_labels`), router versions per project
 (`router_versions`) and the tagger's cache (`tag_cache`).
 """
 
@@ -11,12 +12,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Decision, Route
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_string(enum: type[Route] | type[Label]) -> Enum:
+    """An enum column that is a plain VARCHAR of the values (``human``, ``tie``), as the
+    column was before it was typed: existing databases read and write it unchanged."""
+    return Enum(enum, native_enum=False, length=8, values_callable=lambda e: [m.value for m in e])
 
 
 class Base(DeclarativeBase):
@@ -42,6 +52,10 @@ class TaskRecord(Base):
     payload: Mapped[dict[str, Any]] = mapped_column()
     comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    import_batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The import (one ``TASKS_CREATED`` webhook's new tasks, numbered per project) the task
+    came in; its tasks are decided together. None for tasks stored before imports were
+    recorded: each is decided on its own."""
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -51,7 +65,12 @@ class JudgeOutput(Base):
     project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     verdict: Mapped[dict[str, Any]] = mapped_column()
+    """The primary judge's verdict."""
+    verdicts: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    """Every judge's verdict, the primary's first (None: stored by an earlier version, one
+    judge)."""
     calls: Mapped[list[Any]] = mapped_column()
+    """Every call to every judge, each naming its judge (``judge``)."""
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
@@ -69,19 +88,57 @@ class DecisionRecord(Base):
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sequence: Mapped[int] = mapped_column(Integer)
     """Order of decisions within the project: the budget ledger counts along it."""
-    route: Mapped[str] = mapped_column(String(8))
+    route: Mapped[Route] = mapped_column(as_string(Route))
     score: Mapped[float] = mapped_column(Float)
     reasons: Mapped[list[Any]] = mapped_column()
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     audit: Mapped[bool] = mapped_column(Boolean, default=False)
     """Sent to humans at random from what the judge would have labelled, to measure it."""
-    judge_label: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    inclusion_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """An audit's probability of having been drawn (1 for other decisions); None for
+    decisions made before it was recorded."""
+    judge_label: Mapped[Label | None] = mapped_column(as_string(Label), nullable=True)
     judge_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_version: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     annotation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @classmethod
+    def of(cls, project_id: int, task_id: int, sequence: int, decision: Decision) -> DecisionRecord:
+        return cls(
+            project_id=project_id,
+            task_id=task_id,
+            sequence=sequence,
+            route=decision.route,
+            score=decision.score,
+            reasons=list(decision.reasons),
+            forced=decision.forced,
+            audit=decision.audit,
+            inclusion_probability=decision.inclusion_probability,
+            judge_label=decision.judge_label,
+            judge_confidence=decision.judge_confidence,
+            model_version=decision.model_version,
+        )
+
+    def decision(self) -> Decision:
+        """The core's ``Decision`` this row stores (an inclusion probability not recorded,
+        by an earlier version, reads as 1)."""
+        return Decision(
+            id=str(self.task_id),
+            route=self.route,
+            score=self.score,
+            reasons=list(self.reasons),
+            forced=self.forced,
+            audit=self.audit,
+            inclusion_probability=(
+                1.0 if self.inclusion_probability is None else self.inclusion_probability
+            ),
+            judge_label=self.judge_label,
+            judge_confidence=self.judge_confidence,
+            model_version=self.model_version,
+        )
 
 
 class HumanLabel(Base):

@@ -54,9 +54,8 @@ def replayed_view(rows: Sequence[Comparison], judge_indexes: Sequence[int]) -> l
 
 def served_view(rows: Sequence[Comparison], judge_indexes: Sequence[int]) -> list[Comparison]:
     """The rows with the verdicts the backend makes of the replay judges' answers (each
-    judge's two answers as served, combined by the backend's own ``combine``). The pairs
-    format says a verdict whose orders disagree is a tie; the backend leans to the stronger
-    answer (A-slightly and Tie is A): this view routes offline on exactly what it saw."""
+    judge's two answers as served, combined by the backend's own ``combine``): this view
+    routes offline on exactly what it saw."""
     view = []
     for row, replayed in zip(rows, replayed_view(rows, judge_indexes), strict=True):
         verdicts = [

@@ -21,6 +21,7 @@ from e2e.conftest import Connect, StartBackend
 from e2e.replay import (
     import_rows,
     judge_env,
+    judge_model,
     measure,
     offline_routes,
     replayed_view,
@@ -90,12 +91,96 @@ def test_one_import_of_the_prd_set_spends_the_budget_exactly_and_captures_as_rou
 
     assert server.judge.counts == {"answered": 2 * len(prd)}  # each task once, both orders
     assert report.human == report.budget_floor == 180
-    # On the verdicts it made of the replayed answers, the backend routes as `hyper-ls
-    # route` does. The file's own verdicts differ on orders like (A, tie): a tie in the
-    # pairs format, "A" at low confidence in the backend, so `route` on the file itself
-    # is reported (capture_offline_route) but is not the like-for-like comparison.
+    # What Label Studio holds captures as `hyper-ls route` on the same file does, and as
+    # `route` on the verdicts the backend made of the replayed answers (the same verdicts:
+    # orders that disagree are a tie in the backend as in the pairs format).
+    assert abs(report.capture_in_label_studio - report.capture_offline_route) <= 0.05
     assert abs(report.capture_in_label_studio - report.capture_offline_served) <= 0.05
     assert not report.inconsistent_ai_while_humans_took_consistent, report
     # more order flips than the budget: humans take only flips, the rest say so
     assert report.inconsistent_total > report.human
     assert report.consistent_human == 0
+
+
+# -- a two-judge panel ------------------------------------------------------------------------
+
+PANEL = (0, 1)
+"""GPT-4 (primary) and GPT-3.5."""
+
+
+def panel_kind(row: Comparison) -> str | None:
+    """How GPT-4 and GPT-3.5 relate on ``row``: ``agree`` (same side, each in both orders),
+    ``opposite`` (each keeps its answer in both orders, opposite sides), ``tie`` (GPT-4
+    picks a side in both orders, GPT-3.5 a tie), ``flip`` (GPT-4 flips with the order,
+    GPT-3.5 keeps a side: the panel's label is then GPT-3.5's); None for the rest."""
+    first, second = row.judges[0], row.judges[1]
+    sides = {first.label.value, second.label.value}
+    if first.consistent and second.consistent:
+        if sides == {"A", "B"}:
+            return "opposite"
+        if len(sides) == 1 and "tie" not in sides:
+            return "agree"
+        return "tie" if first.label.value != "tie" and second.label.value == "tie" else None
+    if first.consistent is False and second.consistent and second.label.value != "tie":
+        return "flip"
+    return None
+
+
+PANEL_ROWS = {"opposite": 6, "tie": 4, "flip": 4, "agree": 46}
+
+
+def panel_subset(rows: Sequence[Comparison]) -> tuple[list[Comparison], set[str]]:
+    """60 PRD rows (``PANEL_ROWS`` of each kind, the first in file order) and the ids of
+    the 14 the two judges disagree on."""
+    chosen: dict[str, list[Comparison]] = {kind: [] for kind in PANEL_ROWS}
+    for row in rows:
+        kind = panel_kind(row)
+        if kind is not None and len(chosen[kind]) < PANEL_ROWS[kind]:
+            chosen[kind].append(row)
+    subset = [row for row in rows if any(row in group for group in chosen.values())]
+    assert len(subset) == sum(PANEL_ROWS.values())
+    disagree = {row.id for kind, group in chosen.items() if kind != "agree" for row in group}
+    return subset, disagree
+
+
+def test_a_two_judge_panel_is_stored_shown_prefilled_and_its_disagreements_go_to_humans(
+    ls_client: LabelStudio,
+    start_backend: StartBackend,
+    connect: Connect,
+    prd: list[Comparison],
+    replay_judges: StartReplay,
+) -> None:
+    rows, disagree = panel_subset(prd)
+    servers = replay_judges(rows, PANEL)
+    models = [judge_model(rows[0].judges[i], i) for i in PANEL]
+    expected = {c.id: c.judge_label for c in served_view(rows, PANEL)}
+
+    # budget 0: every task is AI-labelled, with the panel's label
+    prefill = start_backend(HYPER_BUDGET="0", **REPLAY_ENV, **judge_env(rows, servers))
+    prefill_project = connect(prefill, "e2e: panel pre-fill")
+    import_rows(ls_client, prefill_project, rows)
+    outcomes, _ = wait_until_written(ls_client, prefill_project, len(rows), ROUTING_TIMEOUT)
+    assert {o.route for o in outcomes} == {"ai"}, {o.reason for o in outcomes}
+    assert {o.row_id: o.prefilled_label for o in outcomes} == expected
+    flips = [r for r in rows if r.judges[0].consistent is False]
+    assert all(expected[r.id] != r.judges[0].label for r in flips)  # the panel's, not GPT-4's
+
+    # a budget that fits every disagreement: humans get all of them first
+    routed = start_backend(HYPER_BUDGET=str(BUDGET), **REPLAY_ENV, **judge_env(rows, servers))
+    project_id = connect(routed, "e2e: panel routing")
+    import_rows(ls_client, project_id, rows)
+    outcomes, waited = wait_until_written(ls_client, project_id, len(rows), ROUTING_TIMEOUT)
+    print(f"\n[replay panel] {len(rows)} tasks, {len(disagree)} disagreements, {waited}")
+    human = {o.row_id for o in outcomes if o.route == "human"}
+    assert len(human) == int(BUDGET * len(rows)) >= len(disagree)
+    assert disagree <= human
+    for server in servers:
+        assert server.judge.counts == {"answered": 2 * 2 * len(rows)}  # two projects
+
+    # both verdicts are stored and shown: every task's reason in Label Studio names each
+    # judge with its own answer, and the backend's database holds both verdicts
+    for outcome in outcomes:
+        assert all(f"{model} " in outcome.reason for model in models), outcome.reason
+    stored = routed.query("SELECT verdicts FROM judge_outputs")
+    assert len(stored) == len(rows)
+    assert all([v["model"] for v in json.loads(row[0])] == models for row in stored)

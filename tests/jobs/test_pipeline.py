@@ -23,6 +23,9 @@ from server.harness import (
     tasks_created,
 )
 
+from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
+from hyper_ls_backend.core.policy import AUDIT_SEED, Route
+from hyper_ls_backend.eval.campaign import CampaignSettings, replay
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 
@@ -147,18 +150,20 @@ def test_a_judge_failure_is_forced_to_humans_even_with_no_budget(
     assert routes == ["ai", "human", "ai"]
 
 
+def running_within_budget(decisions: list[Any], budget: float) -> bool:
+    """Never more humans than floor(budget x k) after the first k decisions."""
+    running = 0
+    for k, decision in enumerate(sorted(decisions, key=lambda d: d.sequence), start=1):
+        running += decision.route is Route.HUMAN
+        if running > math.floor(budget * k + 1e-9):
+            return False
+    return True
+
+
 @pytest.mark.parametrize(
-    ("budget", "n"),
-    [
-        (0.25, 20),
-        (0.3, 17),
-        (0.5, 9),
-        (1.0, 6),
-        (0.0, 8),
-        (0.1, 25),
-    ],
+    ("budget", "n"), [(0.25, 20), (0.3, 37), (0.5, 21), (1.0, 20), (0.0, 24), (0.1, 25)]
 )
-def test_a_batch_of_judged_tasks_sends_exactly_floor_budget_times_n_to_humans(
+def test_an_import_of_judged_tasks_sends_exactly_floor_budget_times_n_to_humans(
     build: Any,
     tmp_path: Path,
     llm: FakeLLMServer,
@@ -167,19 +172,30 @@ def test_a_batch_of_judged_tasks_sends_exactly_floor_budget_times_n_to_humans(
     n: int,
 ) -> None:
     # a position-biased judge: every task looks equally worth a human. The streaming router
-    # alone under-spent here (0 of floor(0.1 x 25) = 2 at budget 0.1): each batch must end
-    # with exactly floor(b x N) humans, and never more than floor(b x k) after k decisions.
+    # alone under-spent here (0 of floor(0.1 x 25) = 2 at budget 0.1): an import decided
+    # as one ranked batch gets exactly floor(b x N).
     model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
     import_tasks(model, [task(i, "biased") for i in range(1, n + 1)])
     decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
-    humans = sum(d.route == "human" for d in decisions)
     assert not any(d.forced for d in decisions)
-    assert humans == math.floor(budget * n)
-    # and never more than the budget along the way
-    running = 0
-    for k, decision in enumerate(sorted(decisions, key=lambda d: d.sequence), start=1):
-        running += decision.route == "human"
-        assert running <= math.floor(budget * k + 1e-9)
+    assert sum(d.route is Route.HUMAN for d in decisions) == math.floor(budget * n)
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+
+
+@pytest.mark.parametrize(("budget", "n"), [(0.3, 17), (0.5, 9), (0.25, 6)])
+def test_a_small_import_is_streamed_and_never_ahead_of_the_budget(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    budget: float,
+    n: int,
+) -> None:
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    import_tasks(model, [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)])
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert all(d is not None for d in decisions)
+    assert running_within_budget(decisions, budget)
 
 
 PLANS = ["a", "b", "tie", "a-slight", "biased"]
@@ -205,7 +221,7 @@ def test_a_mixed_batch_spends_exactly_its_budget(
     assert counts.get((PROJECT, "human"), 0) == math.floor(budget * n)
 
 
-def test_concurrent_routing_never_overspends_the_budget(
+def test_concurrent_routing_of_one_import_decides_it_once_within_the_budget(
     build: Any, tmp_path: Path, llm: FakeLLMServer
 ) -> None:
     llm.responder = ScriptedJudge(delay=0.005)
@@ -213,17 +229,28 @@ def test_concurrent_routing_never_overspends_the_budget(
     model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
     model.store.record_tasks(PROJECT, [task(i, "biased") for i in range(1, n + 1)])
     with ThreadPoolExecutor(8) as pool:
-        decisions = list(
+        list(pool.map(lambda i: model.pipeline.route_task(PROJECT, i), [*range(1, n + 1)] * 2))
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert sum(d.route is Route.HUMAN for d in decisions) == math.floor(budget * n)
+
+
+def test_concurrent_routing_of_small_imports_never_overspends_the_budget(
+    build: Any, tmp_path: Path, llm: FakeLLMServer
+) -> None:
+    llm.responder = ScriptedJudge(delay=0.005)
+    n, budget = 32, 0.25
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=budget))
+    for start in range(1, n + 1, 4):  # eight imports of four tasks: each is streamed
+        model.store.record_tasks(PROJECT, [task(i, "biased") for i in range(start, start + 4)])
+    with ThreadPoolExecutor(8) as pool:
+        routed = list(
             pool.map(lambda i: model.pipeline.route_task(PROJECT, i), [*range(1, n + 1)] * 2)
         )
-    assert len({(d.task_id, d.sequence) for d in decisions}) == n
-    ordered = sorted({d.task_id: d for d in decisions}.values(), key=lambda d: d.sequence)
-    assert [d.sequence for d in ordered] == list(range(1, n + 1))
-    running = 0
-    for k, decision in enumerate(ordered, start=1):
-        running += decision.route == "human"
-        assert running <= math.floor(budget * k + 1e-9)
-    assert running == math.floor(budget * n)
+    assert all(d is not None for d in routed)
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert running_within_budget(decisions, budget)
 
 
 def test_a_projects_extra_params_set_its_budget(
@@ -346,3 +373,76 @@ def test_a_task_deleted_in_label_studio_before_write_back_is_not_retried_forever
     assert model.store.decision(PROJECT, 1).prediction_id is not None
     assert not model.store.unwritten_decisions()
     assert not any("/tasks/2/annotations" in p for p in label_studio.paths("POST"))
+
+
+# -- one policy offline and in the server ---------------------------------------------------
+
+
+def test_the_server_and_the_offline_replay_make_the_same_decisions(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    """Three imports of 25 (ranked) and one of 7 (streamed), with consistent, tied and
+    order-flipping verdicts and audits: ``simulate --online``'s replay of the same arrivals
+    in the same imports decides exactly as the server did."""
+    budget, audit_share, n, size = 0.25, 0.2, 82, 25
+    settings = judge_settings(
+        tmp_path, llm.base_url, hyper_budget=budget, hyper_audit_share=audit_share
+    )
+    model = build(settings)
+    tasks = [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)]
+    for start in range(0, n, size):
+        import_tasks(model, tasks[start : start + size])
+    outputs = model.store.judge_outputs(PROJECT, range(1, n + 1))
+    stream = [
+        Comparison.model_validate(record.comparison).with_judge(
+            JudgeVerdict.model_validate(outputs[record.task_id].verdict)
+        )
+        for record in model.store.tasks(PROJECT, range(1, n + 1))
+    ]
+    offline = replay(
+        model.pipeline.routers.prior,
+        stream,
+        "frozen",
+        CampaignSettings(budget=budget, batch_size=size, audit_share=audit_share),
+        seed=AUDIT_SEED,
+    )
+    served = [model.store.decision(PROJECT, i).decision() for i in range(1, n + 1)]
+    assert served == offline.decisions
+    assert any(d.audit for d in served) and any("doubtful" in d.reasons[0] for d in served)
+
+
+# -- imports decided together, restarts and /predict -----------------------------------------
+
+
+def test_an_import_is_ranked_whatever_order_its_tasks_were_judged_in(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    n = 24
+    imports = [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)]
+    decided = []
+    for order, root in ((range(1, n + 1), "in-order"), (range(n, 0, -1), "reversed")):
+        model = build(judge_settings(tmp_path / root, llm.base_url, hyper_budget=0.25))
+        model.store.record_tasks(PROJECT, imports)
+        routed = [model.pipeline.route_task(PROJECT, i) for i in order]
+        assert routed[:-1] == [None] * (n - 1)  # waiting for the rest of the import
+        decided.append({i: model.store.decision(PROJECT, i).decision() for i in range(1, n + 1)})
+    assert decided[0] == decided[1]
+    assert sum(d.route is Route.HUMAN for d in decided[0].values()) == 6
+
+
+def test_predict_on_a_task_whose_import_is_being_judged_decides_it_alone_at_once(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    n = 24
+    model = build(judge_settings(tmp_path, llm.base_url, hyper_budget=0.25))
+    model.store.record_tasks(PROJECT, [task(i, "a") for i in range(1, n + 1)])
+    (result,) = model.predict(PROJECT, [task(3, "a")])
+    early = model.store.decision(PROJECT, 3)
+    assert early is not None and early.sequence == 1
+    assert result["model_version"] == early.model_version
+    assert judge.calls["task 3"] == 2
+    for i in range(1, n + 1):
+        model.pipeline.route_task(PROJECT, i)
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sum(d.route is Route.HUMAN for d in decisions) == 6  # the import's allowance counts it
+    assert judge.calls["task 3"] == 2  # not judged again

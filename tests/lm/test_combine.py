@@ -22,9 +22,9 @@ def calls(*preferences: str | None) -> list[JudgeCall]:
         ("A-is-clearly-better", "A-is-slightly-better", Label.A, True, 0.875),
         ("B-is-slightly-better", "B-is-slightly-better", Label.B, True, 0.75),
         ("Tie", "Tie", Label.TIE, True, 0.75),
-        ("A-is-clearly-better", "Tie", Label.A, False, 0.25),
-        ("A-is-slightly-better", "Tie", Label.A, False, 0.125),
-        ("A-is-clearly-better", "B-is-slightly-better", Label.A, False, 0.125),
+        ("A-is-clearly-better", "Tie", Label.TIE, False, 0.25),
+        ("A-is-slightly-better", "Tie", Label.TIE, False, 0.125),
+        ("A-is-clearly-better", "B-is-slightly-better", Label.TIE, False, 0.125),
         ("A-is-slightly-better", "B-is-slightly-better", Label.TIE, False, 0.0),
         ("B-is-clearly-better", "A-is-clearly-better", Label.TIE, False, 0.0),
         ("B-is-clearly-better", None, Label.B, None, 0.5),
@@ -85,6 +85,7 @@ def test_token_probabilities_replace_the_stated_strength_when_both_orders_have_t
     verdict = combine(with_mass, "m")
     one_sided = combine([with_mass[0], second], "m")
 
-    assert verdict.label is Label.A and verdict.consistent is False
-    assert verdict.confidence == pytest.approx((0.9 + 0.2) / 2)
+    # the orders disagree: the label is a tie, and its probability is the mass on tie
+    assert verdict.label is Label.TIE and verdict.consistent is False
+    assert verdict.confidence == pytest.approx((0.0 + 0.1) / 2)
     assert one_sided.confidence == pytest.approx(0.125)  # the stated strengths

@@ -87,8 +87,9 @@ def test_an_order_that_disagrees_counts_against_the_label(
 
     result = make_judge(openai_transport()).judge(make_comparison())
 
-    assert result.verdict.label is Label.A and result.verdict.consistent is False
-    assert result.verdict.confidence == pytest.approx((0.55 + 0.1) / 2)
+    # the orders disagree: the label is a tie, and its probability is the mass on tie
+    assert result.verdict.label is Label.TIE and result.verdict.consistent is False
+    assert result.verdict.confidence == pytest.approx((0.05 + 0.0) / 2)
 
 
 def test_stated_strength_is_used_unless_both_orders_have_probabilities(

@@ -25,12 +25,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge's retry waits in milliseconds instead of seconds (attempts unchanged)."""
     from hyper_ls_backend.lm import RetryPolicy
-    from hyper_ls_backend.server import model as model_module
+    from hyper_ls_backend.lm import build as build_module
 
     def policy(attempts: int) -> RetryPolicy:
         return RetryPolicy(attempts=attempts, initial_wait=0.001, max_wait=0.01)
 
-    monkeypatch.setattr(model_module, "RetryPolicy", policy)
+    monkeypatch.setattr(build_module, "RetryPolicy", policy)
 
 
 @pytest.fixture

@@ -317,6 +317,7 @@ def test_dashboard_escapes_data_and_shows_every_key_of_a_router_version() -> Non
         budget={"share": 0.25, "allowed": 1, "used": 1, "left": 0},
         routes={"ai": 3, "human": 1, "audit": 0, "forced": 0, "received": 4},
         judge_agreement=measured,
+        agreement_by_judge={"org/model~1": measured, hostile: measured},
         ai_label_accuracy=ai_label_accuracy(3, measured),
         agreement_by_tag={bad_mathtext: {hostile: measured, "a/b~c": measured}},
         spend={"cost_usd": 0.01, "human_label_usd": 0.5, "human_cost_saved_usd": 1.5}
@@ -337,6 +338,7 @@ def test_dashboard_escapes_data_and_shows_every_key_of_a_router_version() -> Non
     reader = MetricReader()
     reader.feed(page)
     assert reader.metrics[f"/agreement_by_tag/{bad_mathtext}/a~1b~0c/n"] == "2"
+    assert reader.metrics["/agreement_by_judge/org~1model~01/n"] == "2"
     assert reader.metrics["/router_versions/0/candidate_of"] == "v1"
     assert reader.metrics["/router_versions/0/quality/held_out_auc"] == "0.7100"
     assert reader.metrics["/router_versions/0/active"] == "yes"
