@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 from rich.console import Console
@@ -19,22 +20,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.core.dataset import DatasetError, read_comparisons, write_jsonl
+from hyper_ls_backend.core.dataset import (
+    DatasetError,
+    pooled_training_set,
+    read_comparisons,
+    write_jsonl,
+)
 from hyper_ls_backend.core.evaluation import simulate as run_simulation
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
 from hyper_ls_backend.eval.campaign import (
-    AUDITS,
     CAMPAIGN_JUDGES,
     SPLITS,
     CampaignSettings,
     simulate_online,
 )
+from hyper_ls_backend.eval.transfer import TRANSFER_STRATEGIES, leave_one_dataset_out
 from hyper_ls_backend.plots import plot_campaigns, plot_simulation
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.settings import Settings
 
-DEFAULT_STRATEGY = "judge-error"
+DEFAULT_STRATEGY = "judge-signals"
 err = Console(stderr=True, highlight=False)
 
 
@@ -58,6 +64,13 @@ def budget_share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
     return value
 
 
@@ -98,6 +111,8 @@ def choose_router(
 def route(args: argparse.Namespace) -> None:
     """Decide, for each comparison, whether a human or the LM judge labels it."""
     comparisons = read_comparisons(args.input, drop_labels=True)
+    if not comparisons:
+        raise UsageProblem(f"{args.input}: no comparisons to route (the file has no rows)")
     router = choose_router(
         comparisons, args.model, args.strategy, args.labeled, args.prior_strength
     )
@@ -120,10 +135,27 @@ def route(args: argparse.Namespace) -> None:
 
 
 def fit(args: argparse.Namespace) -> None:
-    """Fit a router on labelled comparisons (human votes and judge verdicts)."""
-    router = Router(make_strategy(args.strategy)).fit(read_comparisons(args.data))
+    """Fit a router on labelled comparisons (human votes and judge verdicts). Several files
+    weigh the same; a file with judge panels is learned from every judge's view (each judge
+    as the primary, with the others as its panel and alone)."""
+    comparisons, weights = pooled_training_set([read_comparisons(path) for path in args.data])
+    router = Router(make_strategy(args.strategy)).fit(comparisons, weights)
     router.save(args.out)
     err.print(f"fitted {router.version} on {router.n_fitted_} comparisons -> {args.out}")
+
+
+def transfer(args: argparse.Namespace) -> None:
+    """Leave one dataset out: fit on the others, route every judge view of the held-out one."""
+    datasets = {path.stem: read_comparisons(path) for path in args.data}
+    if len(datasets) < 2:
+        raise UsageProblem("transfer needs at least two datasets (files with distinct names)")
+    outcome = leave_one_dataset_out(
+        datasets, args.strategies or TRANSFER_STRATEGIES, args.budgets, seeds=args.seeds
+    )
+    outcome["command"] = args.command_line
+    args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
+    show_transfer(outcome)
+    err.print(f"report -> {args.report}")
 
 
 def simulate(args: argparse.Namespace) -> None:
@@ -185,7 +217,6 @@ def simulate_campaigns(args: argparse.Namespace) -> None:
                 batch_size=args.batch_size,
                 audit_share=args.audit_share,
                 refit_every=args.refit_every,
-                audit=args.audit,
             )
             reports.append(
                 simulate_online(
@@ -204,8 +235,7 @@ def simulate_campaigns(args: argparse.Namespace) -> None:
     plot_campaigns(reports, args.plot)
     split_text = f"split by {split}" if prior is None else f"whole data vs {prior.version}"
     table = Table(
-        title=f"campaign replays, {split_text}, {args.campaign_judge} judge, "
-        f"{args.audit} audits, {args.seeds} seeds"
+        title=f"campaign replays, {split_text}, {args.campaign_judge} judge, {args.seeds} seeds"
     )
     columns = ("budget", "policy", "capture x random", "minus frozen (95% CI)", "label accuracy")
     for column in (*columns, "refits adopted"):
@@ -296,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hyper-ls",
         description="HyPER for Label Studio: route comparisons to humans or an LM judge.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {package_version('hyper-ls-backend')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     routing = commands.add_parser(
@@ -325,14 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routing.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="processes measuring texts (default: all cores)",
     )
     routing.set_defaults(handler=route)
 
     fitting = commands.add_parser("fit", help=fit.__doc__, description=fit.__doc__)
-    fitting.add_argument("data", type=Path, metavar="DATA.jsonl")
+    fitting.add_argument("data", type=Path, nargs="+", metavar="DATA.jsonl")
     fitting.add_argument("--out", type=Path, required=True, help="where to write the router")
     fitting.add_argument("--strategy", type=strategy_name, default=DEFAULT_STRATEGY)
     fitting.set_defaults(handler=fit)
@@ -380,17 +413,29 @@ def build_parser() -> argparse.ArgumentParser:
         "guesses in 2 seed-chosen categories the prior knows nothing of)",
     )
     simulation.add_argument("--batch-size", type=int, default=50, help="--online")
-    simulation.add_argument("--audit-share", type=float, default=0.05, help="--online")
-    simulation.add_argument("--refit-every", type=int, default=50, help="--online: new labels")
     simulation.add_argument(
-        "--audit",
-        choices=AUDITS,
-        default="uniform",
-        help="--online: how audits are drawn among judge-bound comparisons (each weighted by "
-        "1 / its inclusion probability): uniform, uncertain (near the routing cut up to 2x as "
-        "likely), stratified (equal expected audits per category)",
+        "--audit-share",
+        type=float,
+        default=0.05,
+        help="--online: share of the judge-bound comparisons audited, as HYPER_AUDIT_SHARE",
     )
+    simulation.add_argument("--refit-every", type=int, default=50, help="--online: new labels")
     simulation.set_defaults(handler=simulate)
+
+    transferring = commands.add_parser(
+        "transfer", help=transfer.__doc__, description=transfer.__doc__
+    )
+    transferring.add_argument("data", type=Path, nargs="+", metavar="DATA.jsonl")
+    transferring.add_argument("--budgets", type=budget_share, nargs="+", default=[0.1, 0.25, 0.5])
+    transferring.add_argument(
+        "--strategies",
+        type=strategy_name,
+        nargs="+",
+        help=f"default: {' '.join(TRANSFER_STRATEGIES)}",
+    )
+    transferring.add_argument("--seeds", type=int, default=5, help="how exact ties are broken")
+    transferring.add_argument("--report", type=Path, default=Path("transfer.json"))
+    transferring.set_defaults(handler=transfer)
 
     serving = commands.add_parser("serve", help=serve.__doc__, description=serve.__doc__)
     serving.add_argument("--host", help="default: $HOST or 0.0.0.0")
@@ -425,9 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler(args)
     except (UsageProblem, DatasetError, ValueError, OSError) as error:
-        err.print(f"[bold red]error:[/] {escape(str(error))}")
+        err.print(f"[bold red]error:[/] {escape(describe_error(error))}")
         return 2
     return 0
+
+
+def describe_error(error: Exception) -> str:
+    """The message a user sees: an OS error as "PATH: what went wrong", not "[Errno 2] ..."."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror.lower()}"
+    return str(error)
 
 
 def show_simulation(outcome: dict) -> None:
@@ -452,6 +505,27 @@ def show_simulation(outcome: dict) -> None:
             f"{row['label_accuracy']['mean']:.3f} ± {row['label_accuracy']['std']:.3f}",
             f"{row['downstream_accuracy']['mean']:.3f} ± {row['downstream_accuracy']['std']:.3f}",
         )
+    Console().print(table)
+
+
+def show_transfer(outcome: dict) -> None:
+    table = Table(title="leave one dataset out: capture x random (95% CI) / label accuracy")
+    for column in (
+        "held out",
+        "judges",
+        "budget",
+        *dict.fromkeys(r["strategy"] for r in outcome["rows"]),
+    ):
+        table.add_column(column)
+    cells: dict[tuple[str, str, float], list[str]] = {}
+    for row in outcome["rows"]:
+        low, high = row["capture_ratio_ci95"]
+        cells.setdefault((row["dataset"], row["view"], row["budget"]), []).append(
+            f"{row['capture_ratio']['mean']:.2f} ({low:.2f}-{high:.2f}) / "
+            f"{row['label_accuracy']['mean']:.3f}"
+        )
+    for (dataset, view, budget), values in cells.items():
+        table.add_row(dataset, view, f"{budget:.2f}", *values)
     Console().print(table)
 
 

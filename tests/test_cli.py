@@ -56,8 +56,8 @@ def humans(records: list[dict]) -> int:
 
 def test_fit_writes_a_router_artifact(work):
     artifact = json.loads((work / "model.json").read_text())
-    assert artifact["format"] == "hyper-ls-router/1"
-    assert artifact["strategy"]["name"] == "judge-error"
+    assert artifact["format"] == "hyper-ls-router/2"
+    assert artifact["strategy"]["name"] == "judge-signals"
     assert artifact["n_fitted"] == 160
 
 
@@ -101,6 +101,34 @@ def test_route_with_the_shipped_prior(work):
     records = read_jsonl(work / "prior.jsonl")
     assert len(records) == N_INPUTS
     assert humans(records) == math.floor(0.3 * N_INPUTS)
+
+
+def panel_record(i: int, orders: tuple[str, str], confidence: float | None, others: list[str]):
+    primary = {"model": "p", "label": "A", "orders": {"ab": orders[0], "ba": orders[1]}}
+    if confidence is not None:
+        primary["confidence"] = confidence
+    panel = [{"model": f"q{k}", "label": label} for k, label in enumerate(others)]
+    return {
+        "id": f"p{i}",
+        "prompt": f"Question {i}: which answer is better?",
+        "response_a": f"An answer of {i} words or so, here.",
+        "response_b": f"Another answer, number {i}.",
+        "judges": [primary, *panel],
+    }
+
+
+def test_route_with_no_flags_reads_panels_orders_and_confidences(work):
+    steady = [panel_record(i, ("A", "A"), 0.95, ["A", "A"]) for i in range(7)]
+    flipped = panel_record(7, ("A", "B"), 0.95, ["A", "A"])
+    unsure = panel_record(8, ("A", "A"), 0.5, ["A", "A"])
+    outvoted = panel_record(9, ("A", "A"), 0.95, ["B", "B"])
+    write_records(work / "panel.jsonl", [*steady, flipped, unsure, outvoted])
+    assert main(["route", str(work / "panel.jsonl"), "--budget", "0.2", "--out",
+                 str(work / "panel_out.jsonl")]) == 0  # fmt: skip
+    records = {r["id"]: r for r in read_jsonl(work / "panel_out.jsonl")}
+    assert {i for i, r in records.items() if r["route"] == "human"} == {"p7", "p8"}
+    assert records["p7"]["reasons"][0].startswith("the judge changed its answer when the order")
+    assert any(r.startswith("low judge confidence (0.50)") for r in records["p8"]["reasons"])
 
 
 def test_random_strategy_works_without_a_model(work, capsys):
@@ -192,15 +220,45 @@ def test_error_messages_with_brackets_are_printed_verbatim(work, capsys):
     assert "duplicate id '[/x]'" in flat(capsys.readouterr().err)
 
 
-def test_missing_input_file_exits_2(work, capsys):
+def test_missing_input_file_exits_2_naming_it_in_plain_words(work, capsys):
     assert route(work, "o.jsonl", source="does-not-exist.jsonl") == 2
-    assert "does-not-exist.jsonl" in flat(capsys.readouterr().err)
+    message = flat(capsys.readouterr().err)
+    assert "does-not-exist.jsonl: no such file or directory" in message
+    assert "Errno" not in message
 
 
 def test_model_that_is_not_a_router_exits_2(work, capsys):
     (work / "not-a-model.json").write_text('{"format": "other"}', encoding="utf-8")
     assert route(work, "o.jsonl", "--model", str(work / "not-a-model.json")) == 2
-    assert "hyper-ls-router/1" in flat(capsys.readouterr().err)
+    assert "hyper-ls-router/2" in flat(capsys.readouterr().err)
+
+
+def test_an_empty_input_is_an_error(work, capsys):
+    (work / "empty.jsonl").write_text("\n", encoding="utf-8")
+    assert route(work, "o.jsonl", source="empty.jsonl") == 2
+    assert "no comparisons to route" in flat(capsys.readouterr().err)
+
+
+def test_a_byte_order_mark_is_accepted(work):
+    text = (work / "inputs.jsonl").read_text(encoding="utf-8")
+    (work / "bom.jsonl").write_text("\ufeff" + text, encoding="utf-8")
+    assert route(work, "bom.jsonl.out", source="bom.jsonl") == 0
+    assert len(read_jsonl(work / "bom.jsonl.out")) == N_INPUTS
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_jobs_must_be_positive(work, jobs, capsys):
+    with pytest.raises(SystemExit) as caught:
+        route(work, "o.jsonl", "--jobs", jobs)
+    assert caught.value.code == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.startswith("hyper-ls 0.")
 
 
 @pytest.mark.parametrize("budget", ["1.5", "-0.1", "lots"])
@@ -321,16 +379,16 @@ def test_simulate_online_replays_campaigns_and_writes_a_report_and_a_plot(work):
     assert (work / "online.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_simulate_online_records_the_audit_draw_in_the_report(work):
+def test_simulate_online_records_the_audit_share_in_the_report(work):
     write_records(work / "audited.jsonl", make_records(240, seed=22, n_groups=24))
     args = ["simulate", str(work / "audited.jsonl"), "--online", "--budgets", "0.3"]
-    args += ["--seeds", "1", "--batch-size", "40", "--audit", "stratified"]
+    args += ["--seeds", "1", "--batch-size", "40", "--audit-share", "0.2"]
     args += ["--report", str(work / "audited.json"), "--plot", str(work / "audited.png")]
     assert main(args) == 0
     report = json.loads((work / "audited.json").read_text())
-    assert report["campaigns"][0]["settings"]["audit"] == "stratified"
+    assert report["campaigns"][0]["settings"]["audit_share"] == 0.2
     with pytest.raises(SystemExit):
-        main([*args[:-4], "--audit", "nope"])
+        main([*args[:-4], "--audit", "stratified"])  # the server never had targeted audits
 
 
 def test_simulate_online_against_a_given_prior_replays_one_file_per_seed(work, capsys):
