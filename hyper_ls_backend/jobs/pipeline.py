@@ -45,7 +45,9 @@ LOCK_STRIPES = 256
 
 
 class RouterRegistry:
-    """The router each project routes with: its adopted version, else the prior."""
+    """The router each project routes with: its adopted version, else the prior (also when
+    the adopted version was fitted by an earlier release on other features: it is logged
+    once and the project starts again from the prior)."""
 
     def __init__(self, store: Store, prior: Router) -> None:
         self._store, self.prior = store, prior
@@ -58,7 +60,17 @@ class RouterRegistry:
             return self.prior
         with self._lock:
             if version.version not in self._cache:
-                self._cache[version.version] = Router.from_dict(version.artifact)
+                try:
+                    self._cache[version.version] = Router.from_dict(version.artifact)
+                except ValueError as error:
+                    log.warning(
+                        "project %d: its router %s cannot be used (%s); routing with the "
+                        "prior until the next refit",
+                        project_id,
+                        version.version,
+                        error,
+                    )
+                    self._cache[version.version] = self.prior
             return self._cache[version.version]
 
 

@@ -26,8 +26,11 @@ from server.harness import (
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
 from hyper_ls_backend.core.policy import AUDIT_SEED, Route
 from hyper_ls_backend.eval.campaign import CampaignSettings, replay
+from hyper_ls_backend.jobs.pipeline import RouterRegistry
+from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
+from hyper_ls_backend.store import Store
 
 
 @pytest.fixture
@@ -446,3 +449,14 @@ def test_predict_on_a_task_whose_import_is_being_judged_decides_it_alone_at_once
     decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
     assert sum(d.route is Route.HUMAN for d in decisions) == 6  # the import's allowance counts it
     assert judge.calls["task 3"] == 2  # not judged again
+
+
+def test_a_router_of_an_earlier_release_falls_back_to_the_prior(tmp_path: Path, caplog) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    store.record_router(PROJECT, "judge-error-old", {"format": "hyper-ls-router/1"}, {}, True)
+    prior = load_default_router()
+    registry = RouterRegistry(store, prior)
+    assert registry.for_project(PROJECT) is prior
+    assert registry.for_project(PROJECT) is prior  # logged once, then cached
+    warnings = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(warnings) == 1 and "judge-error-old" in warnings[0].getMessage()
