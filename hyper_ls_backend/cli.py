@@ -26,7 +26,6 @@ from hyper_ls_backend.core.dataset import (
     read_comparisons,
     write_jsonl,
 )
-from hyper_ls_backend.core.evaluation import simulate as run_simulation
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
 from hyper_ls_backend.eval.campaign import (
@@ -35,6 +34,7 @@ from hyper_ls_backend.eval.campaign import (
     CampaignSettings,
     simulate_online,
 )
+from hyper_ls_backend.eval.crossval import simulate as run_simulation
 from hyper_ls_backend.eval.transfer import TRANSFER_STRATEGIES, leave_one_dataset_out
 from hyper_ls_backend.plots import plot_campaigns, plot_simulation
 from hyper_ls_backend.priors import load_default_router

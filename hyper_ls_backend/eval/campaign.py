@@ -24,12 +24,12 @@ import numpy as np
 from scipy.stats import t as student
 
 from hyper_ls_backend.core.comparison import Comparison, Label
-from hyper_ls_backend.core.evaluation import summarize
 from hyper_ls_backend.core.learning import Refitter
 from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Decision, LedgerState, Route
 from hyper_ls_backend.core.ppm import hybrid_labels
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.core.strategies import make_strategy, stable_uniform
+from hyper_ls_backend.eval.crossval import summarize
 
 POLICIES = ("frozen", "online", "random", "judge-consistency")
 

@@ -17,16 +17,16 @@ import numpy as np
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import judge_views, pooled_training_set
-from hyper_ls_backend.core.evaluation import (
+from hyper_ls_backend.core.ppm import hybrid_labels
+from hyper_ls_backend.core.router import Route, Router
+from hyper_ls_backend.core.strategies import make_strategy
+from hyper_ls_backend.eval.crossval import (
     capture,
     group_bootstrap,
     group_bootstrap_capture,
     judge_wrong,
     summarize,
 )
-from hyper_ls_backend.core.ppm import hybrid_labels
-from hyper_ls_backend.core.router import Route, Router
-from hyper_ls_backend.core.strategies import make_strategy
 
 TRANSFER_STRATEGIES = ("judge-signals", "uncertainty", "judge-consistency", "judge-error", "random")
 

@@ -3,7 +3,7 @@ real backend against replay judges (``hyper_ls_backend/eval/replay_judge.py``), 
 measured on what Label Studio holds afterwards.
 
 Shared by ``test_replay_e2e.py`` and ``scripts/replay_campaign.py``. The measures follow
-``core/evaluation.py``: a judge error is a comparison whose pre-filled judge label (the
+``eval/crossval.py``: a judge error is a comparison whose pre-filled judge label (the
 replayed view's ``judge_label``) differs from its first human vote; capture is the share of
 errors routed to humans divided by the share of tasks routed to humans (1.0 = random);
 final label accuracy scores the AI-routed tasks' pre-filled label and the human-routed
