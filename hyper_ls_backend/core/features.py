@@ -59,8 +59,6 @@ JUDGE_CONSISTENCY = ("yes", "no")
 ways (an absent signal is absent, not "consistent")."""
 JUDGE_PICKS = ("longer", "shorter", "same_length", "tie")
 """Whether the judges' label sides with the longer response: a known LM-judge bias."""
-JUDGE_STRENGTHS = (1.0, 0.5)
-"""``judge_strength<1`` (not "clearly" in both orders), ``judge_strength<=0.5``."""
 CONTINUOUS_SIGNALS = ("judge_doubt", "panel_disagreement")
 """The two columns that are not 0/1: ``1 - confidence`` of the primary, and the share of
 the other judges' votes against the pre-filled label; both 0 when not measured."""
@@ -100,11 +98,10 @@ def signal_features(signals: JudgeSignals) -> dict[str, float]:
     values = {"judge=tie" if signals.tie else "judge=decisive": 1.0}
     if signals.consistent is not None:
         values[f"judge_consistent={'yes' if signals.consistent else 'no'}"] = 1.0
-    if signals.strength is not None:
-        for edge in JUDGE_STRENGTHS:
-            below = signals.strength < edge if edge == 1.0 else signals.strength <= edge
-            if below:
-                values[f"judge_strength{'<1' if edge == 1.0 else '<=0.5'}"] = 1.0
+    if signals.strength is not None and signals.strength < 1.0:
+        values["judge_strength<1"] = 1.0  # not "clearly" in both orders
+        if signals.strength <= 0.5:
+            values["judge_strength<=0.5"] = 1.0  # "slightly" or tie at best
     if signals.confidence is not None:
         values["judge_doubt"] = 1.0 - signals.confidence
     if signals.panel_agreement is not None:
