@@ -25,7 +25,7 @@ Label Studio stores, since both depend on what the config says.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -95,6 +95,15 @@ class ChoiceOption:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A preference as a project's control states it: ``choice`` is the stored value."""
+
+    choice: str
+    label: Label
+    strength: Strength | None
+
+
+@dataclass(frozen=True)
 class PreferenceConfig:
     """Where a project's tasks keep a comparison, and how its answers are written."""
 
@@ -115,6 +124,22 @@ class PreferenceConfig:
         order = [strength, None, Strength.SLIGHT, Strength.CLEAR]
         candidates = [option for option in self.options if option.label == label]
         return min(candidates, key=lambda option: order.index(option.strength)).value
+
+    def read_answer(self, result: Sequence[Mapping[str, Any]]) -> Answer | None:
+        """The preference an annotation's (or prediction's) ``result`` gives, if any: None
+        when it does not answer this config's control, or answers with a choice the config
+        no longer has (renamed since?)."""
+        for region in result:
+            if region.get("from_name") != self.control_name:
+                continue
+            choices = (region.get("value") or {}).get("choices") or []
+            if choices:
+                try:
+                    label, strength = self.label_for(choices[0])
+                except ValueError:
+                    return None
+                return Answer(choices[0], label, strength)
+        return None
 
     def label_for(self, choice: str) -> tuple[Label, Strength | None]:
         """What an answer of this project's ``<Choices>`` means."""

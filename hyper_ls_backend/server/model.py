@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.learning import Learner
@@ -17,7 +16,6 @@ from hyper_ls_backend.lm.build import build_panel_and_tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, strength_for
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
-    Strength,
     parse_label_config,
     prediction_result,
 )
@@ -167,17 +165,16 @@ class HyperModel:
         stored = self.store.project(int(project["id"]))
         if stored is None:
             return "ignored: project was never set up"
-        label = human_label(parse_label_config(stored.label_config), annotation)
-        if label is None:
+        answer = parse_label_config(stored.label_config).read_answer(annotation.get("result") or [])
+        if answer is None:
             return "ignored: no preference in the annotation"
-        choice, coarse, strength = label
         self.store.save_human_label(
             int(annotation["id"]),
             project_id=int(project["id"]),
             task_id=int(task_id),
-            label=coarse.value,
-            choice=choice,
-            strength=strength.value if strength else None,
+            label=answer.label.value,
+            choice=answer.choice,
+            strength=answer.strength.value if answer.strength else None,
             annotator=completed_by(annotation),
         )
         project_id = int(project["id"])
@@ -185,8 +182,8 @@ class HyperModel:
             every = self.settings.for_project(stored.extra_params).hyper_refit_every
             if self.store.label_count(project_id) % every == 0:
                 self.queue.refit(project_id)
-                return f"stored label {coarse.value}; refit queued"
-        return f"stored label {coarse.value}"
+                return f"stored label {answer.label.value}; refit queued"
+        return f"stored label {answer.label.value}"
 
     def _made_by_backend(self, annotation: dict[str, Any]) -> bool:
         client = self.pipeline.label_studio
@@ -202,23 +199,6 @@ def completed_by(annotation: dict[str, Any]) -> int | None:
     if isinstance(user, dict):
         user = user.get("id")
     return int(user) if user is not None else None
-
-
-def human_label(
-    config: PreferenceConfig, annotation: dict[str, Any]
-) -> tuple[str, Label, Strength | None] | None:
-    """(choice, coarse label, strength) of the annotation's answer to the preference control."""
-    for region in annotation.get("result") or []:
-        if region.get("from_name") != config.control_name:
-            continue
-        choices = (region.get("value") or {}).get("choices") or []
-        if choices:
-            try:
-                label, strength = config.label_for(choices[0])
-            except ValueError:
-                return None  # a choice the project's config does not have (renamed since?)
-            return choices[0], label, strength
-    return None
 
 
 def has_task_id(task: dict[str, Any]) -> bool:
