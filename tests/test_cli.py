@@ -356,10 +356,10 @@ def test_console_script_routes_and_reports_errors_without_traceback(work):
     assert out.read_bytes() == (work / "in-process.jsonl").read_bytes()
 
     bad = work / "script-bad.jsonl"
-    bad.write_text(valid_line(0) + "\n" + '{"id": "x", "prompt": ""}\n', encoding="utf-8")
+    bad.write_text(valid_line(0) + "\n" + '{"id": "x", "prompt": 7}\n', encoding="utf-8")
     failed = script("route", str(bad), "--budget", "0.3", "--out", str(work / "never.jsonl"))
     assert failed.returncode == 2
-    assert "line 2: prompt: must not be empty" in flat(failed.stderr)
+    assert "line 2: prompt: must be a string, got int" in flat(failed.stderr)
     assert "Traceback" not in failed.stderr
     assert not (work / "never.jsonl").exists()
 

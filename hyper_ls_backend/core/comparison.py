@@ -63,15 +63,8 @@ def _text(value: Any) -> str:
     return value
 
 
-def _non_blank_text(value: Any) -> str:
-    if not _text(value).strip():
-        raise ValueError("must not be empty")
-    return value
-
-
 Text = Annotated[str, BeforeValidator(_text)]
 """A response: may be empty (a model that answered nothing lost), never absent or huge."""
-NonBlankText = Annotated[str, BeforeValidator(_non_blank_text)]
 
 
 class Turn(BaseModel):
@@ -192,7 +185,8 @@ class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str = Field(min_length=1)
-    prompt: NonBlankText
+    prompt: Text
+    """Empty for a pair without a prompt (two texts compared on their own)."""
     response_a: Text
     response_b: Text
     context_a: list[Turn] = Field(default_factory=list)

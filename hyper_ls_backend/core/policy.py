@@ -37,7 +37,10 @@ ledger has room, with probability ``audit_share``.
 When that is a tie and the project's humans almost never choose tie (under ``RARE_TIE`` of
 at least ``MIN_TIE_LABELS`` human labels), the side the judges leaned to is pre-filled
 instead, and the reasons say so; a doubtful verdict pre-filled because the budget is spent
-says that too.
+says that too. A project whose control has no tie (``can_prefill_tie=False``: Label
+Studio's ``<Pairwise>``, a two-choice scale) cannot hold a judge's tie: such a verdict goes
+to humans as a doubtful one does, and once the budget is spent it is left unlabelled (an AI
+decision with no label) with a reason saying so.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ JUDGE_FAILED_REASON = "judge failed: no usable verdict, a human must label it"
 AUDIT_REASON = "audit: a random sample of what the judge labels, to measure the judge"
 DOUBTFUL_PICK_REASON = "doubtful verdict, humans first: the judge's answer {why}"
 DOUBTFUL_AI_REASON = "budget spent: the judge's answer is doubtful ({why})"
+NO_TIE_REASON = (
+    "left unlabelled: the judges say tie, this project's control has no tie, and the "
+    "budget is spent"
+)
 TIE_LEAN_REASON = (
     "pre-filled {side}, the side the judge leaned to, not its tie: this project's humans "
     "chose tie in {ties} of {labels} labels"
@@ -170,6 +177,7 @@ class _Scored:
     signals: JudgeSignals | None
     features: np.ndarray | None
     """The comparison's feature row (for the PPM strategy's selection)."""
+    can_prefill_tie: bool = True
 
     @property
     def forced(self) -> bool:
@@ -179,7 +187,17 @@ class _Scored:
 
     @property
     def doubtful(self) -> bool:
-        return self.signals is not None and self.signals.doubtful
+        """The judges' answer is not to be trusted, or cannot be pre-filled (a tie on a
+        control without one)."""
+        return self.signals is not None and (self.signals.doubtful or self.unfillable_tie)
+
+    @property
+    def unfillable_tie(self) -> bool:
+        return (
+            not self.can_prefill_tie
+            and self.signals is not None
+            and self.signals.ai_label is Label.TIE
+        )
 
 
 @dataclass(frozen=True)
@@ -196,6 +214,8 @@ class CampaignPolicy:
         Batches at least this large are ranked; smaller ones are streamed.
     doubtful_first:
         Doubtful verdicts go to humans before any score (off: the router's ranking alone).
+    can_prefill_tie:
+        The project's control can hold a tie (off for ``<Pairwise>`` and two-choice scales).
     seed:
         Seed of the per-task audit draw.
     """
@@ -204,6 +224,7 @@ class CampaignPolicy:
     audit_share: float = 0.05
     min_batch: int = MIN_RANKED_BATCH
     doubtful_first: bool = True
+    can_prefill_tie: bool = True
     seed: int = AUDIT_SEED
 
     def __post_init__(self) -> None:
@@ -316,6 +337,7 @@ class CampaignPolicy:
                 reasons[i],
                 judge_signals(candidate.comparison) if candidate.comparison else None,
                 rows[i],
+                self.can_prefill_tie,
             )
             for i, candidate in enumerate(batch)
         ]
@@ -340,7 +362,7 @@ class CampaignPolicy:
         if s.forced:
             reasons = [s.candidate.problem or JUDGE_FAILED_REASON]
         elif self.doubtful_first and s.doubtful:
-            reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s.signals)), *s.reasons]
+            reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s)), *s.reasons]
         else:
             reasons = s.reasons
         return self._decision(s, Route.HUMAN, reasons, forced=s.forced)
@@ -354,8 +376,12 @@ class CampaignPolicy:
 
     def _ai(self, s: _Scored, ledger: LedgerState) -> Decision:
         notes, label = [], s.signals.ai_label if s.signals else None
+        if s.unfillable_tie:
+            return replace(
+                self._decision(s, Route.AI, [NO_TIE_REASON, *s.reasons]), judge_label=None
+            )
         if self.doubtful_first and s.doubtful:
-            notes.append(DOUBTFUL_AI_REASON.format(why=_doubt(s.signals)))
+            notes.append(DOUBTFUL_AI_REASON.format(why=_doubt(s)))
         if label is Label.TIE and ledger.ties_rare and s.signals.lean is not None:
             label = s.signals.lean
             notes.append(
@@ -393,7 +419,9 @@ def _top(router: Router, scored: list[_Scored], among: list[int], k: int) -> lis
     return sorted(among, key=lambda i: -scored[i].score)[:k]
 
 
-def _doubt(signals: JudgeSignals) -> str:
-    if signals.consistent is False:
+def _doubt(s: _Scored) -> str:
+    if s.unfillable_tie:
+        return "is a tie, which this project's control cannot hold"
+    if s.signals.consistent is False:
         return "it changed with the order"
     return "its confidence is 0"

@@ -123,7 +123,7 @@ class Pipeline:
         decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
             self._prepare(project_id, record, config)
-            made = self._decide(project_id, task_id, settings, alone)
+            made = self._decide(project_id, task_id, settings, config, alone)
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
             fresh = any(m.task_id == task_id for m in made)
@@ -154,7 +154,7 @@ class Pipeline:
         except ValueError as error:
             self.store.save_comparison(project_id, task_id, None, str(error))
             return None
-        if self.tagger is not None:
+        if self.tagger is not None and comparison.prompt.strip():  # nothing to tag without
             tagged = self.tagger.tag(comparison.prompt)
             comparison = comparison.with_tags(tagged.tags)
         self.store.save_comparison(project_id, task_id, comparison.model_dump(mode="json"), None)
@@ -180,11 +180,18 @@ class Pipeline:
         )
 
     def _decide(
-        self, project_id: int, task_id: int, settings: Settings, alone: bool
+        self,
+        project_id: int,
+        task_id: int,
+        settings: Settings,
+        config: PreferenceConfig,
+        alone: bool,
     ) -> list[DecisionRecord]:
         """Decide the task's import if all of it is judged, else the task alone if it is
         of a small import or ``alone``; returns the decisions made now."""
-        policy = CampaignPolicy(settings.hyper_budget, settings.hyper_audit_share)
+        policy = CampaignPolicy(
+            settings.hyper_budget, settings.hyper_audit_share, can_prefill_tie=config.has_tie
+        )
         router = self.routers.for_project(project_id)
         members = self.store.import_of(project_id, task_id)
         if len(members) >= policy.min_batch:

@@ -24,10 +24,17 @@ You are an impartial expert judge of AI assistant responses. You are shown a con
 and two candidate responses, A and B, to its final user message. Decide which response is \
 better overall: more helpful, more truthful and more harmless for this user, following \
 their instructions. Judge substance, not style: do not favour a response for its position, \
-its length, or its confidence. If both are equally good or equally bad, say Tie.
+its length, or its confidence. If both are equally good or equally bad, say Tie. When \
+there is no user message, the two are texts to compare on their own: judge which is the \
+better text.
 
 Answer on this five-point scale: A-is-clearly-better, A-is-slightly-better, Tie, \
 B-is-slightly-better, B-is-clearly-better. Give a rationale of one or two sentences."""
+
+NO_PROMPT_NOTE = (
+    "There is no user message: response A and response B are two texts to compare on their "
+    "own merits."
+)
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -109,7 +116,10 @@ def judge_request(
     else:
         parts.append(_conversation("conversation_seen_by_a", context_first, cut))
         parts.append(_conversation("conversation_seen_by_b", context_second, cut))
-    parts.append(f"<final_user_message>\n{cut(comparison.prompt)}\n</final_user_message>")
+    if comparison.prompt.strip():
+        parts.append(f"<final_user_message>\n{cut(comparison.prompt)}\n</final_user_message>")
+    else:
+        parts.append(NO_PROMPT_NOTE)
     parts.append(f"<response_a>\n{cut(first)}\n</response_a>")
     parts.append(f"<response_b>\n{cut(second)}\n</response_b>")
     if cut.cut:

@@ -1,19 +1,26 @@
 """What a Label Studio project's labeling config means to the backend.
 
-The backend never assumes the shipped configs (``label_config/``): it reads the project's own
-config with the SDK's ``LabelInterface`` and finds the prompt, the two responses and the
-``<Choices>`` to pre-fill, so renamed fields (``$question``/``$answer1``/``$answer2``) and
+The backend never assumes the shipped configs: it reads the project's own config with the
+SDK's ``LabelInterface`` and finds the prompt, the two responses and the control to
+pre-fill, so Label Studio's own templates ("Human Preference collection for RLHF",
+"Pairwise classification") and renamed fields (``$question``/``$answer1``/``$answer2``) and
 reworded choices (``Response A``, ``A is much better``) work. The rules, in document order:
 
 - text objects are ``<Text>``/``<HyperText>`` tags whose value is ``$key``;
 - texts named like context (context, history, conversation, dialogue, system) are context;
+- the control is a ``<Pairwise>`` over two texts (the first is A, "left"; it has no tie), or
+  a single-answer ``<Choices>`` whose every choice reads as A, B or tie and that offers A
+  and B (a tie is optional); one named like ``preference``/``overall`` wins over others;
 - the prompt is the first text named like a prompt (prompt, question, instruction, query,
-  input), else the first text not marked as a side;
-- the responses are the remaining texts. With exactly two, the first is A unless their names
-  say otherwise (a/b, 1/2, left/right); with more, exactly one must be marked A and one B,
-  and the others are context;
-- the control is a single-answer ``<Choices>`` whose every choice reads as A, B or tie and
-  that offers all three; one named like ``preference``/``overall`` wins over the others.
+  input), else the first text that is not a response; a pair with no text left over has no
+  prompt (the judge is told so);
+- for ``<Choices>`` the responses are the texts besides the prompt. With exactly two, the
+  first is A unless their names say otherwise (a/b, 1/2, left/right); with more, exactly one
+  must be marked A and one B, and the others are context.
+
+A config the backend cannot route (a ``<Ranker>`` over a list, a choice among three or more
+responses, no preference control at all) raises :class:`LabelConfigError` whose message
+names what is missing and which template or control would work.
 
 Names are read both from the tag's ``name`` and its ``$key``, split into words
 (``responseA`` -> response, a; ``answer_1`` -> answer, 1).
@@ -32,7 +39,7 @@ from typing import Any
 
 from label_studio_sdk._legacy.exceptions import LabelStudioXMLSyntaxErrorSentryIgnored
 from label_studio_sdk.label_interface import LabelInterface
-from label_studio_sdk.label_interface.control_tags import ChoicesTag
+from label_studio_sdk.label_interface.control_tags import ChoicesTag, PairwiseTag, RankerTag
 from pydantic import ValidationError
 
 from hyper_ls_backend.core.comparison import Comparison, Label, Turn
@@ -40,17 +47,21 @@ from hyper_ls_backend.core.comparison import Comparison, Label, Turn
 _TEXT_TAGS = {"text", "hypertext"}
 _PROMPT_WORDS = {"prompt", "question", "instruction", "instructions", "query", "input"}
 _CONTEXT_WORDS = {"context", "history", "conversation", "dialogue", "dialog", "system"}
-_CONTROL_WORDS = {"preference", "overall"}
+_CONTROL_WORDS = {"preference", "overall", "comparison"}
 _SIDE_WORDS = {
     "a": Label.A,
     "1": Label.A,
     "left": Label.A,
     "first": Label.A,
+    "one": Label.A,
     "b": Label.B,
     "2": Label.B,
     "right": Label.B,
     "second": Label.B,
+    "two": Label.B,
 }
+_THIRD_WORDS = {"c", "3", "third", "three", "d", "4", "fourth", "four"}
+"""Names of a third (or fourth) response: a choice among several, which is not a pair."""
 _TIE_CHOICES = {
     "tie",
     "draw",
@@ -68,6 +79,13 @@ _CHOICE = re.compile(
     r"|a little|marginally))?(?: better)?"
 )
 _CLEAR_WORDS = {"clearly", "much", "far", "significantly"}
+_PAIRWISE_SIDES = {"left": Label.A, "right": Label.B}
+
+TEMPLATES_THAT_WORK = (
+    'Label Studio\'s "Human Preference collection for RLHF" or "Pairwise classification" '
+    "template (a <Pairwise> over two texts), or a <Choices> with choices for A, B and "
+    "optionally Tie (the configs shipped with hyper-ls-backend)"
+)
 
 
 class LabelConfigError(ValueError):
@@ -81,12 +99,20 @@ class Strength(StrEnum):
     SLIGHT = "slight"
 
 
+class ControlKind(StrEnum):
+    """The control tag an answer is stored in."""
+
+    CHOICES = "choices"
+    PAIRWISE = "pairwise"
+
+
 @dataclass(frozen=True)
 class ChoiceOption:
-    """One ``<Choice>`` and what it means.
+    """One answer the control offers, and what it means.
 
-    ``value`` is what Label Studio stores in results: the choice's ``alias``, else its
-    ``value``. ``strength`` is None on scales without strength and for ties.
+    ``value`` is what Label Studio stores in results: a ``<Choice>``'s ``alias``, else its
+    ``value``; ``left``/``right`` for ``<Pairwise>``. ``strength`` is None on scales without
+    strength and for ties.
     """
 
     value: str
@@ -107,22 +133,37 @@ class Answer:
 class PreferenceConfig:
     """Where a project's tasks keep a comparison, and how its answers are written."""
 
-    prompt_key: str
+    prompt_key: str | None
+    """None for a pair without a prompt (the "Pairwise classification" template)."""
     response_a_key: str
     response_b_key: str
     context_keys: tuple[str, ...]
     control_name: str
     to_name: str
     options: tuple[ChoiceOption, ...]
+    kind: ControlKind = ControlKind.CHOICES
+
+    @property
+    def has_tie(self) -> bool:
+        """Whether a tie can be stored (``<Pairwise>`` and two-choice scales have none)."""
+        return any(option.label is Label.TIE for option in self.options)
+
+    @property
+    def control(self) -> str:
+        """The control as a user reads it in the config: ``<Pairwise name='comparison'>``."""
+        return f"<{self.kind.value.capitalize()} name={self.control_name!r}>"
 
     def choice_for(self, label: Label, strength: Strength | None = None) -> str:
         """The choice that says ``label``, as close to ``strength`` as the scale allows.
 
         Without a strength (or one the scale lacks) a choice without strength is taken, then
-        the slight one: a judge that gave no strength only claimed a preference.
+        the slight one: a judge that gave no strength only claimed a preference. A ValueError
+        for a tie on a control without one.
         """
         order = [strength, None, Strength.SLIGHT, Strength.CLEAR]
         candidates = [option for option in self.options if option.label == label]
+        if not candidates:
+            raise ValueError(f"{self.control} has no answer for {label.value}")
         return min(candidates, key=lambda option: order.index(option.strength)).value
 
     def read_answer(self, result: Sequence[Mapping[str, Any]]) -> Answer | None:
@@ -132,24 +173,25 @@ class PreferenceConfig:
         for region in result:
             if region.get("from_name") != self.control_name:
                 continue
-            choices = (region.get("value") or {}).get("choices") or []
-            if choices:
+            value = region.get("value") or {}
+            stored = value.get("selected") if self.kind is ControlKind.PAIRWISE else None
+            if self.kind is ControlKind.CHOICES:
+                stored = next(iter(value.get("choices") or []), None)
+            if isinstance(stored, str):
                 try:
-                    label, strength = self.label_for(choices[0])
+                    label, strength = self.label_for(stored)
                 except ValueError:
                     return None
-                return Answer(choices[0], label, strength)
+                return Answer(stored, label, strength)
         return None
 
     def label_for(self, choice: str) -> tuple[Label, Strength | None]:
-        """What an answer of this project's ``<Choices>`` means."""
+        """What an answer of this project's control means."""
         for option in self.options:
             if option.value == choice:
                 return option.label, option.strength
         known = ", ".join(option.value for option in self.options)
-        raise ValueError(
-            f"{choice!r} is not a choice of <Choices name={self.control_name!r}> ({known})"
-        )
+        raise ValueError(f"{choice!r} is not an answer of {self.control} ({known})")
 
 
 @dataclass(frozen=True)
@@ -170,6 +212,11 @@ class _TextField:
                 return _SIDE_WORDS[words[-1]]
         return None
 
+    @property
+    def third(self) -> bool:
+        """Named like a third response (``resp3``, ``answer_c``)."""
+        return any(set(_words(text)[-1:]) & _THIRD_WORDS for text in (self.key, self.name))
+
     def __str__(self) -> str:
         return f"{self.name} (${self.key})"
 
@@ -185,53 +232,112 @@ def parse_label_config(xml: str) -> PreferenceConfig:
     for obj in interface.objects:
         if obj.tag.lower() in _TEXT_TAGS and obj.value_is_variable:
             texts.setdefault(obj.value_name, _TextField(obj.name, obj.value_name))
-    prompt, response_a, response_b, context = _assign_texts(list(texts.values()))
-
-    choices = [control for control in interface.controls if isinstance(control, ChoicesTag)]
-    if not choices:
-        raise LabelConfigError(
-            "the label config has no <Choices>: the backend needs a single-answer <Choices> "
-            "with choices for A, B and tie"
-        )
-    choices.sort(key=lambda control: not set(_words(control.name)) & _CONTROL_WORDS)
-    problems = []
-    for control in choices:
+    fields = list(texts.values())
+    controls = sorted(
+        (c for c in interface.controls if isinstance(c, PairwiseTag | ChoicesTag)),
+        key=lambda control: not set(_words(control.name)) & _CONTROL_WORDS,
+    )
+    if not controls:
+        raise LabelConfigError(_no_control(interface))
+    problems: dict[str, None] = {}  # ordered, once each: several controls may fail alike
+    for control in controls:
         try:
-            options = _read_options(control, response_a, response_b)
+            if isinstance(control, PairwiseTag):
+                return _pairwise_config(control, fields)
+            return _choices_config(control, fields)
         except LabelConfigError as error:
-            problems.append(str(error))
-            continue
-        return PreferenceConfig(
-            prompt_key=prompt.key,
-            response_a_key=response_a.key,
-            response_b_key=response_b.key,
-            context_keys=tuple(field.key for field in context),
-            control_name=control.name,
-            to_name=control.to_name[0],
-            options=options,
+            problems[str(error)] = None
+    raise LabelConfigError(
+        "no usable preference control in the label config: "
+        + "; ".join(problems)
+        + f". Use {TEMPLATES_THAT_WORK}"
+    )
+
+
+def _no_control(interface: LabelInterface) -> str:
+    ranker = next((c for c in interface.controls if isinstance(c, RankerTag)), None)
+    if ranker is not None:
+        return (
+            f"<Ranker name={ranker.name!r}> ranks a list of responses, and the backend routes "
+            "comparisons of two: it cannot pre-fill a ranking. Use " + TEMPLATES_THAT_WORK
         )
-    raise LabelConfigError("no usable <Choices> in the label config: " + "; ".join(problems))
+    found = ", ".join(sorted({f"<{c.tag}>" for c in interface.controls})) or "no control"
+    return (
+        f"the label config has no <Pairwise> or <Choices> to state a preference ({found} "
+        f"found). Use {TEMPLATES_THAT_WORK}"
+    )
+
+
+def _pairwise_config(control: PairwiseTag, fields: list[_TextField]) -> PreferenceConfig:
+    where = f"<Pairwise name={control.name!r}>"
+    by_name = {field.name: field for field in fields}
+    sides = [by_name.get(name) for name in control.to_name]
+    if len(sides) != 2 or None in sides:
+        raise LabelConfigError(
+            f'{where} must point at two <Text value="$..."> (toName="{",".join(control.to_name)}")'
+        )
+    response_a, response_b = sides
+    rest = [field for field in fields if field not in (response_a, response_b)]
+    prompt, context = _prompt_and_context(rest)
+    return PreferenceConfig(
+        prompt_key=prompt.key if prompt else None,
+        response_a_key=response_a.key,
+        response_b_key=response_b.key,
+        context_keys=tuple(field.key for field in context),
+        control_name=control.name,
+        to_name=control.name,  # a <Pairwise> result names the control itself
+        options=tuple(ChoiceOption(side, label, None) for side, label in _PAIRWISE_SIDES.items()),
+        kind=ControlKind.PAIRWISE,
+    )
+
+
+def _choices_config(control: ChoicesTag, fields: list[_TextField]) -> PreferenceConfig:
+    prompt, response_a, response_b, context = _assign_texts(fields)
+    return PreferenceConfig(
+        prompt_key=prompt.key if prompt else None,
+        response_a_key=response_a.key,
+        response_b_key=response_b.key,
+        context_keys=tuple(field.key for field in context),
+        control_name=control.name,
+        to_name=control.to_name[0],
+        options=_read_options(control, response_a, response_b),
+    )
+
+
+def _prompt_and_context(
+    texts: list[_TextField],
+) -> tuple[_TextField | None, list[_TextField]]:
+    """The prompt among texts that are not responses (None if there is none), and the rest."""
+    rest = [field for field in texts if not field.words & _CONTEXT_WORDS]
+    prompt = next((field for field in rest if field.words & _PROMPT_WORDS), None) or next(
+        iter(rest), None
+    )
+    return prompt, [field for field in texts if field != prompt]
 
 
 def _assign_texts(
     texts: list[_TextField],
-) -> tuple[_TextField, _TextField, _TextField, list[_TextField]]:
-    """Split the text fields into prompt, response A, response B and context."""
+) -> tuple[_TextField | None, _TextField, _TextField, list[_TextField]]:
+    """Split the text fields into prompt (None: a pair without one), response A, response B
+    and context."""
     found = ", ".join(map(str, texts)) or "none"
+    several = [field for field in texts if field.third]
+    if several:
+        raise LabelConfigError(
+            f"the label config shows three or more responses ({', '.join(map(str, several))} "
+            "besides A and B): the backend routes comparisons of two and cannot pre-fill a "
+            "choice among more"
+        )
     rest = [field for field in texts if not field.words & _CONTEXT_WORDS]
     prompt = next((field for field in rest if field.words & _PROMPT_WORDS), None) or next(
         (field for field in rest if field.side is None), None
     )
-    if prompt is None:
-        raise LabelConfigError(
-            'the label config has no prompt: expected a <Text value="$..."> named like '
-            f"prompt/question/instruction, or an unmarked first text (texts found: {found})"
-        )
     responses = [field for field in rest if field != prompt]
     if len(responses) < 2:
+        where = f"besides the prompt {prompt} " if prompt else ""
         raise LabelConfigError(
-            f'the label config needs two response <Text value="$..."> besides the prompt '
-            f"{prompt}, found {len(responses)} (texts found: {found})"
+            f'the label config needs two response <Text value="$..."> {where}'
+            f"(found {len(responses)}; texts found: {found})"
         )
     marked_a = [field for field in responses if field.side == Label.A]
     marked_b = [field for field in responses if field.side == Label.B]
@@ -260,6 +366,11 @@ def _read_options(
     values: list[str] = list(control.labels or [])
     if not values:
         raise LabelConfigError(f"{where} has no <Choice>")
+    if any(_normalize(value) in _THIRD_WORDS for value in values):
+        raise LabelConfigError(
+            f"{where} chooses among three or more responses ({', '.join(values)}): the "
+            "backend routes comparisons of two and cannot pre-fill such a choice"
+        )
     sides = {
         **_SIDE_WORDS,
         **{_normalize(text): Label.A for text in (response_a.key, response_a.name)},
@@ -273,7 +384,9 @@ def _read_options(
             "(expected e.g. A, Response B, Tie, A-is-slightly-better)"
         )
     options = tuple(ChoiceOption(value, *meaning) for value, meaning in meanings.items() if meaning)
-    missing = [label.value for label in Label if all(o.label != label for o in options)]
+    missing = [
+        label.value for label in (Label.A, Label.B) if all(o.label != label for o in options)
+    ]
     if missing:
         raise LabelConfigError(f"{where} has no choice for {', '.join(missing)}")
     return options
@@ -315,9 +428,11 @@ def task_to_comparison(task: Mapping[str, Any], config: PreferenceConfig) -> Com
     if not isinstance(data, Mapping):
         raise ValueError(f"task {task_id}: 'data' is missing or not an object")
 
-    prompt = _text(data, config.prompt_key, "the prompt", task_id)
-    if not prompt.strip():
-        raise ValueError(f"task {task_id}: data.{config.prompt_key} (the prompt) is empty")
+    prompt = ""
+    if config.prompt_key is not None:
+        prompt = _text(data, config.prompt_key, "the prompt", task_id)
+        if not prompt.strip():
+            raise ValueError(f"task {task_id}: data.{config.prompt_key} (the prompt) is empty")
     response_a = _text(data, config.response_a_key, "response A", task_id)
     response_b = _text(data, config.response_b_key, "response B", task_id)
     if not response_a.strip() and not response_b.strip():
@@ -386,12 +501,15 @@ def _turns(data: Mapping[str, Any], key: str, task_id: object) -> list[Turn]:
 def prediction_result(
     config: PreferenceConfig, label: Label, strength: Strength | None = None
 ) -> list[dict[str, Any]]:
-    """The ``result`` of a prediction or annotation that answers ``label``."""
+    """The ``result`` of a prediction or annotation that answers ``label`` (a ValueError
+    for a tie on a control without one: see ``PreferenceConfig.has_tie``)."""
+    choice = config.choice_for(label, strength)
+    value = {"selected": choice} if config.kind is ControlKind.PAIRWISE else {"choices": [choice]}
     return [
         {
             "from_name": config.control_name,
             "to_name": config.to_name,
-            "type": "choices",
-            "value": {"choices": [config.choice_for(label, strength)]},
+            "type": config.kind.value,
+            "value": value,
         }
     ]

@@ -48,8 +48,6 @@ BAD_LINES = [
     pytest.param(without("id"), "id: Field required", id="missing-id"),
     pytest.param(record(response_a=7), "response_a: must be a string, got int", id="int-text"),
     pytest.param(record(prompt=None), "prompt: must be a string", id="null-prompt"),
-    pytest.param(record(prompt=""), "prompt: must not be empty", id="empty-prompt"),
-    pytest.param(record(prompt=" \n\t "), "prompt: must not be empty", id="blank-prompt"),
     pytest.param(
         record(response_a="", response_b="  "),
         "response_a and response_b are both empty",
@@ -127,6 +125,12 @@ def test_valid_rows_before_a_bad_one_are_yielded_then_the_error_raised():
 def test_one_empty_response_is_allowed():
     comparison = next(iter_comparisons(lines(record(response_a=""))))
     assert comparison.response_a == ""
+
+
+def test_a_pair_without_a_prompt_is_read():
+    """Two texts compared on their own (Label Studio's "Pairwise classification")."""
+    (comparison,) = iter_comparisons([json.dumps(record(prompt=""))])
+    assert comparison.prompt == ""
 
 
 def test_text_of_exactly_the_limit_is_accepted():

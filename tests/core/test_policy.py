@@ -364,3 +364,45 @@ def test_a_tie_humans_almost_never_choose_is_prefilled_as_the_judges_lean(
 def test_the_ledger_counts_human_labels_and_ties():
     ledger = LedgerState().after([], labels=[Label.A, Label.TIE, Label.B])
     assert (ledger.human_labels, ledger.human_ties) == (3, 1)
+
+
+# -- a control without a tie (<Pairwise>, a two-choice scale) -------------------------------
+
+TIE = JudgeVerdict(label=Label.TIE, consistent=True, confidence=0.9)
+
+
+def test_without_a_tie_control_a_judge_tie_goes_to_humans_first(routers):
+    batch = [judged(i, SURE) for i in range(30)] + [judged(30, TIE), judged(31, TIE)]
+    decisions = CampaignPolicy(0.1, audit_share=0.0, can_prefill_tie=False).decide(
+        candidates(batch), LedgerState(), routers["judge-error"]
+    )
+    assert {"t030", "t031"} <= humans(decisions)
+    tie = next(d for d in decisions if d.id == "t030")
+    assert "is a tie, which this project's control cannot hold" in tie.reasons[0]
+
+
+def test_without_a_tie_control_a_judge_tie_is_never_prefilled(routers):
+    """Once the budget is spent a tie is left unlabelled and says why, even where humans
+    never choose tie (the lean rule is for scales that have a tie)."""
+    batch = [judged(i, *TIE_LEANING_A) for i in range(MIN_RANKED_BATCH)]
+    for policy in (
+        CampaignPolicy(0.0, audit_share=0.0, can_prefill_tie=False),
+        CampaignPolicy(0.0, audit_share=0.0, can_prefill_tie=False, min_batch=10_000),
+    ):
+        decisions = policy.decide(candidates(batch), LABELS_NO_TIES, routers["judge-error"])
+        assert {d.route for d in decisions} == {Route.AI}
+        assert {d.judge_label for d in decisions} == {None}
+        assert all(
+            d.reasons[0].startswith("left unlabelled: the judges say tie") for d in decisions
+        )
+
+
+def test_without_a_tie_control_other_verdicts_are_prefilled_as_before(routers):
+    batch = [judged(i, SURE) for i in range(MIN_RANKED_BATCH)]
+    with_tie = CampaignPolicy(0.2, audit_share=0.0).decide(
+        candidates(batch), LedgerState(), routers["judge-error"]
+    )
+    without = CampaignPolicy(0.2, audit_share=0.0, can_prefill_tie=False).decide(
+        candidates(batch), LedgerState(), routers["judge-error"]
+    )
+    assert without == with_tie
