@@ -9,10 +9,11 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
+from urllib.parse import quote_plus
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -109,13 +110,35 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
             notes=model.notes(),
         )
 
-    @app.post("/setup", response_model=SetupResponse)
-    def setup(request: SetupRequest, model: Backend) -> SetupResponse:
+    @app.post(
+        "/setup",
+        response_model=SetupResponse,
+        responses={
+            status.HTTP_303_SEE_OTHER: {
+                "model": Problem,
+                "description": "a label config or extra params the backend cannot use: the "
+                "body names what is missing; Location answers 422 with the same reason, "
+                "which is how Label Studio shows it (see refusal_url)",
+            }
+        },
+    )
+    def setup(request: SetupRequest, model: Backend) -> Response:
         try:
             version = model.setup(request.project_id, request.schema_, request.extra_params)
         except (LabelConfigError, ValueError) as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
-        return SetupResponse(model_version=version)
+            log.warning("/setup of project %d refused: %s", request.project_id, error)
+            return JSONResponse(
+                Problem(detail=str(error)).model_dump(),
+                status.HTTP_303_SEE_OTHER,
+                headers={"Location": refusal_url(str(error))},
+            )
+        return JSONResponse(SetupResponse(model_version=version).model_dump())
+
+    @app.get(REFUSED_PATH, include_in_schema=False)
+    def setup_refused(reason: str = "") -> Response:
+        return JSONResponse(
+            Problem(detail=reason).model_dump(), status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
 
     @app.post(
         "/predict",
@@ -171,6 +194,25 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+REFUSED_PATH = "/setup/refused"
+_READABLE_IN_URL = "'(),;:=$/"
+"""Characters a refusal keeps unescaped in its URL (requests leaves them as they are)."""
+
+
+def refusal_url(reason: str) -> str:
+    """Where a refused ``/setup`` sends its caller: a URL that reads as the reason.
+
+    Label Studio shows a backend's refusal as ``str(requests.HTTPError)`` ("422 Client
+    Error: Unprocessable Entity for url: ...") and drops the body; the URL is the one part
+    of that text a backend controls. So a refusal answers 303, requests follows it with a
+    GET, and Label Studio's connect dialog and Model card say "... for url:
+    .../setup/refused?reason=the+label+config+has+no+Pairwise+or+Choices...". Angle
+    brackets and double quotes are dropped from that copy (escaped, they would not read).
+    """
+    readable = reason.replace("<", "").replace(">", "").replace('"', "'")
+    return f"{REFUSED_PATH}?reason={quote_plus(readable, safe=_READABLE_IN_URL)}"
 
 
 def app_from_environment() -> FastAPI:

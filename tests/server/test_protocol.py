@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from urllib.parse import unquote_plus
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ value="$response_a"/><Text name="response_b" value="$response_b"/></View>'
 ONE_RESPONSE = '<View><Text name="prompt" value="$prompt"/><Text name="response_a" \
 value="$response_a"/><Choices name="preference" toName="prompt"><Choice value="A"/>\
 <Choice value="B"/><Choice value="Tie"/></Choices></View>'
-NO_TIE = CONFIG_3WAY.replace('<Choice value="Tie"/>', "")
+NO_B = CONFIG_3WAY.replace('<Choice value="B"/>', "")
 MULTIPLE = CONFIG_3WAY.replace('choice="single-radio"', 'choice="multiple"')
 
 
@@ -85,20 +86,27 @@ MULTIPLE = CONFIG_3WAY.replace('choice="single-radio"', 'choice="multiple"')
     [
         (NO_CHOICES, "<Choices>"),
         (ONE_RESPONSE, "two response"),
-        (NO_TIE, "no choice for tie"),
+        (NO_B, "no choice for B"),
         (MULTIPLE, "several answers"),
         ("<View><Text name='prompt' value='$prompt'>", "not valid XML"),
     ],
-    ids=["no-choices", "one-response", "no-tie", "multiple-choice", "broken-xml"],
+    ids=["no-choices", "one-response", "no-b", "multiple-choice", "broken-xml"],
 )
-def test_setup_rejects_unusable_configs_with_422_naming_what_is_missing(
-    tmp_path: Path, config: str, named: str
+def test_setup_rejects_unusable_configs_naming_what_is_missing(
+    tmp_path: Path, config: str, named: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with serve(make_settings(tmp_path)) as (client, model):
-        response = client.post("/setup", json=setup_body(config))
+    """The refusal says why in its own body, in the 422 its redirect ends on (the text Label
+    Studio shows: it keeps only the status and the URL), and in the backend's log."""
+    with serve(make_settings(tmp_path)) as (client, model), caplog.at_level(logging.WARNING):
+        refused = client.post("/setup", json=setup_body(config), follow_redirects=False)
+        followed = client.post("/setup", json=setup_body(config))
         assert model.store.project(PROJECT) is None
-    assert response.status_code == 422
-    assert named in response.json()["detail"]
+    assert refused.status_code == 303
+    assert named in refused.json()["detail"]
+    assert followed.status_code == 422
+    assert named.strip("<>") in followed.json()["detail"]
+    assert named.strip("<>") in unquote_plus(str(followed.url))
+    assert f"/setup of project {PROJECT} refused: " in caplog.text and named in caplog.text
 
 
 @pytest.mark.parametrize(
