@@ -321,6 +321,26 @@ def status(args: argparse.Namespace) -> None:
     err.print(f"dashboard: {args.backend_url.rstrip('/')}/dashboard?project={args.project}")
 
 
+def export(args: argparse.Namespace) -> None:
+    """Write a project's preference dataset: every task with its final label and where it
+    came from (human, judge, audit), from Label Studio and the backend's store."""
+    from label_studio_sdk import LabelStudio
+
+    from hyper_ls_backend.export import ExportFormat, export_project, open_store
+
+    settings = Settings()
+    if settings.label_studio_api_key is None:
+        raise UsageProblem("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) to export")
+    store = open_store(settings.sqlalchemy_url)
+    client = LabelStudio(
+        base_url=settings.label_studio_url,
+        api_key=settings.label_studio_api_key.get_secret_value(),
+        timeout=60,
+    )
+    summary = export_project(client, store, args.project).write(args.out, ExportFormat(args.format))
+    err.print(f"{summary.describe()} -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyper-ls",
@@ -459,6 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
     showing.add_argument("--project", type=int, required=True)
     showing.add_argument("--backend-url", default="http://localhost:9090")
     showing.set_defaults(handler=status)
+
+    exporting = commands.add_parser(
+        "export",
+        help=export.__doc__,
+        description=export.__doc__
+        + " Run it where the backend keeps its state (its MODEL_DIR or DATABASE_URL).",
+    )
+    exporting.add_argument("--project", type=int, required=True)
+    exporting.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    exporting.add_argument(
+        "--format",
+        choices=["pairs", "trl"],
+        default="pairs",
+        help="pairs: the HyPER pairs format (fit and route read it) with each label's "
+        "provenance, every task (null label until it has one); trl: prompt/chosen/rejected "
+        "for TRL's reward and DPO trainers, ties and unlabelled tasks left out",
+    )
+    exporting.set_defaults(handler=export)
     return parser
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hyper_ls_backend.export import ExportError, ExportFormat, export_project
 from hyper_ls_backend.ls.label_config import LabelConfigError
 from hyper_ls_backend.server import dashboard, metrics
 from hyper_ls_backend.server.model import HyperModel
@@ -187,6 +188,53 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard_of(project: ProjectId, model: Backend) -> HTMLResponse:
         return HTMLResponse(dashboard.render(campaign(project, model)))
+
+    # Sync, as the dashboard: reading every task from Label Studio takes a while.
+    @app.get(
+        "/export",
+        response_class=Response,
+        responses={
+            status.HTTP_200_OK: {
+                "content": {"application/x-ndjson": {}},
+                "description": "the dataset, one JSON object per line; the counts of what it "
+                "holds and left out in the X-Export-Summary header (JSON)",
+            },
+            **unknown_project,
+            status.HTTP_409_CONFLICT: {"model": Problem, "description": "no Label Studio key"},
+            status.HTTP_502_BAD_GATEWAY: {
+                "model": Problem,
+                "description": "Label Studio could not be read",
+            },
+        },
+    )
+    def export_of(
+        project: ProjectId,
+        model: Backend,
+        fmt: Annotated[
+            ExportFormat, Query(alias="format", description="pairs (HyPER) or trl (TRL)")
+        ] = ExportFormat.PAIRS,
+    ) -> Response:
+        """The campaign's preference dataset as a download, as ``hyper-ls export`` writes it."""
+        if model.store.project(project) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project} was never set up")
+        if model.pipeline.label_studio is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "LABEL_STUDIO_API_KEY is not set: the backend cannot read the tasks and "
+                "their annotations from Label Studio",
+            )
+        try:
+            exported = export_project(model.pipeline.label_studio.sdk, model.store, project)
+        except ExportError as error:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(error)) from None
+        return Response(
+            exported.jsonl(fmt),
+            media_type="application/x-ndjson",
+            headers={
+                "Content-Disposition": f'attachment; filename="project-{project}-{fmt}.jsonl"',
+                "X-Export-Summary": exported.summary(fmt).model_dump_json(),
+            },
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus(model: Backend) -> Response:
