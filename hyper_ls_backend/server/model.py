@@ -102,16 +102,27 @@ class HyperModel:
         self.store.save_project(project_id, label_config, params)
         return self.pipeline.routers.for_project(project_id).version
 
-    def predict(self, project_id: int, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One result per task, in order: the stored decision, routing unseen tasks now."""
+    def predict(
+        self, project_id: int, tasks: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | list[dict[str, Any]]]:
+        """One result per task, in order: the stored decision, routing unseen tasks now.
+
+        A task with nothing to pre-fill gets an empty list of predictions, not an empty
+        prediction: Label Studio 1.23 stores every prediction it is given, ``"result": []``
+        too, and shows it to the annotator as a model's answer, but stores nothing for an
+        empty list (``ml/models.py``, ``_get_predictions_from_ml_backend``: a list is the
+        task's predictions). Leaving the task out instead would make Label Studio ask again
+        task by task, or drop the whole batch.
+        """
         config = parse_label_config(self.store.project(project_id).label_config)
         self.store.record_tasks(project_id, tasks)
-        results = []
+        results: list[dict[str, Any] | list[dict[str, Any]]] = []
         for task in tasks:
             decision = self.store.decision(project_id, int(task["id"]))
             if decision is None:  # not waiting for its import: see jobs/pipeline.py
                 decision = self.pipeline.route_task(project_id, int(task["id"]), alone=True)
-            results.append(prediction_for(decision, config))
+            prediction = prediction_for(decision, config) if decision is not None else None
+            results.append(prediction if prediction is not None else [])
         return results
 
     def webhook(self, event: WebhookEvent) -> str:
@@ -209,15 +220,15 @@ def has_task_id(task: dict[str, Any]) -> bool:
         return False
 
 
-def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any]:
-    """A human-routed task gets no answer (a visible pre-fill anchors annotators)."""
-    result: list[dict[str, Any]] = []
-    if decision.route is Route.AI and decision.judge_label:
-        result = prediction_result(
-            config, decision.judge_label, strength_for(decision.judge_confidence)
-        )
+def prediction_for(decision: DecisionRecord, config: PreferenceConfig) -> dict[str, Any] | None:
+    """The judge's answer as a prediction for an AI-routed task; None (nothing to store)
+    for a human-routed one: a visible pre-fill anchors annotators."""
+    if decision.route is not Route.AI or not decision.judge_label:
+        return None
     return {
-        "result": result,
+        "result": prediction_result(
+            config, decision.judge_label, strength_for(decision.judge_confidence)
+        ),
         "score": float(decision.score),
         "model_version": decision.model_version,
     }

@@ -69,7 +69,10 @@ class PredictionOut(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    results: list[PredictionOut]
+    results: list[PredictionOut | list[PredictionOut]]
+    """One entry per task, in order: its prediction, or a list of predictions. Label Studio
+    stores each prediction of a list, and nothing for an empty one (``ml/models.py``), which
+    is how a task with nothing to pre-fill is answered."""
 
 
 class WebhookProject(Loose):

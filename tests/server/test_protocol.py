@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from urllib.parse import unquote_plus
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import pytest
 from lm.fake_llm_server import FakeLLMServer
@@ -202,18 +202,17 @@ def test_predict_rejects_malformed_payloads_with_422_and_a_message(
     assert named in str(response.json()["detail"])
 
 
-def test_predict_without_judge_sends_every_task_to_humans_with_empty_results(
+def test_predict_without_judge_sends_every_task_to_humans_with_nothing_to_store(
     tmp_path: Path,
 ) -> None:
+    """An empty list of predictions per task: Label Studio stores an empty prediction
+    (``"result": []``) as a model's answer, but nothing for an empty list."""
     with serve(make_settings(tmp_path)) as (client, model):
         client.post("/setup", json=setup_body())
         response = client.post("/predict", json=predict_body([task(3), task(1), task(2)]))
         decisions = [model.store.decision(PROJECT, t) for t in (3, 1, 2)]
     assert response.status_code == 200
-    results = response.json()["results"]
-    assert len(results) == 3
-    assert all(r["result"] == [] for r in results)
-    assert all(isinstance(r["score"], float) and r["model_version"] for r in results)
+    assert response.json()["results"] == [[], [], []]
     assert [d.route for d in decisions] == ["human"] * 3
     assert all("no LM judge configured" in d.reasons[0] for d in decisions)
 
@@ -231,14 +230,15 @@ def test_predict_returns_one_result_per_task_in_order_with_the_judges_label(
     results = response.json()["results"]
     assert len(results) == len(tasks)
     assert routes == ["ai", "ai", "ai", "human", "ai"]
-    choices = [r["result"][0]["value"]["choices"] if r["result"] else None for r in results]
+    assert results[3] == []  # the judge failed: human-routed, nothing to store
+    choices = [r["result"][0]["value"]["choices"] for r in results[:3] + results[4:]]
     assert choices == [
         ["A-is-clearly-better"],
         ["B-is-clearly-better"],
         ["Tie"],
-        None,  # the judge failed: human-routed, no pre-fill
         ["A-is-slightly-better"],
     ]
+    assert all(isinstance(r["score"], float) and r["model_version"] for r in results[:3])
     region = results[0]["result"][0]
     assert region["from_name"] == "preference" and region["to_name"] == "prompt"
     assert region["type"] == "choices"
@@ -267,6 +267,23 @@ def test_predict_returns_the_stored_decision_without_judging_again(
     assert judge.calls == {"task 1": 2, "task 2": 2}
 
 
+def test_predict_stores_nothing_for_tasks_the_import_sent_to_humans(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    """What Label Studio asks when a human-routed task is opened: no pre-fill to store."""
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=1.0)
+    tasks = [task(1, "a"), task(2, "biased"), task(3, "b")]
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        client.post("/webhook", json=tasks_created(tasks))
+        routes = [model.store.decision(PROJECT, t["id"]).route for t in tasks]
+        response = client.post("/predict", json=predict_body(tasks))
+    assert routes == ["human"] * 3
+    assert response.status_code == 200
+    assert response.json()["results"] == [[], [], []]
+    assert sum(judge.calls.values()) == 6, "decided by the import, not again by /predict"
+
+
 def test_predict_with_no_tasks_answers_no_results(tmp_path: Path) -> None:
     with serve(make_settings(tmp_path)) as (client, _):
         client.post("/setup", json=setup_body())
@@ -285,7 +302,8 @@ def test_predict_sends_an_unreadable_task_to_humans_not_an_error(
         response = client.post("/predict", json=predict_body([task(1), broken]))
         decision = model.store.decision(PROJECT, 2)
     assert response.status_code == 200
-    assert [bool(r["result"]) for r in response.json()["results"]] == [True, False]
+    first, second = response.json()["results"]
+    assert first["result"] and second == []
     assert decision.route == "human"
     assert "data.response_b" in decision.reasons[0]
 
