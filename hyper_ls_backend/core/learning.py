@@ -49,8 +49,17 @@ class RefitOutcome:
     """The router to use from now on: the new version if adopted, else the current one."""
     adopted: bool
     quality: dict[str, Any]
+    reason: str
+    """Why the candidate was adopted or not, in plain words for a team lead."""
     candidate: Router | None = None
     """The version that was measured, adopted or not."""
+
+    @property
+    def in_use_auc(self) -> float | None:
+        """How well ``router`` ranks the judge's errors on the campaign's labels (held out
+        for an adopted candidate; the current router's own AUC otherwise); None when not
+        measured."""
+        return self.quality.get("held_out_auc" if self.adopted else "current_held_out_auc")
 
 
 def error_auc(
@@ -96,6 +105,16 @@ def fit_correction(
     return theta[1] * prior_coef + theta[2:], float(theta[0])
 
 
+def too_little(n_judged: int, wrong: np.ndarray, n_folds: int) -> str:
+    """Why a refit could not measure a candidate, in plain words."""
+    if n_judged < MIN_HELD_OUT:
+        return f"only {n_judged} labelled tasks have a judge verdict ({MIN_HELD_OUT} needed)"
+    if len(set(wrong.tolist())) < 2:
+        always = "wrong" if wrong.all() else "right"
+        return f"the judge was always {always} on the labelled tasks: nothing to learn yet"
+    return "all labels come from one group of related tasks: nothing to hold out"
+
+
 def log_loss_terms(wrong: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, logits) - wrong * logits
 
@@ -139,7 +158,7 @@ class Refitter:
         (and no worse than ``current``, default: the prior) on held-out labelled groups."""
         current = current or prior
         if not self.labelled:
-            return RefitOutcome(current, False, {"n_labels": 0})
+            return RefitOutcome(current, False, {"n_labels": 0}, "there are no labels yet")
         if isinstance(prior.strategy, JudgeErrorStrategy):
             return self._refit_correction(prior, current)
         return self._refit_blend(prior, current)
@@ -153,7 +172,7 @@ class Refitter:
         groups = np.array([c.group for c in labelled])
         n_folds = min(self.folds, len(set(groups.tolist())))
         if len(rows) < MIN_HELD_OUT or len(set(wrong.tolist())) < 2 or n_folds < 2:
-            return RefitOutcome(current, False, quality)
+            return RefitOutcome(current, False, quality, too_little(len(rows), wrong, n_folds))
         weight = self.weights()[rows]
         strategy = prior.strategy
         design = strategy._design(prior.featurizer.transform(labelled))
@@ -161,7 +180,13 @@ class Refitter:
         out_of_fold = {p: np.zeros(len(rows)) for p in (*penalties, RECALIBRATION_ONLY)}
         for fit_rows, held_rows in GroupKFold(n_folds).split(design, groups=groups):
             if len(set(wrong[fit_rows].tolist())) < 2:
-                return RefitOutcome(current, False, quality | {"error": "one outcome in a fold"})
+                return RefitOutcome(
+                    current,
+                    False,
+                    quality | {"error": "one outcome in a fold"},
+                    "in one cross-validation fold the judge was always right (or always "
+                    "wrong), so it cannot be measured yet",
+                )
             for penalty, scores in out_of_fold.items():
                 coef, intercept = fit_correction(
                     design[fit_rows], wrong[fit_rows], weight[fit_rows], strategy.coef_, penalty
@@ -194,7 +219,20 @@ class Refitter:
         coef, intercept = fit_correction(design, wrong, weight, strategy.coef_, best)
         candidate = prior.with_coefficients(coef, intercept, len(rows), self.seen or self.labelled)
         adopted = z >= self.min_z and candidate_auc >= max(prior_auc, current_auc)
-        return RefitOutcome(candidate if adopted else current, adopted, quality, candidate)
+        aucs = f"the prior recalibrated {prior_auc:.2f}, the router in use {current_auc:.2f}"
+        if adopted:
+            reason = (
+                f"it ranks the judge's errors better on held-out labels (AUC {candidate_auc:.2f};"
+                f" {aucs}) and its gain is {z:.1f} standard errors"
+            )
+        elif z < self.min_z:
+            reason = (
+                "the candidate's gain over the prior recalibrated is within noise "
+                f"({z:.1f} standard errors, {self.min_z:.1f} needed)"
+            )
+        else:
+            reason = f"the candidate's held-out AUC {candidate_auc:.2f} is below the best of {aucs}"
+        return RefitOutcome(candidate if adopted else current, adopted, quality, reason, candidate)
 
     # -- other linear strategies: blend with the prior, one held-out split -----------------
 
@@ -221,10 +259,21 @@ class Refitter:
                 candidate_auc = error_auc(trial, held, weight[held_rows])
                 current_auc = error_auc(current, held, weight[held_rows])
         quality |= {"held_out_auc": candidate_auc, "current_held_out_auc": current_auc}
-        adopted = (
-            candidate_auc is not None and current_auc is not None and candidate_auc >= current_auc
-        )
-        if not adopted:
-            return RefitOutcome(current, False, quality, trial)
+        if candidate_auc is None or current_auc is None:
+            reason = quality.get("error") or (
+                "too few held-out labels (or the judge always right or always wrong on them) "
+                "to measure the candidate"
+            )
+            return RefitOutcome(current, False, quality, reason, trial)
+        if candidate_auc < current_auc:
+            reason = (
+                f"the candidate's held-out AUC {candidate_auc:.2f} is below the router in use's "
+                f"{current_auc:.2f}"
+            )
+            return RefitOutcome(current, False, quality, reason, trial)
         router = prior.refit(self.labelled, self.prior_strength, weight, self.seen)
-        return RefitOutcome(router, True, quality, trial)
+        reason = (
+            f"it ranks the judge's errors at least as well on held-out labels (AUC "
+            f"{candidate_auc:.2f}; the router in use {current_auc:.2f})"
+        )
+        return RefitOutcome(router, True, quality, reason, trial)

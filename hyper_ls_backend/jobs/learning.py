@@ -2,7 +2,9 @@
 
 Runs in the background (a refit of thousands of labels takes seconds); the import flow
 keeps routing with the current version meanwhile and picks up an adopted one on its next
-task. Every refit's version is stored with its measured quality, adopted or rejected.
+task. Every refit's version is stored with its measured quality, adopted or rejected, and
+every refit's verdict (also one too early to propose a version) with its reason in plain
+words, so ``/status`` can say what the last training did.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Learner:
     def refit(self, project_id: int) -> RefitOutcome:
         """Refit on every label the project has; one refit per project at a time."""
         with self._locks[project_id]:
+            self._store.begin_refit(project_id)
             rows = self._store.labelled_comparisons(project_id)
             seen = [Comparison.model_validate(r) for r in self._store.seen_comparisons(project_id)]
             project = self._store.project(project_id)
@@ -59,11 +62,21 @@ class Learner:
                     outcome.quality,
                     adopt=outcome.adopted,
                 )
+            self._store.record_refit(
+                project_id,
+                n_labels=len(rows),
+                candidate=measured.version if measured is not None else None,
+                adopted=outcome.adopted,
+                in_use=outcome.router.version,
+                in_use_auc=outcome.in_use_auc,
+                reason=outcome.reason,
+            )
             log.info(
-                "project %d: refit on %d labels %s (%s)",
+                "project %d: refit on %d labels %s: %s (%s)",
                 project_id,
                 len(rows),
                 "adopted" if outcome.adopted else "not adopted",
+                outcome.reason,
                 outcome.quality,
             )
             return outcome

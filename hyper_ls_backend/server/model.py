@@ -189,11 +189,10 @@ class HyperModel:
             annotator=completed_by(annotation),
         )
         project_id = int(project["id"])
-        if event == "ANNOTATION_CREATED":
-            every = self.settings.for_project(stored.extra_params).hyper_refit_every
-            if self.store.label_count(project_id) % every == 0:
-                self.queue.refit(project_id)
-                return f"stored label {answer.label.value}; refit queued"
+        every = self.settings.for_project(stored.extra_params).hyper_refit_every
+        if self.store.claim_refit(project_id, every):
+            self.queue.refit(project_id)
+            return f"stored label {answer.label.value}; refit queued"
         return f"stored label {answer.label.value}"
 
     def _made_by_backend(self, annotation: dict[str, Any]) -> bool:

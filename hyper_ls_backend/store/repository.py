@@ -21,7 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, make_url, select, text
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    func,
+    inspect,
+    make_url,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +44,7 @@ from hyper_ls_backend.store.schema import (
     HumanLabel,
     JudgeOutput,
     Project,
+    RefitRecord,
     RouterVersion,
     TagCacheEntry,
     TaskRecord,
@@ -341,9 +352,37 @@ class Store:
 
     # -- human labels ----------------------------------------------------------------------
 
-    def save_human_label(self, annotation_id: int, **fields: Any) -> None:
+    def save_human_label(self, annotation_id: int, project_id: int, **fields: Any) -> None:
+        """Save a label, new or changed, and count it toward the project's next refit."""
         with self.session() as s:
-            _upsert(s, HumanLabel, annotation_id=annotation_id, updated_at=utcnow(), **fields)
+            _upsert(
+                s,
+                HumanLabel,
+                annotation_id=annotation_id,
+                project_id=project_id,
+                updated_at=utcnow(),
+                **fields,
+            )
+            s.execute(
+                update(Project)
+                .where(Project.id == project_id)
+                .values(labels_since_refit=func.coalesce(Project.labels_since_refit, 0) + 1)
+            )
+
+    def claim_refit(self, project_id: int, every: int) -> bool:
+        """Whether at least ``every`` labels were saved since the last refit; if so the
+        count starts again, in the same statement, so of several label events arriving at
+        once exactly one queues the refit."""
+        with self.session() as s:
+            claimed = s.execute(
+                update(Project)
+                .where(
+                    Project.id == project_id,
+                    func.coalesce(Project.labels_since_refit, 0) >= every,
+                )
+                .values(labels_since_refit=0)
+            )
+            return claimed.rowcount == 1
 
     def delete_human_labels(self, annotation_ids: Sequence[int]) -> int:
         with self.session() as s:
@@ -479,6 +518,28 @@ class Store:
             "output_tokens": int(tokens_out),
         }
 
+    def forced_unreadable(self, project_id: int) -> int:
+        """Tasks forced to humans because they could not be read (the other forced tasks
+        had no usable judge verdict)."""
+        with self.session() as s:
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(DecisionRecord)
+                    .join(
+                        TaskRecord,
+                        (TaskRecord.project_id == DecisionRecord.project_id)
+                        & (TaskRecord.task_id == DecisionRecord.task_id),
+                    )
+                    .where(
+                        DecisionRecord.project_id == project_id,
+                        DecisionRecord.forced.is_(True),
+                        TaskRecord.problem.is_not(None),
+                    )
+                )
+                or 0
+            )
+
     def router_versions(self, project_id: int) -> list[RouterVersion]:
         with self.session() as s:
             return list(
@@ -518,6 +579,45 @@ class Store:
                 quality=quality,
                 active=adopt,
                 adopted=adopt,
+            )
+
+    def begin_refit(self, project_id: int) -> None:
+        """A refit is about to read the labels: count new ones from here."""
+        with self.session() as s:
+            s.execute(update(Project).where(Project.id == project_id).values(labels_since_refit=0))
+
+    def record_refit(
+        self,
+        project_id: int,
+        n_labels: int,
+        candidate: str | None,
+        adopted: bool,
+        in_use: str,
+        in_use_auc: float | None,
+        reason: str,
+    ) -> None:
+        with self.session() as s:
+            s.add(
+                RefitRecord(
+                    project_id=project_id,
+                    n_labels=n_labels,
+                    candidate=candidate,
+                    adopted=adopted,
+                    in_use=in_use,
+                    in_use_auc=in_use_auc,
+                    reason=reason,
+                )
+            )
+
+    def refits(self, project_id: int) -> list[RefitRecord]:
+        """The project's refits, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(RefitRecord)
+                    .where(RefitRecord.project_id == project_id)
+                    .order_by(RefitRecord.id)
+                )
             )
 
     def active_router(self, project_id: int) -> RouterVersion | None:

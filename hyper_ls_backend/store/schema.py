@@ -4,7 +4,7 @@ A row per Label Studio task imported (`tasks`), its judge output (`judge_outputs
 one routing decision it will ever get (`decisions`, primary key = project + task, so a
 task cannot be routed twice; the core's ``Decision`` as given, enums stored as their string
 values), human labels (`human_labels`), router versions per project
-(`router_versions`) and the tagger's cache (`tag_cache`).
+(`router_versions`), every refit's verdict (`refits`) and the tagger's cache (`tag_cache`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Project(Base):
     label_config: Mapped[str] = mapped_column(Text, default="")
     extra_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    labels_since_refit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Human labels saved (created or changed) since the last refit began: the refit
+    trigger. A count rather than the number of labels, which deletions lower and bulk
+    arrivals step over. None (a database made by an earlier version) reads as 0."""
 
 
 class TaskRecord(Base):
@@ -166,6 +170,28 @@ class RouterVersion(Base):
     """The version the project routes with now (at most one per project)."""
     adopted: Mapped[bool] = mapped_column(Boolean, default=False)
     """Passed its adoption test when proposed; False for a rejected candidate."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RefitRecord(Base):
+    """One refit's verdict, recorded also when it proposed no version (too few labels):
+    what ``/status`` says of the last training and of each version."""
+
+    __tablename__ = "refits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    n_labels: Mapped[int] = mapped_column(Integer)
+    candidate: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The version proposed and measured; None when there was too little to propose one."""
+    adopted: Mapped[bool] = mapped_column(Boolean)
+    in_use: Mapped[str] = mapped_column(String(128))
+    """The version routing after the refit: the candidate if adopted, else the one kept."""
+    in_use_auc: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """How well ``in_use`` ranked the judge's errors on the campaign's labels, as this
+    refit measured it (0.5 is chance); None when not measured."""
+    reason: Mapped[str] = mapped_column(Text)
+    """Why the candidate was or was not adopted, in plain words."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

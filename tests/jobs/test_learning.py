@@ -78,6 +78,43 @@ def test_every_n_new_labels_trigger_a_refit_and_a_refit_that_does_not_help_is_re
         assert client.post("/setup", json=setup_body()).json()["model_version"] == first
 
 
+def test_a_refit_fires_once_every_n_labels_saved_since_the_last_refit(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    """Counted since the last refit, not as a multiple of the number of labels: a deleted
+    label does not hold the next refit back, a changed one counts, and a refit from Start
+    training starts the count again."""
+    settings = judge_settings(tmp_path, llm.base_url, hyper_refit_every=3)
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        client.post("/webhook", json=tasks_created([task(i, "a") for i in range(1, 7)]))
+
+        def label(action: str, annotation: int, task_id: int) -> str:
+            event = annotation_event(action, annotation, task_id, "A-is-clearly-better")
+            return client.post("/webhook", json=event).json()["status"]
+
+        deleted = {"action": "ANNOTATIONS_DELETED", "project": {"id": PROJECT}}
+        statuses = [
+            label("ANNOTATION_CREATED", 4001, 1),
+            label("ANNOTATION_CREATED", 4002, 2),
+            client.post("/webhook", json={**deleted, "annotations": [{"id": 4002}]}).json()[
+                "status"
+            ],
+            label("ANNOTATION_CREATED", 4003, 3),  # 3 saved, 2 kept: a refit
+            label("ANNOTATION_UPDATED", 4001, 1),
+            client.post(
+                "/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}
+            ).json()["status"],
+            label("ANNOTATION_CREATED", 4004, 4),
+            label("ANNOTATION_CREATED", 4005, 5),
+            label("ANNOTATION_UPDATED", 4004, 4),  # 3 since Start training: a refit
+        ]
+        refits = model.store.refits(PROJECT)
+    queued = [status.endswith("refit queued") for status in statuses]
+    assert queued == [False, False, False, True, False, False, False, False, True]
+    assert [refit.n_labels for refit in refits] == [2, 2, 4]
+
+
 def test_deleted_labels_leave_the_training_set(
     tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
 ) -> None:
@@ -112,7 +149,7 @@ def test_audits_send_judge_bound_tasks_to_humans_within_the_budget_without_prefi
         results = client.post("/predict", json=predict_body(tasks)).json()["results"]
         for decision, result in zip(decisions, results, strict=True):
             if decision.audit:
-                assert result["result"] == []
+                assert result == []
 
 
 def test_no_audits_when_the_share_is_zero(

@@ -354,6 +354,65 @@ def test_human_labels_are_updated_by_annotation_and_soft_deleted(store: Store) -
     assert store.delete_human_labels([]) == 0
 
 
+def test_a_refit_is_claimed_once_every_n_labels_saved_whatever_deletions_and_updates(
+    store: Store,
+) -> None:
+    """The trigger counts labels saved since the last refit, not the number of labels:
+    the latter steps back on a deletion and can pass a multiple between two events."""
+    store.save_project(P, "<View/>", {})
+    store.save_human_label(11, **label())
+    store.save_human_label(12, **label(task_id=2))
+    store.delete_human_labels([12])
+    assert not store.claim_refit(P, 3)
+    store.save_human_label(11, **label(label="B", choice="B"))  # a changed label counts
+    assert store.claim_refit(P, 3)
+    assert not store.claim_refit(P, 3)  # claimed: the count starts again
+    store.save_human_label(13, **label(task_id=3))
+    store.begin_refit(P)  # a refit (e.g. from Start training) starts the count again too
+    store.save_human_label(14, **label(task_id=4))
+    assert store.project(P).labels_since_refit == 1
+
+
+def test_of_n_labels_arriving_at_once_exactly_one_queues_the_refit(
+    open_store: OpenStore,
+) -> None:
+    """Each event saves its label, then claims: whichever claim first sees all eight
+    takes the refit, and no other can."""
+    stores = [open_store(), open_store()]
+    stores[0].save_project(P, "<View/>", {})
+    barrier = threading.Barrier(8)
+
+    def arrive(i: int) -> bool:
+        barrier.wait()
+        stores[i % 2].save_human_label(100 + i, **label(task_id=i))
+        return stores[i % 2].claim_refit(P, 8)
+
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(pool.map(arrive, range(8)))
+    assert sum(claims) == 1
+    assert stores[0].project(P).labels_since_refit == 0
+
+
+def test_refits_are_recorded_oldest_first_with_their_reasons(store: Store) -> None:
+    store.record_refit(P, 5, None, False, "prior", None, "only 5 labelled tasks")
+    store.record_refit(P, 40, "v1", True, "v1", 0.7, "it ranks better")
+    store.record_refit(P + 1, 3, None, False, "prior", None, "other project")
+    assert [(r.n_labels, r.candidate, r.in_use, r.reason) for r in store.refits(P)] == [
+        (5, None, "prior", "only 5 labelled tasks"),
+        (40, "v1", "v1", "it ranks better"),
+    ]
+
+
+def test_forced_tasks_that_could_not_be_read_are_counted(store: Store) -> None:
+    store.record_tasks(P, tasks(1, 2, 3))
+    store.save_comparison(P, 1, None, "no prompt")
+    store.save_comparison(P, 2, {"id": "2"}, None)
+    store.decide(P, [1, 2], each(lambda _: decision(forced=True)))
+    store.decide(P, [3], one("human"))
+    assert store.route_counts(P)["forced"] == 2
+    assert store.forced_unreadable(P) == 1
+
+
 def test_tag_cache_round_trip(store: Store) -> None:
     assert store.get("k") is None
     store.put("k", {"subject": "law"})
