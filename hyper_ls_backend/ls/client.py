@@ -2,12 +2,14 @@
 
 Every write is idempotent so a restart can replay it: the task's data fields are set (not
 appended), and a prediction or annotation is created only if the task does not already
-carry one from this backend.
+carry one from this backend. The backend's annotations are credited to a user of their own
+(``JUDGE_EMAIL``), not to the person whose API token the backend uses.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.core.request_options import RequestOptions
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
 from hyper_ls_backend.core.comparison import Label
@@ -28,6 +31,15 @@ ROUTE_FIELD, SCORE_FIELD, REASON_FIELD = "hyper_route", "hyper_score", "hyper_re
 TABS = {"HyPER: human queue": "human", "HyPER: AI-labelled": "ai"}
 CLEAR_CONFIDENCE = 0.8
 """Judge confidence from which a pre-filled answer says "clearly" rather than "slightly"."""
+JUDGE_EMAIL = "hyper-judge@hyper-ls.invalid"
+"""The Label Studio user the judge's annotations are credited to. ``.invalid`` is a domain
+reserved never to resolve (RFC 2606): no mail can reach it, and the user has no password,
+so nobody can log in as it."""
+JUDGE_NAME = ("HyPER", "judge")
+"""First and last name Label Studio shows for the judge's annotations."""
+AS_STORED: RequestOptions = {"additional_query_parameters": {"resolve_uri": "false"}}
+"""Read a task's data as stored: by default Label Studio turns storage URIs (``s3://...``)
+into its own proxy links, which written back would replace the user's URIs."""
 
 
 class TaskGone(LookupError):
@@ -81,11 +93,55 @@ class LabelStudioClient:
     def __init__(self, client: LabelStudio) -> None:
         self.sdk = client
         self._assignment_unavailable = False
+        self._judge_lock = threading.Lock()
+        self._judge_id: int | None = None
 
     @cached_property
     def user_id(self) -> int:
-        """The Label Studio user the backend acts as (its annotations are not human labels)."""
+        """The Label Studio user the backend acts as (its API token's owner)."""
         return int(self.sdk.users.whoami().id)
+
+    def judge_user_id(self) -> int:
+        """The judge's own Label Studio user, created on first use if it does not exist.
+
+        Label Studio's open-source API hands out no token for another user, but an
+        annotation created with ``completed_by`` is credited to that user (see the README),
+        so the judge needs no token of its own.
+        """
+        with self._judge_lock:
+            if self._judge_id is None:
+                self._judge_id = self._find_judge()
+            if self._judge_id is None:
+                first_name, last_name = JUDGE_NAME
+                self._judge_id = int(
+                    self.sdk.users.create(
+                        username="hyper-judge",
+                        email=JUDGE_EMAIL,
+                        first_name=first_name,
+                        last_name=last_name,
+                    ).id
+                )
+                log.info("created the Label Studio user %s for the judge's labels", JUDGE_EMAIL)
+            return self._judge_id
+
+    def is_backend_user(self, user_id: int | None) -> bool:
+        """Whether an annotation by ``user_id`` is the backend's own (not a human label):
+        the judge's user, or the token's owner (annotations written before the judge had a
+        user of its own). Looks the judge up, but never creates it."""
+        if user_id is None:
+            return False
+        if user_id == self.user_id:
+            return True
+        with self._judge_lock:
+            if self._judge_id is None:
+                self._judge_id = self._find_judge()
+            return user_id == self._judge_id
+
+    def _find_judge(self) -> int | None:
+        for user in self.sdk.users.list():
+            if user.email == JUDGE_EMAIL:
+                return int(user.id)
+        return None
 
     @classmethod
     def connect(cls, url: str, api_key: str, timeout: float = 30.0) -> LabelStudioClient:
@@ -98,16 +154,31 @@ class LabelStudioClient:
         task_id = int(item.task["id"])
         with _task_gone_on_missing(task_id):
             written = self._prefill(config, item) if item.route is Route.AI else Written()
-            self.sdk.tasks.update(
-                id=str(task_id),
-                data={
-                    **item.task.get("data", {}),
+            self.add_fields(
+                task_id,
+                {
                     ROUTE_FIELD: item.route.value,
                     SCORE_FIELD: round(item.score, 4),
                     REASON_FIELD: item.reason,
                 },
             )
         return written
+
+    def add_fields(self, task_id: int, fields: dict[str, Any]) -> None:
+        """Set ``fields`` in the task's data, keeping every other field as it is now.
+
+        Label Studio has no partial update of ``data``: a PATCH replaces the whole dict
+        (``tasks/api.py`` ``TaskAPI`` with the plain ``TaskSimpleSerializer``), ``meta``
+        likewise, and the Data Manager tabs filter on ``data.*`` only, so the route fields
+        must be in ``data``. The task is therefore read just before it is written, not taken
+        from the copy received at import. Label Studio offers no conditional write (no
+        version or ETag to check), so one race remains: an edit saved in Label Studio
+        between this read and the PATCH (one round trip) is overwritten. Reading the task
+        with ``show_collab_predictions`` on and no prediction makes Label Studio ask the
+        backend's ``/predict`` first, which stores nothing for a decided human-routed task.
+        """
+        current = self.sdk.tasks.get(id=str(task_id), request_options=AS_STORED).data
+        self.sdk.tasks.update(id=str(task_id), data={**(current or {}), **fields})
 
     def _prefill(self, config: PreferenceConfig, item: WriteBack) -> Written:
         if item.label is None:
@@ -128,7 +199,11 @@ class LabelStudioClient:
             None if item.fresh else self._existing_annotation(task_id, prediction_id)
         ) or (
             self.sdk.annotations.create(
-                id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False
+                id=task_id,
+                result=result,
+                parent_prediction=prediction_id,
+                ground_truth=False,
+                completed_by=self.judge_user_id(),
             ).id
         )
         return Written(prediction_id, annotation_id)

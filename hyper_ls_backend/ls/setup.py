@@ -18,7 +18,8 @@ def connect_project(
     title: str,
     label_config: str,
 ) -> int:
-    """Create (or update) the project, install the config, connect the backend, add tabs.
+    """Create (or update) the project, install the config, connect the backend, add tabs,
+    and make sure the judge has its own user to credit its annotations to.
 
     ``maximum_annotations=1`` makes an AI-labelled task leave the labeling stream once the
     backend annotates it.
@@ -51,6 +52,7 @@ def connect_project(
             sdk, project_id, backend_url, auth["basic_auth_user"], auth["basic_auth_pass"]
         )
     client.ensure_tabs(project_id)
+    client.judge_user_id()
     return project_id
 
 

@@ -197,7 +197,7 @@ class HyperModel:
 
     def _made_by_backend(self, annotation: dict[str, Any]) -> bool:
         client = self.pipeline.label_studio
-        return client is not None and completed_by(annotation) == client.user_id
+        return client is not None and client.is_backend_user(completed_by(annotation))
 
 
 LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})

@@ -311,7 +311,9 @@ def test_decisions_are_written_back_to_label_studio(
         label_studio_api_key=LS_KEY,
     )
     model = build(settings, config=CONFIG_3WAY)
-    import_tasks(model, [task(1, "b"), task(2, "fail")])
+    tasks = [task(1, "b"), task(2, "fail")]
+    label_studio.tasks = {t["id"]: {**t["data"], "edited": True} for t in tasks}
+    import_tasks(model, tasks)
     ai, human = model.store.decision(PROJECT, 1), model.store.decision(PROJECT, 2)
     assert ai.written_at is not None and human.written_at is not None
     assert ai.prediction_id is not None and ai.annotation_id is not None
@@ -321,6 +323,7 @@ def test_decisions_are_written_back_to_label_studio(
     data_2 = next(body for path, body in patches.items() if "/tasks/2" in path)["data"]
     assert data_1["hyper_route"] == "ai" and data_1["prompt"].startswith("[judge:b]")
     assert data_2["hyper_route"] == "human" and "judge failed" in data_2["hyper_reason"]
+    assert data_1["edited"] and data_2["edited"], "the data as Label Studio holds it now"
     (prediction,) = [
         body
         for method, path, _, body in label_studio.requests
@@ -329,7 +332,8 @@ def test_decisions_are_written_back_to_label_studio(
     assert prediction["task"] == 1
     assert prediction["result"][0]["value"] == {"choices": ["B"]}
     task_1_writes = [m for m, p, _, _ in label_studio.requests if "/tasks/1/" in p + "/"]
-    assert task_1_writes == ["POST", "PATCH"], "the route shows once the annotation exists"
+    # the route shows once the annotation exists, and the data is read just before it
+    assert task_1_writes == ["POST", "GET", "PATCH"]
     assert not model.store.unwritten_decisions()
 
 

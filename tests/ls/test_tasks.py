@@ -1,12 +1,25 @@
-"""Turning Label Studio tasks into comparisons: no server needed."""
+"""Turning Label Studio tasks into comparisons (no server needed), and writing decisions
+back to them (``label_studio`` tests: a real Label Studio server)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from e2e.label_studio import LabelStudioServer
+from label_studio_sdk import LabelStudio
 
-from hyper_ls_backend.core.comparison import Turn
+from hyper_ls_backend.core.comparison import Label, Turn
+from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.ls.client import (
+    JUDGE_EMAIL,
+    REASON_FIELD,
+    ROUTE_FIELD,
+    SCORE_FIELD,
+    LabelStudioClient,
+    WriteBack,
+)
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
     parse_label_config,
@@ -106,3 +119,80 @@ def test_bad_tasks_name_the_field_at_fault(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         task_to_comparison(task, config)
+
+
+# -- writing back (a real Label Studio) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdk(label_studio: LabelStudioServer) -> LabelStudio:
+    return LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
+
+
+@pytest.fixture
+def project(sdk: LabelStudio) -> Iterator[int]:
+    created = sdk.projects.create(title="hyper-ls write-back", label_config=SHIPPED["5point"])
+    assert created.id is not None
+    yield created.id
+    sdk.projects.delete(id=created.id)
+
+
+@pytest.mark.label_studio
+@pytest.mark.parametrize("route", list(Route))
+def test_write_back_keeps_what_was_edited_in_label_studio_after_import(
+    sdk: LabelStudio, project: int, route: Route
+) -> None:
+    imported = {**_task()["data"], "source": "batch-1"}
+    sdk.projects.import_tasks(id=project, request=[{"data": imported}])
+    (task,) = list(sdk.tasks.list(project=project))
+    received = {"id": task.id, "data": dict(imported)}  # the copy the webhook brought
+    edited = {**imported, "prompt": "Why is the sky blue at noon?", "reviewed_by": "ana"}
+    del edited["source"]
+    sdk.tasks.update(id=str(task.id), data=edited)
+    item = WriteBack(
+        task=received,
+        route=route,
+        score=0.61234,
+        reason="test",
+        model_version="test",
+        label=Label.A,
+        confidence=0.9,
+        fresh=True,
+    )
+
+    LabelStudioClient(sdk).write(parse_label_config(SHIPPED["5point"]), item)
+
+    data = sdk.tasks.get(id=str(task.id)).data
+    assert data == {
+        **edited,
+        ROUTE_FIELD: route.value,
+        SCORE_FIELD: 0.6123,
+        REASON_FIELD: "test",
+    }
+
+
+@pytest.mark.label_studio
+def test_the_judge_annotates_as_its_own_user_created_once(sdk: LabelStudio, project: int) -> None:
+    sdk.projects.import_tasks(id=project, request=[{"data": _task()["data"]}])
+    (task,) = list(sdk.tasks.list(project=project))
+    first, second = LabelStudioClient(sdk), LabelStudioClient(sdk)
+    item = WriteBack(
+        task={"id": task.id, "data": task.data},
+        route=Route.AI,
+        score=0.2,
+        reason="test",
+        model_version="test",
+        label=Label.B,
+        confidence=0.9,
+        fresh=True,
+    )
+
+    written = first.write(parse_label_config(SHIPPED["5point"]), item)
+
+    judge = second.judge_user_id()  # another client (a restarted backend) finds the same user
+    assert [u.id for u in sdk.users.list() if u.email == JUDGE_EMAIL] == [judge]
+    annotation = sdk.annotations.get(id=written.annotation_id)
+    assert annotation.completed_by == judge != second.user_id
+    assert second.is_backend_user(judge) and second.is_backend_user(second.user_id)
+    human = sdk.users.create(username="ann", email="annotator-write-back@example.com")
+    assert not second.is_backend_user(human.id)

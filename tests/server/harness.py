@@ -212,6 +212,11 @@ class FakeLabelStudio:
 
     def __init__(self, user_id: int = 99) -> None:
         self.user_id = user_id
+        self.users: list[dict[str, Any]] = [{"id": user_id, "email": "backend@example.com"}]
+        """The organisation's users (``GET``/``POST /api/users``)."""
+        self.tasks: dict[int, dict[str, Any]] = {}
+        """Each task's data as this Label Studio holds it: what a test put there, then what
+        the last PATCH wrote (``GET /api/tasks/ID`` answers it; ``{}`` for a task never put)."""
         self.deleted_tasks: set[int] = set()
         """Tasks deleted in this Label Studio: writes to them answer as a real one does (404,
         or 400 naming the task for a new prediction)."""
@@ -245,10 +250,19 @@ class FakeLabelStudio:
         route = path.split("?", 1)[0].rstrip("/")
         if route.endswith("/current-user/whoami"):
             return 200, {"id": self.user_id, "email": "backend@example.com", "username": "hyper"}
-        if method == "PATCH" and re.fullmatch(r"/api/tasks/\d+", route):
-            if int(route.rsplit("/", 1)[1]) in self.deleted_tasks:
+        if route == "/api/users":
+            if method == "POST":
+                with self._lock:
+                    self.users.append({"id": next(self._ids), **(body or {})})
+                return 201, self.users[-1]
+            return 200, self.users
+        if method in ("GET", "PATCH") and re.fullmatch(r"/api/tasks/\d+", route):
+            task_id = int(route.rsplit("/", 1)[1])
+            if task_id in self.deleted_tasks:
                 return 404, {"detail": "Not found."}
-            return 200, {"id": int(route.rsplit("/", 1)[1]), "data": (body or {}).get("data")}
+            if method == "PATCH":
+                self.tasks[task_id] = (body or {}).get("data") or {}
+            return 200, {"id": task_id, "data": self.tasks.get(task_id, {})}
         if method == "GET" and route in ("/api/predictions", "/api/annotations"):
             return 200, []
         if method == "GET" and re.fullmatch(r"/api/tasks/\d+/annotations", route):
