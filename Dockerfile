@@ -13,7 +13,6 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY hyper_ls_backend ./hyper_ls_backend
-COPY label_config ./label_config
 RUN pip install ".[redis,postgres]" && useradd --create-home hyper && mkdir -p /data/models \
     && chown hyper /data/models
 USER hyper

@@ -33,10 +33,11 @@ from e2e.backend import BackendProcess, comparison_data, start_fake_judge  # noq
 from e2e.label_studio import run_label_studio  # noqa: E402
 from label_studio_sdk import LabelStudio  # noqa: E402
 
+from hyper_ls_backend.ls import configs  # noqa: E402
 from hyper_ls_backend.ls.setup import connect_project  # noqa: E402
 from hyper_ls_backend.settings import Settings  # noqa: E402
 
-CONFIG = (ROOT / "label_config" / "preference_5point.xml").read_text(encoding="utf-8")
+CONFIG = configs.read("preference_5point")
 TASKS_PER_WEBHOOK = 20
 
 

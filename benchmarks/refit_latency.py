@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test suite's fakes and harnesses
 
 from e2e.backend import BackendProcess, comparison_data, start_fake_judge  # noqa: E402
 
-CONFIG = (ROOT / "label_config" / "preference_5point.xml").read_text(encoding="utf-8")
+from hyper_ls_backend.ls import configs  # noqa: E402
+
+CONFIG = configs.read("preference_5point")
 PROJECT = 1
 BATCH = 100
 PLANS = ("a-clear", "a-slight", "b-clear", "tie", "biased")

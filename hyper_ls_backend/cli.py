@@ -262,6 +262,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn  # the server's dependencies load only when serving
 
     settings = Settings()
+    settings.check_drivers()
     host, port = args.host or settings.host, args.port or settings.port
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -276,23 +277,66 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
+def label_config_text(value: str) -> str:
+    """``--label-config``: a file, else the name of a shipped config."""
+    from hyper_ls_backend.ls import configs
+
+    path = Path(value)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    try:
+        return configs.read(value)
+    except KeyError:
+        raise UsageProblem(
+            f"--label-config {value}: no such file, nor a shipped config "
+            f"({', '.join(configs.names())})"
+        ) from None
+
+
 def connect(args: argparse.Namespace) -> None:
     """Set up a Label Studio project for HyPER and connect this backend to it."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
     from hyper_ls_backend.ls.setup import connect_project
 
+    label_config = label_config_text(args.label_config)
     settings = Settings()
     if settings.label_studio_api_key is None:
         raise UsageProblem("set LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) to connect")
-    project_id = connect_project(
-        settings,
-        backend_url=args.backend_url,
-        project_id=args.project,
-        title=args.title,
-        label_config=args.label_config.read_text(encoding="utf-8"),
-    )
+    try:
+        project_id = connect_project(
+            settings,
+            backend_url=args.backend_url,
+            project_id=args.project,
+            title=args.title,
+            label_config=label_config,
+        )
+    except httpx.TransportError as error:
+        raise UsageProblem(
+            f"no Label Studio at {settings.label_studio_url}: {why_unreachable(error)}; "
+            "start it (README: Get a Label Studio running) or set LABEL_STUDIO_URL"
+        ) from None
+    except ApiError as error:
+        raise UsageProblem(
+            f"Label Studio at {settings.label_studio_url} answered {error.status_code}: "
+            f"{error.body} (check LABEL_STUDIO_API_KEY)"
+        ) from None
     err.print(
         f"project {project_id} at {settings.label_studio_url} is routed by {args.backend_url}"
     )
+
+
+def why_unreachable(error: Exception) -> str:
+    """A failed request in a few words ("connection refused"), not the HTTP library's dump."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()  # refused, name not known, network unreachable
+        if isinstance(cause, TimeoutError):
+            return "no answer in time"
+        cause = cause.__cause__ or cause.__context__
+    return str(error)
 
 
 def status(args: argparse.Namespace) -> None:
@@ -314,7 +358,10 @@ def status(args: argparse.Namespace) -> None:
             timeout=30,
         )
     except requests.RequestException as error:
-        raise UsageProblem(f"cannot reach the backend at {args.backend_url}: {error}") from None
+        raise UsageProblem(
+            f"no backend at {args.backend_url}: {why_unreachable(error)}; start it with "
+            "`make serve` (or `hyper-ls serve`), or pass --backend-url"
+        ) from None
     if response.status_code != 200:
         raise UsageProblem(f"{args.backend_url} answered {response.status_code}: {response.text}")
     Console().print_json(response.text)
@@ -471,7 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where Label Studio reaches this backend",
     )
     connecting.add_argument(
-        "--label-config", type=Path, default=Path("label_config/preference_5point.xml")
+        "--label-config",
+        metavar="FILE|NAME",
+        default="preference_5point",
+        help="a config file, or the name of a shipped one: preference_5point (default; "
+        "MultiPref's 5-point scale) or preference_3way (A, B, tie)",
     )
     connecting.set_defaults(handler=connect)
 
@@ -508,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler(args)
     except (UsageProblem, DatasetError, ValueError, OSError) as error:
-        err.print(f"[bold red]error:[/] {escape(describe_error(error))}")
+        err.print(f"[bold red]error:[/] {escape(describe_error(error))}", soft_wrap=True)
         return 2
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from enum import StrEnum
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -209,6 +210,24 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{self.model_dir / 'hyper.sqlite3'}"
+
+    def check_drivers(self) -> None:
+        """Raise, naming the extra to install, when ``DATABASE_URL`` or ``REDIS_URL`` needs
+        a driver that is not installed (the default install has neither)."""
+        from sqlalchemy import make_url
+
+        url = make_url(self.sqlalchemy_url)
+        if url.get_backend_name() == "postgresql" and find_spec(url.get_driver_name()) is None:
+            raise ValueError(
+                f"DATABASE_URL needs the {url.get_driver_name()} driver, which is not "
+                "installed: pip install 'hyper-ls-backend[postgres]' (psycopg 3) and write "
+                "the URL as postgresql+psycopg://USER:PASS@HOST/DB"
+            )
+        if self.redis_url and find_spec("redis") is None:
+            raise ValueError(
+                "REDIS_URL needs the redis package, which is not installed: "
+                "pip install 'hyper-ls-backend[redis]'"
+            )
 
     def for_project(self, extra_params: dict[str, Any] | str | None) -> Settings:
         """These settings with a project's overrides applied (unknown keys are an error)."""

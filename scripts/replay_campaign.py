@@ -43,10 +43,9 @@ from label_studio_sdk import LabelStudio  # noqa: E402
 
 from hyper_ls_backend.core.dataset import read_comparisons  # noqa: E402
 from hyper_ls_backend.eval.replay_judge import start_replay_judge  # noqa: E402
+from hyper_ls_backend.ls import configs  # noqa: E402
 from hyper_ls_backend.ls.setup import connect_project  # noqa: E402
 from hyper_ls_backend.settings import Settings  # noqa: E402
-
-CONFIG_5POINT = REPO / "label_config" / "preference_5point.xml"
 
 
 def main() -> None:
@@ -104,7 +103,7 @@ def main() -> None:
                 label_studio_url=label_studio.url,
                 label_studio_api_key=SecretStr(label_studio.api_key),
             )
-            config = CONFIG_5POINT.read_text(encoding="utf-8")
+            config = configs.read("preference_5point")
             project_id = connect_project(settings, backend.url, None, "replay", config)
             client = LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key)
 

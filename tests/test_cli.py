@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -412,3 +419,252 @@ def test_simulate_online_against_a_given_prior_replays_one_file_per_seed(work, c
     assert "for --online replays" in flat(capsys.readouterr().err)
     assert main([*args, "--split", "category"]) == 2
     assert "exclude each other" in flat(capsys.readouterr().err)
+
+
+# -- a newcomer's first steps ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "comparisons.jsonl"
+TEST_TOOLS = {"pytest", "hypothesis", "schemathesis", "ruff", "psycopg", "redis"}
+
+
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_the_shipped_example_routes_at_the_readme_budget(tmp_path):
+    out = tmp_path / "decisions.jsonl"
+    done = script("route", str(EXAMPLE), "--budget", "0.25", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "20 comparisons: 5 to humans, 15 to the judge" in flat(done.stderr)
+    records = {r["id"]: r for r in read_jsonl(out)}
+    assert len(records) == 20
+    # as the README says: the judge's failure and the four verdicts that changed with the order
+    assert {i for i, r in records.items() if r["route"] == "human"} == {
+        "ex03",
+        "ex07",
+        "ex13",
+        "ex15",
+        "ex18",
+    }
+    assert records["ex15"]["reasons"][0].startswith("judge failed")
+    for i in ("ex03", "ex07", "ex13", "ex18"):
+        assert "changed its answer when the order was swapped" in " ".join(records[i]["reasons"])
+    assert all("human" not in r and "gold" not in r for r in read_jsonl(EXAMPLE))
+
+
+def record_connect(monkeypatch) -> list[str]:
+    """``connect_project`` replaced by a recorder of the label config it is given."""
+    from hyper_ls_backend.ls import setup
+
+    configs_given: list[str] = []
+
+    def connect_project(settings, backend_url, project_id, title, label_config):
+        configs_given.append(label_config)
+        return 1
+
+    monkeypatch.setattr(setup, "connect_project", connect_project)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "ls-token")
+    return configs_given
+
+
+OWN_CONFIG = "<View><!-- a user's own config --></View>"
+
+
+def test_connect_reads_the_shipped_configs_by_name_from_any_directory(monkeypatch, tmp_path):
+    from hyper_ls_backend.ls import configs
+
+    given = record_connect(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # no label_config/ here
+    (tmp_path / "mine.xml").write_text(OWN_CONFIG, encoding="utf-8")
+    assert main(["connect"]) == 0
+    for option in ("preference_3way", "preference_3way.xml", "mine.xml"):
+        assert main(["connect", "--label-config", option]) == 0
+    three_way = configs.read("preference_3way")
+    assert given == [configs.read("preference_5point"), three_way, three_way, OWN_CONFIG]
+    assert "A-is-clearly-better" in given[0]
+
+
+def test_connect_names_the_shipped_configs_when_the_label_config_is_unknown(monkeypatch, capsys):
+    given = record_connect(monkeypatch)
+    assert main(["connect", "--label-config", "preference_7point"]) == 2
+    message = flat(capsys.readouterr().err)
+    assert "--label-config preference_7point: no such file, nor a shipped config" in message
+    assert "(preference_3way, preference_5point)" in message
+    assert given == []
+
+
+def test_connect_help_lists_every_shipped_config(capsys):
+    from hyper_ls_backend.ls import configs
+
+    with pytest.raises(SystemExit) as caught:
+        main(["connect", "--help"])
+    assert caught.value.code == 0
+    shown = flat(capsys.readouterr().out)
+    assert configs.names() == ["preference_3way", "preference_5point"]
+    for name in configs.names():
+        assert name in shown
+
+
+def test_the_shipped_configs_are_package_data():
+    from hyper_ls_backend.ls import configs
+
+    patterns = pyproject()["tool"]["setuptools"]["package-data"]["hyper_ls_backend"]
+    package = REPO / "hyper_ls_backend"
+    on_disk = sorted(package.glob("ls/configs/*.xml"))
+    assert [p.stem for p in on_disk] == configs.names()
+    for path in on_disk:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+def test_the_default_install_has_no_test_tools():
+    project = pyproject()["project"]
+    runtime = {requirement_name(r) for r in project["dependencies"]}
+    assert not runtime & TEST_TOOLS
+    extras = project["optional-dependencies"]
+    assert {requirement_name(r) for r in extras["postgres"]} == {"psycopg"}
+    assert {requirement_name(r) for r in extras["redis"]} == {"redis"}
+    assert {"pytest", "ruff", "schemathesis"} <= {requirement_name(r) for r in extras["test"]}
+    assert "hyper-ls-backend[redis,postgres]" in extras["test"]
+
+
+def make_dry_run(target: str, venv: Path) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    done = subprocess.run(
+        ["make", "-n", "-C", str(REPO), target, f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_make_serve_installs_the_runtime_only_and_says_so(tmp_path):
+    serve = make_dry_run("serve", tmp_path / "fresh")
+    assert f"installing hyper-ls-backend into {tmp_path / 'fresh'}" in serve
+    assert f"{tmp_path / 'fresh'}/bin/pip install --quiet -e .\n" in serve
+    assert "[test]" not in serve
+    assert "[test]" in make_dry_run("test", tmp_path / "fresh")
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "extra"),
+    [
+        ("DATABASE_URL", "postgresql+psycopg://hyper@db/hyper", "hyper-ls-backend[postgres]"),
+        ("REDIS_URL", "redis://queue:6379/0", "hyper-ls-backend[redis]"),
+    ],
+)
+def test_serve_names_the_extra_a_missing_driver_is_in(monkeypatch, capsys, variable, url, extra):
+    import uvicorn
+
+    from hyper_ls_backend import settings
+
+    monkeypatch.setattr(settings, "find_spec", lambda name: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served without a driver"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    settings.Settings().check_drivers()  # the default needs neither
+    monkeypatch.setenv(variable, url)
+    assert main(["serve"]) == 2
+    message = flat(capsys.readouterr().err)
+    assert f"{variable} needs the" in message
+    assert f"pip install '{extra}'" in message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_status_without_a_backend_says_so_in_one_line():
+    url = f"http://127.0.0.1:{free_port()}"
+    done = script("status", "--project", "1", "--backend-url", url)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: no backend at {url}: connection refused; start it with `make serve` "
+        "(or `hyper-ls serve`), or pass --backend-url"
+    ]
+
+
+def test_the_test_markers_name_scripts_that_exist():
+    markers = pyproject()["tool"]["pytest"]["ini_options"]["markers"]
+    named = [m for m in markers if m.startswith(("postgres:", "redis:"))]
+    assert len(named) == 2
+    for marker in named:
+        scripts = re.findall(r"scripts/[\w.-]+", marker)
+        assert scripts and all((REPO / s).is_file() for s in scripts), marker
+
+
+WHERE_LS_STARTS = (
+    "README.md",
+    "docker-compose.yml",
+    "docs/**/*.md",
+    "scripts/*",
+    "tests/**/*.py",
+    "benchmarks/*.py",
+)
+LS_START = re.compile(r"label-studio start|heartexlabs/label-studio:|\"--no-browser\"")
+
+
+def test_every_label_studio_start_turns_off_the_version_check():
+    """Label Studio asks the package index for its latest version at start unless told not to."""
+    starts = [
+        path
+        for pattern in WHERE_LS_STARTS
+        for path in REPO.glob(pattern)
+        if path != Path(__file__).resolve() and LS_START.search(path.read_text(encoding="utf-8"))
+    ]
+    assert {p.relative_to(REPO).as_posix() for p in starts} >= {
+        "README.md",
+        "docker-compose.yml",
+        "tests/e2e/label_studio.py",
+    }
+    for path in starts:
+        text = path.read_text(encoding="utf-8")
+        assert re.search(r"LATEST_VERSION_CHECK\W+false", text), path
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A Label Studio that refuses every token."""
+
+    def do_GET(self) -> None:
+        body = b'{"detail": "Invalid token."}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PATCH = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_connect_without_label_studio_or_with_a_bad_token_says_so(monkeypatch, capsys):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "ls-token")
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("LABEL_STUDIO_URL", url)
+    assert main(["connect"]) == 2
+    message = flat(capsys.readouterr().err)
+    assert f"no Label Studio at {url}: connection refused; start it" in message
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setenv("LABEL_STUDIO_URL", url)
+        assert main(["connect"]) == 2
+    finally:
+        server.shutdown()
+    message = flat(capsys.readouterr().err)
+    assert f"Label Studio at {url} answered 401: " in message
+    assert "Invalid token." in message and "check LABEL_STUDIO_API_KEY" in message

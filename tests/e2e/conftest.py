@@ -4,6 +4,7 @@ as a subprocess and a scripted fake judge for it (see backend.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from hyper_ls_backend.settings import Settings
 
 __all__ = ["label_studio"]
 
-CONFIG_5POINT = Path(__file__).resolve().parents[2] / "label_config" / "preference_5point.xml"
+CONFIG_5POINT = files("hyper_ls_backend.ls.configs") / "preference_5point.xml"
 SLOW_REPLY_S = 3.0
 """How late the fake judge's "timeout" replies come: well past HYPER_JUDGE_TIMEOUT."""
 

@@ -3,7 +3,8 @@
 Each run gets its own free loopback port, a fresh data directory (SQLite) and a random
 legacy API token, with the settings a backend on loopback needs (see
 ``shared/notes/label-studio.md``): local ML backends and loopback webhooks allowed, no
-analytics. The server runs in its own process group so teardown stops it and its workers.
+analytics, no version check against the package index. The server runs in its own process
+group so teardown stops it and its workers.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def run_label_studio(timeout: float = START_TIMEOUT) -> Iterator[LabelStudioServ
             "ML_BLOCK_LOCAL_IP": "false",
             "SSRF_PROTECTION_ENABLED": "false",
             "COLLECT_ANALYTICS": "false",
+            "LATEST_VERSION_CHECK": "false",
         }
         command = [
             str(LS_EXECUTABLE),

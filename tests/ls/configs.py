@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from hyper_ls_backend.ls import configs
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "label_config"
 SHIPPED = {
-    "5point": (CONFIG_DIR / "preference_5point.xml").read_text(),
-    "3way": (CONFIG_DIR / "preference_3way.xml").read_text(),
+    "5point": configs.read("preference_5point"),
+    "3way": configs.read("preference_3way"),
 }
 
 

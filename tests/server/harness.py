@@ -25,13 +25,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 from lm.fake_llm_server import Recorded, Reply, anthropic_error, anthropic_tool_reply
 
+from hyper_ls_backend.ls import configs
 from hyper_ls_backend.server.app import create_app
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_3WAY = (REPO / "label_config" / "preference_3way.xml").read_text()
-CONFIG_5POINT = (REPO / "label_config" / "preference_5point.xml").read_text()
+CONFIG_3WAY = configs.read("preference_3way")
+CONFIG_5POINT = configs.read("preference_5point")
 JUDGE_KEY = "sk-ant-server-test-SECRET-4242424242"
 LS_KEY = "ls-token-SECRET-0123456789abcdef0123456789"
 ALPHA, BETA = "ALPHA", "BETA"
