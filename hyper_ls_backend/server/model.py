@@ -143,7 +143,11 @@ class HyperModel:
         if self.store.project(project_id) is None:
             if not event.project.label_config:
                 return f"ignored: project {project_id} was never set up"
-            self.setup(project_id, event.project.label_config, None)
+            try:
+                self.setup(project_id, event.project.label_config, None)
+            except ValueError as error:  # LabelConfigError too
+                log.warning("project %d: imported tasks not routed: %s", project_id, error)
+                return f"ignored: the project's label config cannot be routed: {error}"
         tasks = [task for task in event.tasks if has_task_id(task)]
         if len(tasks) < len(event.tasks):
             log.warning(

@@ -322,3 +322,44 @@ def test_an_annotation_with_a_choice_the_config_lacks_is_acknowledged(tmp_path: 
         response = client.post("/webhook", json=event)
         assert model.store.human_labels(PROJECT) == []
     assert response.status_code == 200
+
+
+PAIRWISE_CONFIG = (
+    '<View><Text name="prompt" value="$prompt"/><Pairwise name="comparison" '
+    'toName="answer1,answer2"/><Text name="answer1" value="$answer1"/>'
+    '<Text name="answer2" value="$answer2"/></View>'
+)
+
+
+@pytest.mark.parametrize(("side", "label"), [("left", "A"), ("right", "B")])
+def test_a_pairwise_annotation_is_a_human_label(tmp_path: Path, side: str, label: str) -> None:
+    event = annotation_event("ANNOTATION_CREATED", 11, 1, None)
+    event["annotation"]["result"] = [
+        {
+            "from_name": "comparison",
+            "to_name": "comparison",
+            "type": "pairwise",
+            "value": {"selected": side},
+        }
+    ]
+    with serve(make_settings(tmp_path)) as (client, model):
+        client.post("/setup", json=setup_body(PAIRWISE_CONFIG))
+        response = client.post("/webhook", json=event)
+        (stored,) = model.store.human_labels(PROJECT)
+    assert response.json()["status"] == f"stored label {label}"
+    assert (stored.label, stored.choice) == (label, side)
+
+
+def test_an_import_into_a_project_whose_config_cannot_be_routed_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ranker = (
+        '<View><Text name="prompt" value="$prompt"/><List name="answers" value="$items"/>'
+        '<Ranker name="rank" toName="answers"/></View>'
+    )
+    with serve(make_settings(tmp_path)) as (client, model), caplog.at_level("WARNING"):
+        response = client.post("/webhook", json=tasks_created([task(1)], config=ranker))
+        assert model.store.task(PROJECT, 1) is None
+    assert response.status_code == 200
+    assert "label config cannot be routed: <Ranker name='rank'>" in response.json()["status"]
+    assert f"project {PROJECT}: imported tasks not routed: <Ranker" in caplog.text
