@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
 import re
 import shutil
 import socket
@@ -536,12 +537,14 @@ def test_the_default_install_has_no_test_tools():
 def make_dry_run(target: str, venv: Path) -> str:
     if shutil.which("make") is None:
         pytest.skip("make not installed")
+    outer_make = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # when run by `make test`
     done = subprocess.run(
         ["make", "-n", "-C", str(REPO), target, f"VENV={venv}"],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
+        env={k: v for k, v in os.environ.items() if k not in outer_make},
     )
     return done.stdout
 
