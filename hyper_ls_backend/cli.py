@@ -35,8 +35,9 @@ from hyper_ls_backend.eval.campaign import (
     simulate_online,
 )
 from hyper_ls_backend.eval.crossval import simulate as run_simulation
+from hyper_ls_backend.eval.guarantee import evaluate_guarantee, score_views
 from hyper_ls_backend.eval.transfer import TRANSFER_STRATEGIES, leave_one_dataset_out
-from hyper_ls_backend.plots import plot_campaigns, plot_simulation
+from hyper_ls_backend.plots import plot_campaigns, plot_guarantee, plot_simulation
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.settings import Settings
 
@@ -64,6 +65,13 @@ def budget_share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
+def share_strictly(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
     return value
 
 
@@ -163,6 +171,9 @@ def simulate(args: argparse.Namespace) -> None:
     if args.online:
         simulate_campaigns(args)
         return
+    if args.target_agreement:
+        simulate_guarantee(args)
+        return
     if args.prior or SEED_FIELD in str(args.data):
         raise UsageProblem(f"--prior and {SEED_FIELD} in DATA are for --online replays")
     comparisons = read_comparisons(args.data)
@@ -181,6 +192,52 @@ def simulate(args: argparse.Namespace) -> None:
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
     plot_simulation(outcome, args.plot)
     show_simulation(outcome)
+    err.print(f"report -> {args.report}, plot -> {args.plot}")
+
+
+def simulate_guarantee(args: argparse.Namespace) -> None:
+    """``simulate --target-agreement``: how often the certified threshold keeps its promise
+    over random calibration/routing splits by group, against the naive threshold."""
+    router = Router.load(args.model) if args.model else load_default_router()
+    comparisons = read_comparisons(args.data)
+    views = score_views(comparisons, router)
+    reports = []
+    with progress_bar("splits") as bar:
+        task = bar.add_task("splits", total=args.seeds * len(views))
+        for view in views:
+            report = evaluate_guarantee(
+                view,
+                args.target_agreement,
+                confidence=args.confidence,
+                splits=args.seeds,
+                calibration_share=args.calibration_share,
+                progress=lambda: bar.advance(task),
+            )
+            reports.append({"dataset": args.data.stem, **report})
+    outcome = {"command": args.command_line, "router": router.version, "views": reports}
+    args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
+    plot_guarantee(outcome, args.plot)
+    table = Table(
+        title=f"agreement guarantee at {args.confidence:.0%} confidence, {args.seeds} splits "
+        f"by group ({args.calibration_share:.0%} calibration), router {router.version}"
+    )
+    columns = ("judges", "target", "held (95% CI)", "certified", "AI share", "agreement")
+    for column in (*columns, "naive held", "naive AI share"):
+        table.add_column(column)
+    for report in reports:
+        for row in report["targets"]:
+            held, naive = row["held"], row["naive"]
+            table.add_row(
+                report["view"],
+                f"{row['target']:.2f}",
+                f"{held['rate']:.2f} ({held['ci95'][0]:.2f}-{held['ci95'][1]:.2f})",
+                f"{row['certified']:.2f}",
+                f"{row['ai_share']['mean']:.3f}",
+                f"{row['agreement']['mean']:.3f}" if row["agreement"] else "-",
+                f"{naive['held']['rate']:.2f}",
+                f"{naive['ai_share']['mean']:.3f}",
+            )
+    Console().print(table)
     err.print(f"report -> {args.report}, plot -> {args.plot}")
 
 
@@ -487,6 +544,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="--online: share of the judge-bound comparisons audited, as HYPER_AUDIT_SHARE",
     )
     simulation.add_argument("--refit-every", type=int, default=50, help="--online: new labels")
+    simulation.add_argument(
+        "--target-agreement",
+        type=share_strictly,
+        nargs="+",
+        help="measure the agreement guarantee instead: over --seeds random splits by group, "
+        "how often the AI-labelled part reaches each target (and the naive threshold's)",
+    )
+    simulation.add_argument(
+        "--confidence", type=share_strictly, default=0.9, help="--target-agreement (1 - delta)"
+    )
+    simulation.add_argument(
+        "--calibration-share",
+        type=share_strictly,
+        default=0.3,
+        help="--target-agreement: share of the groups that calibrate",
+    )
+    simulation.add_argument(
+        "--model", type=Path, help="--target-agreement: the router (default: the shipped prior)"
+    )
     simulation.set_defaults(handler=simulate)
 
     transferring = commands.add_parser(
