@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 .PHONY: install install-test serve test lint
 
 $(BIN)/hyper-ls: pyproject.toml
-	@echo "installing hyper-ls-backend into $(VENV) (runtime dependencies, about a minute) ..."
+	@echo "installing hyper-ls-backend into $(VENV) (runtime dependencies, a minute or two) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
