@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-DEFAULT = "preference_5point"
-
 
 def names() -> list[str]:
     """The shipped configs' names, sorted."""
