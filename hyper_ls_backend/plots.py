@@ -73,3 +73,33 @@ def plot_campaigns(reports: list[dict[str, Any]], path: str | Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_guarantee(report: dict[str, Any], path: str | Path) -> None:
+    """Per judge view, the risk-coverage curve (agreement of the AI-labelled part against its
+    share) with each target and the mean share the guarantee allowed at it marked."""
+    views = report["views"]
+    columns = min(4, len(views))
+    rows = -(-len(views) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns, 3.8 * rows), squeeze=False, sharey=True
+    )
+    for axis, view in zip(axes.flat, views, strict=False):
+        curve = view["curve"]
+        axis.plot(
+            [p["share"] for p in curve], [p["agreement"] for p in curve], label="any threshold"
+        )
+        for target in view["targets"]:
+            share = target["ai_share"]["mean"]
+            axis.axhline(target["target"], color="grey", linestyle=":", linewidth=0.8)
+            axis.plot([share], [target["target"]], marker="o", color="tab:red")
+        axis.set_title(f"{view['dataset']}: {view['view']}", fontsize=9)
+        axis.set_xlabel("share the judge labels")
+        axis.set_ylabel("agreement with one human")
+        axis.set_xlim(0, 1)
+    for axis in list(axes.flat)[len(views) :]:
+        axis.set_visible(False)
+    figure.suptitle("risk-coverage; red: mean share certified at each target (dotted)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

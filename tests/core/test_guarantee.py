@@ -20,6 +20,7 @@ def test_the_fewest_comparisons_that_can_certify():
 
 def test_eleven_agreeing_certify_80_percent_and_ten_do_not():
     eleven = AgreementGuarantee(0.8, 0.9, n_thresholds=1).fit(np.arange(11.0), np.ones(11))
+    assert eleven.tests_[0].n == 11
     assert eleven.threshold_ == 10.0
     (test,) = eleven.tests_
     assert test.p_value == pytest.approx(0.8**11)
@@ -45,7 +46,9 @@ def test_testing_stops_at_the_first_threshold_that_fails():
     diluting it, would pass on their own: fixed-sequence testing never looks past it."""
     agree = np.ones(200)
     agree[40:52] = 0
-    guarantee = AgreementGuarantee(0.8, 0.9, n_thresholds=200).fit(np.arange(200.0), agree)
+    guarantee = AgreementGuarantee(0.8, 0.9, n_thresholds=200, start_share=0).fit(
+        np.arange(200.0), agree
+    )
     assert guarantee.tests_[-1].passed is False
     assert any(t.passed for t in guarantee.curve_[len(guarantee.tests_) :])
     assert guarantee.threshold_ == guarantee.tests_[-2].threshold < 52
@@ -67,7 +70,9 @@ def test_the_loosest_passing_threshold_is_kept_and_allows_what_scores_under_it()
 
 def test_comparisons_scoring_the_same_as_the_cut_are_all_under_the_threshold():
     scores = np.array([0.1] * 30 + [0.5] * 30)
-    guarantee = AgreementGuarantee(0.8, 0.9, n_thresholds=60).fit(scores, np.ones(60))
+    guarantee = AgreementGuarantee(0.8, 0.9, n_thresholds=60, start_share=0).fit(
+        scores, np.ones(60)
+    )
     assert [t.n for t in guarantee.curve_] == [30, 60]
 
 
@@ -105,6 +110,14 @@ def test_the_guarantee_holds_at_its_confidence_over_many_draws():
         true_agreement = 1.0 if threshold is None else 1.0 - 0.2 * min(threshold, 1.0)
         held += true_agreement >= target
     assert held / 400 >= 0.9 - 3 * math.sqrt(0.9 * 0.1 / 400)
+
+
+def test_the_first_threshold_takes_the_start_share_of_the_sample():
+    guarantee = AgreementGuarantee(0.8, 0.9, n_thresholds=4, start_share=0.25).fit(
+        np.arange(400.0), np.ones(400)
+    )
+    assert [t.n for t in guarantee.curve_] == [100, 200, 300, 400]
+    assert guarantee.threshold_ == 399.0
 
 
 def test_the_naive_threshold_is_where_calibration_agreement_last_reaches_the_target():
