@@ -442,7 +442,7 @@ def export(args: argparse.Namespace) -> None:
         timeout=60,
     )
     summary = export_project(client, store, args.project).write(args.out, ExportFormat(args.format))
-    err.print(f"{summary.describe()} -> {args.out}")
+    err.print(f"{summary.describe()} -> {args.out}", soft_wrap=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,10 @@ tags the tagger added at import.
 The final label of a task, in order:
 
 1. the human votes on it, if any (majority; a split vote is a tie, as
-   ``Comparison.reference_label`` reads it). A person who edited the judge's pre-filled
-   annotation, or added an annotation beside it, casts a human vote. The source is
-   ``audit`` when the task's decision was an audit, else ``human``;
+   ``Comparison.reference_label`` reads it). A person who changed the answer of the
+   judge's pre-filled annotation, or added an annotation beside it, casts a human vote
+   (see ``human_votes``). The source is ``audit`` when the task's decision was an audit,
+   else ``human``;
 2. else the judges' label when the task was routed to the judge and, in ``annotate`` mode,
    its pre-filled annotation is still in Label Studio (deleting it rejects the label);
    source ``judge``;
@@ -292,7 +293,7 @@ def build_row(
     if output is not None:
         comparison = comparison.with_panel(verdicts_of(output))
     annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    votes = human_votes(annotations, decision, config, emails)
+    votes = human_votes(task, annotations, decision, config, emails)
     row = ExportRow.model_validate(
         {
             **comparison.model_dump(),
@@ -324,15 +325,33 @@ def judge_label_stands(decision: DecisionRecord | None, annotations: Sequence[Ma
 
 
 def human_votes(
+    task: Mapping[str, Any],
     annotations: Sequence[Mapping[str, Any]],
     decision: DecisionRecord | None,
     config: PreferenceConfig,
     emails: Mapping[int, str],
 ) -> list[HumanVote]:
-    """The people's answers among a task's annotations, oldest first. The backend's own
-    pre-filled annotation is a vote only once a person edited it: Label Studio then names
-    them in ``updated_by``, or (edited under the backend's own account) its answer no longer
-    says the judges' label."""
+    """The people's answers among a task's annotations, oldest first.
+
+    The backend's own pre-filled annotation is a vote only once its answer was changed (a
+    person corrected the judge in place), credited to ``updated_by``, whoever saved it
+    last. Who made or saved the pre-fill cannot tell: it is credited to the judge's own
+    user but saved by the account whose key the backend uses, which a person may share. So
+    the answer is compared with the backend's prediction (the choice it pre-filled), or with
+    the judges' label when that prediction is gone. A pre-fill re-submitted unchanged keeps
+    the judges' label.
+    """
+    prefilled = None
+    if decision is not None and decision.prediction_id is not None:
+        predictions = task.get("predictions") or []
+        prefilled = next(
+            (
+                config.read_answer(p.get("result") or [])
+                for p in predictions
+                if p.get("id") == decision.prediction_id
+            ),
+            None,
+        )
     votes = []
     for annotation in sorted(annotations, key=lambda a: int(a["id"])):
         answer = config.read_answer(annotation.get("result") or [])
@@ -341,11 +360,14 @@ def human_votes(
         author = user_id(annotation.get("completed_by"))
         prefill = decision is not None and annotation["id"] == decision.annotation_id
         if prefill:
-            editor = user_id(annotation.get("updated_by"))
-            edited_by_other = editor is not None and editor != author
-            if not edited_by_other and answer.label == decision.judge_label:
+            unchanged = (
+                answer.choice == prefilled.choice
+                if prefilled is not None
+                else answer.label == decision.judge_label
+            )
+            if unchanged:
                 continue
-            author = editor if edited_by_other else author
+            author = user_id(annotation.get("updated_by")) or author
         votes.append(
             HumanVote(
                 annotation_id=int(annotation["id"]),

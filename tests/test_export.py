@@ -39,8 +39,17 @@ CONFIG = """<View>
   </Choices>
 </View>"""
 P = 3
-BACKEND, ANNOTATOR, REVIEWER = 1, 2, 3
-EMAILS = {BACKEND: "admin@example.com", ANNOTATOR: "ann@example.com", REVIEWER: "rev@example.com"}
+BACKEND, JUDGE, ANNOTATOR, REVIEWER = 1, 2, 3, 4
+"""The account whose key the backend uses, the judge's own user its annotations are
+credited to, and two people."""
+EMAILS = {
+    BACKEND: "admin@example.com",
+    JUDGE: "hyper-judge@hyper-ls.invalid",
+    ANNOTATOR: "ann@example.com",
+    REVIEWER: "rev@example.com",
+}
+PREFILLED = "A-is-clearly-better"
+"""What the backend pre-fills on the tasks the judge says A of."""
 VERSION = "router-v1"
 
 
@@ -98,11 +107,13 @@ class Campaign:
         audit: bool = False,
         annotations: Sequence[dict[str, Any]] = (),
         prefill: int | None = None,
+        prediction: str | None = PREFILLED,
         **overrides: Any,
     ) -> dict[str, Any]:
         """Store task ``task_id`` as imported, judged (``judge``: its label) and decided
         (``route``; None: not yet); ``prefill``: the id of the backend's annotation. Returns
-        the task as Label Studio lists it now, with ``annotations``."""
+        the task as Label Studio lists it now, with ``annotations`` and, routed to the judge,
+        the backend's ``prediction`` (None: deleted since)."""
         payload = {"id": task_id, "data": data(str(task_id))}
         self.store.record_tasks(P, [payload])
         comparison = {"id": str(task_id), **payload["data"], "tags": {"domain": "coding"}}
@@ -128,6 +139,11 @@ class Campaign:
             "id": task_id,
             "data": {**data(str(task_id), **overrides), "hyper_route": route},
             "annotations": list(annotations),
+            "predictions": (
+                [{"id": task_id * 10, "result": result(prediction)}]
+                if route == "ai" and prediction
+                else []
+            ),
         }
         self.tasks[task_id] = current
         return current
@@ -148,9 +164,14 @@ def row_of(export: Export, task_id: int) -> ExportRow:
     return row
 
 
+def prefill(id_: int, choice: str = PREFILLED, updated_by: int = BACKEND) -> dict[str, Any]:
+    """The backend's annotation: credited to the judge's user, saved with the backend's key
+    (Label Studio sets ``updated_by`` to whoever saved it last)."""
+    return annotation(id_, choice, JUDGE, updated_by=updated_by)
+
+
 def test_an_untouched_ai_prefill_is_the_judges_label(campaign: Campaign) -> None:
-    prefill = annotation(100, "A-is-clearly-better", BACKEND, parent_prediction=10)
-    campaign.task(1, "ai", judge="A", prefill=100, annotations=[prefill])
+    campaign.task(1, "ai", judge="A", prefill=10, annotations=[prefill(10)])
     row = row_of(campaign.export(), 1)
     assert (row.label, row.source, row.votes, row.human) == (Label.A, Source.JUDGE, [], [])
     assert (row.route, row.router_version, row.ai_label, row.ai_confidence) == (
@@ -162,17 +183,19 @@ def test_an_untouched_ai_prefill_is_the_judges_label(campaign: Campaign) -> None
     assert row.judge.label == Label.A and [j.model for j in row.judges] == ["judge-1"]
 
 
-def test_a_person_who_edits_the_prefill_gives_a_human_label_credited_to_them(
+def test_a_person_who_changes_the_prefill_gives_a_human_label_credited_to_them(
     campaign: Campaign,
 ) -> None:
-    edited = annotation(100, "B-is-slightly-better", BACKEND, updated_by=ANNOTATOR)
-    campaign.task(1, "ai", judge="A", prefill=100, annotations=[edited])
-    # edited under the backend's own account: the answer differs from the judges'
-    own = annotation(200, "Tie", BACKEND)
-    campaign.task(2, "ai", judge="A", prefill=200, annotations=[own])
+    campaign.task(1, "ai", prefill=10, annotations=[prefill(10, "B-is-slightly-better", ANNOTATOR)])
+    # a change of strength only is a correction too
+    campaign.task(2, "ai", prefill=20, annotations=[prefill(20, "A-is-slightly-better", REVIEWER)])
+    # changed by someone using the backend's own account
+    campaign.task(3, "ai", prefill=30, annotations=[prefill(30, "Tie")])
+    # the backend's prediction deleted since: the judges' label tells a change
+    campaign.task(4, "ai", prefill=40, prediction=None, annotations=[prefill(40, "Tie", REVIEWER)])
     export = campaign.export()
 
-    first, second = row_of(export, 1), row_of(export, 2)
+    first = row_of(export, 1)
     assert (first.label, first.source, first.human) == (Label.B, Source.HUMAN, [Label.B])
     (vote,) = first.votes
     assert (vote.annotator_id, vote.annotator_email, vote.edited_prefill, vote.choice) == (
@@ -181,21 +204,28 @@ def test_a_person_who_edits_the_prefill_gives_a_human_label_credited_to_them(
         True,
         "B-is-slightly-better",
     )
-    assert (second.label, second.source) == (Label.TIE, Source.HUMAN)
-    assert second.votes[0].annotator_email == "admin@example.com"
+    second, third, fourth = row_of(export, 2), row_of(export, 3), row_of(export, 4)
+    assert (second.label, second.source, second.votes[0].choice) == (
+        Label.A,
+        Source.HUMAN,
+        "A-is-slightly-better",
+    )
+    assert (third.label, third.votes[0].annotator_email) == (Label.TIE, "admin@example.com")
+    assert (fourth.label, fourth.votes[0].annotator_id) == (Label.TIE, REVIEWER)
 
 
-def test_a_prefill_confirmed_by_a_person_is_their_label(campaign: Campaign) -> None:
-    confirmed = annotation(100, "A-is-clearly-better", BACKEND, updated_by=REVIEWER)
-    campaign.task(1, "ai", judge="A", prefill=100, annotations=[confirmed])
-    row = row_of(campaign.export(), 1)
-    assert (row.label, row.source, row.votes[0].annotator_id) == (Label.A, Source.HUMAN, REVIEWER)
+def test_a_prefill_resubmitted_unchanged_keeps_the_judges_label(campaign: Campaign) -> None:
+    campaign.task(1, "ai", prefill=10, annotations=[prefill(10, updated_by=REVIEWER)])
+    campaign.task(2, "ai", prefill=20, prediction=None, annotations=[prefill(20)])
+    export = campaign.export()
+    for task_id in (1, 2):
+        row = row_of(export, task_id)
+        assert (row.label, row.source, row.votes) == (Label.A, Source.JUDGE, [])
 
 
 def test_a_human_annotation_beside_the_prefill_overrides_the_judge(campaign: Campaign) -> None:
-    prefill = annotation(100, "A-is-clearly-better", BACKEND)
     override = annotation(101, "B-is-clearly-better", ANNOTATOR)
-    campaign.task(1, "ai", judge="A", prefill=100, annotations=[prefill, override])
+    campaign.task(1, "ai", judge="A", prefill=10, annotations=[prefill(10), override])
     row = row_of(campaign.export(), 1)
     assert (row.label, row.source, row.human) == (Label.B, Source.HUMAN, [Label.B])
     assert [v.annotation_id for v in row.votes] == [101]
