@@ -41,6 +41,12 @@ says that too. A project whose control has no tie (``can_prefill_tie=False``: La
 Studio's ``<Pairwise>``, a two-choice scale) cannot hold a judge's tie: such a verdict goes
 to humans as a doubtful one does, and once the budget is spent it is left unlabelled (an AI
 decision with no label) with a reason saying so.
+
+**A certified threshold** (``certificate``, from ``core/guarantee.py``) replaces the budget's
+ranking: judge-bound tasks scoring at most the threshold go to the judge (or are audited),
+the others to humans, and ``budget`` only caps the humans. When the cap binds (the
+threshold would send more to humans than it allows) the guarantee cannot be given: the
+batch is decided by the budget as above, each decision saying so, none marked certified.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import numpy as np
 from scipy.stats import binom
 
 from hyper_ls_backend.core.comparison import Comparison, Label
+from hyper_ls_backend.core.guarantee import Certificate
 from hyper_ls_backend.core.signals import JudgeSignals, judge_signals
 from hyper_ls_backend.core.strategies import PPMStrategy, stable_uniform
 
@@ -76,6 +83,14 @@ DOUBTFUL_AI_REASON = "budget spent: the judge's answer is doubtful ({why})"
 NO_TIE_REASON = (
     "left unlabelled: the judges say tie, this project's control has no tie, and the "
     "budget is spent"
+)
+CERTIFIED_REASON = "certified: scores {score:.3f} <= {threshold:.3f}, where {promise}"
+ABOVE_THRESHOLD_REASON = (
+    "above the certified threshold ({score:.3f} > {threshold:.3f}): no guarantee for the judge here"
+)
+CAP_BINDS_REASON = (
+    "not certified: the certified threshold sends {wanted} of these tasks to humans, the "
+    "budget allows {allowance}"
 )
 TIE_LEAN_REASON = (
     "pre-filled {side}, the side the judge leaned to, not its tie: this project's humans "
@@ -126,6 +141,8 @@ class Decision:
     """The judges' label: what an AI decision pre-fills."""
     judge_confidence: float | None = None
     model_version: str = ""
+    certified: bool = False
+    """Sent to the judge under a certified threshold: covered by its guarantee."""
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -216,6 +233,8 @@ class CampaignPolicy:
         Doubtful verdicts go to humans before any score (off: the router's ranking alone).
     can_prefill_tie:
         The project's control can hold a tie (off for ``<Pairwise>`` and two-choice scales).
+    certificate:
+        A certified threshold to route by; ``budget`` then caps the humans.
     seed:
         Seed of the per-task audit draw.
     """
@@ -225,6 +244,7 @@ class CampaignPolicy:
     min_batch: int = MIN_RANKED_BATCH
     doubtful_first: bool = True
     can_prefill_tie: bool = True
+    certificate: Certificate | None = None
     seed: int = AUDIT_SEED
 
     def __post_init__(self) -> None:
@@ -270,6 +290,16 @@ class CampaignPolicy:
     ) -> list[Decision]:
         allowance = max(0, budget_count(share, ledger.n_decided + len(scored)) - ledger.n_human)
         forced = [i for i, s in enumerate(scored) if s.forced]
+        if self.certificate is not None:
+            above = [i for i, s in enumerate(scored) if not s.forced and self._above(s)]
+            if len(forced) + len(above) <= allowance:
+                return self._certified(scored, forced, above, allowance - len(forced) - len(above))
+            binds = CAP_BINDS_REASON.format(wanted=len(forced) + len(above), allowance=allowance)
+            uncertified = replace(self, certificate=None)
+            return [
+                replace(d, reasons=[binds, *d.reasons])
+                for d in uncertified._ranked(scored, ledger, router, share)
+            ]
         free = max(0, allowance - len(forced))
         eligible = [i for i, s in enumerate(scored) if not s.forced]
         doubtful = [i for i in eligible if self.doubtful_first and scored[i].doubtful]
@@ -290,6 +320,28 @@ class CampaignPolicy:
                 decisions.append(self._ai(s, ledger))
         return decisions
 
+    def _certified(
+        self, scored: list[_Scored], forced: list[int], above: list[int], places: int
+    ) -> list[Decision]:
+        """The ranked batch under a certificate whose cap has room: ``above`` the threshold
+        to humans, audits among the rest within ``places``, the rest to the judge."""
+        pool = [i for i in range(len(scored)) if i not in {*forced, *above}]
+        audits, probability = self._draw_audits(scored, pool, places)
+        decisions = []
+        for i, s in enumerate(scored):
+            if i in audits:
+                decisions.append(self._audit(s, probability))
+            elif i in forced or i in above:
+                decisions.append(self._human(s))
+            else:
+                decisions.append(self._ai_certified(s))
+        return decisions
+
+    def _above(self, s: _Scored) -> bool:
+        """Outside what the certificate covers: scoring over its threshold, or a tie the
+        project's control cannot hold."""
+        return s.score > self.certificate.threshold or s.unfillable_tie
+
     def _streamed(
         self, scored: list[_Scored], ledger: LedgerState, router: Router, share: float
     ) -> list[Decision]:
@@ -301,11 +353,19 @@ class CampaignPolicy:
             threshold = np.quantile(
                 np.concatenate([router.reference_scores_, ledger.recent_scores]), 1.0 - share
             )
-            wanted = fixed or (self.doubtful_first and s.doubtful) or s.score >= threshold
+            if self.certificate is not None:
+                wanted = self._above(s)
+            else:
+                wanted = fixed or (self.doubtful_first and s.doubtful) or s.score >= threshold
             if s.forced or (wanted and room > 0):
                 decision = self._human(s)
             elif room > 0 and draw < self.audit_share:
                 decision = self._audit(s, self.audit_share)
+            elif self.certificate is not None and not wanted:
+                decision = self._ai_certified(s)
+            elif self.certificate is not None:
+                binds = CAP_BINDS_REASON.format(wanted=1, allowance=0)
+                decision = replace(self._ai(s, ledger), reasons=[binds, *s.reasons])
             else:
                 decision = self._ai(s, ledger)
             decisions.append(decision)
@@ -361,6 +421,13 @@ class CampaignPolicy:
     def _human(self, s: _Scored) -> Decision:
         if s.forced:
             reasons = [s.candidate.problem or JUDGE_FAILED_REASON]
+        elif self.certificate is not None and s.unfillable_tie:
+            reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s)), *s.reasons]
+        elif self.certificate is not None:
+            above = ABOVE_THRESHOLD_REASON.format(
+                score=s.score, threshold=self.certificate.threshold
+            )
+            reasons = [above, *s.reasons]
         elif self.doubtful_first and s.doubtful:
             reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s)), *s.reasons]
         else:
@@ -390,6 +457,16 @@ class CampaignPolicy:
                 )
             )
         return replace(self._decision(s, Route.AI, [*notes, *s.reasons]), judge_label=label)
+
+    def _ai_certified(self, s: _Scored) -> Decision:
+        """A judge-bound task the certificate covers: its label, as the guarantee was
+        measured on (the lean rule does not apply)."""
+        certified = CERTIFIED_REASON.format(
+            score=s.score,
+            threshold=self.certificate.threshold,
+            promise=self.certificate.describe(),
+        )
+        return replace(self._decision(s, Route.AI, [certified, *s.reasons]), certified=True)
 
     @staticmethod
     def _decision(s: _Scored, route: Route, reasons: list[str], forced: bool = False) -> Decision:

@@ -23,6 +23,7 @@ import numpy as np
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.features import Featurizer
+from hyper_ls_backend.core.guarantee import Certificate
 from hyper_ls_backend.core.policy import (
     CampaignPolicy,
     Candidate,
@@ -225,8 +226,10 @@ class Router:
         budget: float,
         progress: Callable[[int], None] | None = None,
         n_jobs: int = 1,
+        certificate: Certificate | None = None,
     ) -> RoutingResult:
-        """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc).
+        """Send exactly ``floor(budget * N)`` comparisons to humans (see module doc); with a
+        ``certificate``, those scoring over its threshold, ``budget`` capping them.
 
         This is the campaign policy's ranked batch with no audits, on an empty ledger, in
         the strategy's own order (doubtful verdicts are not put first, so each strategy is
@@ -235,7 +238,9 @@ class Router:
         """
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
-        policy = CampaignPolicy(budget, audit_share=0.0, min_batch=0, doubtful_first=False)
+        policy = CampaignPolicy(
+            budget, audit_share=0.0, min_batch=0, doubtful_first=False, certificate=certificate
+        )
         decisions = policy.decide(
             [Candidate(c.id, c) for c in comparisons], LedgerState(), self, progress, n_jobs
         )

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict, Label
+from hyper_ls_backend.core.guarantee import Certificate
 from hyper_ls_backend.core.policy import (
     AUDIT_REASON,
     JUDGE_FAILED_REASON,
@@ -406,3 +407,78 @@ def test_without_a_tie_control_other_verdicts_are_prefilled_as_before(routers):
         candidates(batch), LedgerState(), routers["judge-error"]
     )
     assert without == with_tie
+
+
+# -- a certified threshold --------------------------------------------------------------------
+
+
+def certificate_at(threshold: float) -> Certificate:
+    return Certificate(
+        threshold=threshold,
+        target_agreement=0.8,
+        confidence=0.9,
+        n_calibration=100,
+        lower_bound=0.81,
+    )
+
+
+def scored(router, comparisons):
+    return dict(zip((c.id for c in comparisons), router.score(comparisons)[0], strict=True))
+
+
+def test_a_certificate_sends_what_scores_over_its_threshold_to_humans(routers, stream):
+    router, batch = routers["judge-error"], stream[:200]
+    scores = scored(router, batch)
+    threshold = float(np.quantile(list(scores.values()), 0.7))
+    decisions = CampaignPolicy(1.0, audit_share=0.0, certificate=certificate_at(threshold)).decide(
+        candidates(batch), LedgerState(), router
+    )
+    for decision, comparison in zip(decisions, batch, strict=True):
+        over = scores[comparison.id] > threshold or comparison.judge_failed
+        assert (decision.route is Route.HUMAN) == over
+        assert decision.certified == (not over)
+        if decision.certified:
+            assert decision.reasons[0].startswith("certified: scores ")
+            assert "agreement >= 80% at 90% confidence" in decision.reasons[0]
+        elif not comparison.judge_failed:
+            assert decision.reasons[0].startswith("above the certified threshold")
+
+
+def test_a_certificate_streams_alike(routers, stream):
+    router, batch = routers["judge-error"], stream[:60]
+    threshold = float(np.median(list(scored(router, batch).values())))
+    policy = CampaignPolicy(1.0, audit_share=0.0, certificate=certificate_at(threshold))
+    ranked = policy.decide(candidates(batch), LedgerState(), router)
+    ledger, streamed = LedgerState(), []
+    for comparison in batch:
+        streamed += policy.decide(candidates([comparison]), ledger, router)
+        ledger = ledger.after(streamed[-1:])
+    assert [d.route for d in streamed] == [d.route for d in ranked]
+
+
+def test_a_cap_that_binds_voids_the_certificate_and_says_so(routers, stream):
+    router, batch = routers["judge-error"], stream[:100]
+    threshold = float(np.quantile(list(scored(router, batch).values()), 0.5))
+    decisions = CampaignPolicy(0.2, audit_share=0.0, certificate=certificate_at(threshold)).decide(
+        candidates(batch), LedgerState(), router
+    )
+    uncertified = CampaignPolicy(0.2, audit_share=0.0).decide(
+        candidates(batch), LedgerState(), router
+    )
+    assert [d.route for d in decisions] == [d.route for d in uncertified]
+    assert not any(d.certified for d in decisions)
+    assert all(
+        d.reasons[0].startswith("not certified: the certified threshold sends") for d in decisions
+    )
+
+
+def test_audits_under_a_certificate_come_from_what_the_judge_would_label(routers, stream):
+    router, batch = routers["judge-error"], stream[:300]
+    scores = scored(router, batch)
+    threshold = float(np.quantile(list(scores.values()), 0.6))
+    decisions = CampaignPolicy(0.6, audit_share=0.2, certificate=certificate_at(threshold)).decide(
+        candidates(batch), LedgerState(), router
+    )
+    audits = [d for d in decisions if d.audit]
+    assert audits and all(scores[d.id] <= threshold for d in audits)
+    assert sum(d.route is Route.HUMAN for d in decisions) <= budget_count(0.6, 300)
