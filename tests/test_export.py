@@ -356,13 +356,18 @@ def test_a_project_the_store_does_not_know_and_a_missing_store_are_errors(
 # -- GET /export without Label Studio -------------------------------------------------------
 
 
-def test_the_export_route_needs_label_studio_and_a_known_project(tmp_path: Path) -> None:
+def test_the_dashboard_links_the_export_which_needs_label_studio_and_a_known_project(
+    tmp_path: Path,
+) -> None:
     with serve(make_settings(tmp_path)) as (client, model):
         model.store.save_project(P, CONFIG, {})
         response = client.get("/export", params={"project": P})
         assert response.status_code == 409
         assert "LABEL_STUDIO_API_KEY" in response.json()["detail"]
         assert client.get("/export", params={"project": P, "format": "csv"}).status_code == 422
+        page = client.get("/dashboard", params={"project": P}).text
+        for fmt in ExportFormat:
+            assert f"href='export?project={P}&amp;format={fmt}' download" in page
     settings = make_settings(tmp_path, label_studio_api_key=LS_KEY)
     with serve(settings) as (client, _model):
         response = client.get("/export", params={"project": 404})

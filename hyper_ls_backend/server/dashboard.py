@@ -286,6 +286,10 @@ def render(status: ProjectStatus) -> str:
         f"<h1>{escape(title)}</h1>"
         f"<p class='sub'>Project {metric(['project'])}, router {metric(['model_version'])}. "
         f"The same numbers as JSON: <a href='status?project={status.project}'>/status</a>.</p>"
+        f"<p class='sub'>The campaign's preference dataset (every task, its label and where "
+        f"it came from): <a href='export?project={status.project}&amp;format=pairs' download>"
+        f"HyPER pairs</a> or <a href='export?project={status.project}&amp;format=trl' download>"
+        "TRL prompt/chosen/rejected</a>.</p>"
         + "".join(section(status, metric) for section in SECTIONS)
         + "</body></html>"
     )
