@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hyper_ls_backend.core.calibration import certify, usable
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import (
     DatasetError,
@@ -26,7 +27,9 @@ from hyper_ls_backend.core.dataset import (
     read_comparisons,
     write_jsonl,
 )
-from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.core.guarantee import AgreementGuarantee
+from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.core.router import Router, RoutingResult
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
 from hyper_ls_backend.eval.campaign import (
     CAMPAIGN_JUDGES,
@@ -121,13 +124,25 @@ def route(args: argparse.Namespace) -> None:
     comparisons = read_comparisons(args.input, drop_labels=True)
     if not comparisons:
         raise UsageProblem(f"{args.input}: no comparisons to route (the file has no rows)")
+    if args.target_agreement is None and args.budget is None:
+        raise UsageProblem("--budget is required (or --target-agreement with --calibration)")
+    if (args.target_agreement is None) != (args.calibration is None):
+        raise UsageProblem("--target-agreement and --calibration go together")
     router = choose_router(
         comparisons, args.model, args.strategy, args.labeled, args.prior_strength
     )
+    guarantee = calibrate(router, args) if args.target_agreement is not None else None
+    certificate = guarantee.certificate_ if guarantee is not None else None
+    # without a cap, --target-agreement lets humans take everything the guarantee leaves
+    budget = 1.0 if args.budget is None else args.budget
     with progress_bar("routing") as bar:
         task = bar.add_task("routing", total=len(comparisons))
         result = router.route(
-            comparisons, args.budget, progress=lambda n: bar.advance(task, n), n_jobs=args.jobs
+            comparisons,
+            budget,
+            progress=lambda n: bar.advance(task, n),
+            n_jobs=args.jobs,
+            certificate=certificate,
         )
     write_jsonl(args.out, (d.to_record() for d in result.decisions))
     err.print(
@@ -135,10 +150,68 @@ def route(args: argparse.Namespace) -> None:
         f"{len(comparisons) - result.n_human} to the judge "
         f"(budget {result.budget}, strategy {router.strategy.name}, model {router.version})"
     )
+    if guarantee is not None:
+        report_guarantee(guarantee, result, args.budget)
     if result.over_budget:
         err.print(
             f"[yellow]warning:[/] {result.forced_human} comparisons have no judge verdict and "
             f"all went to humans: {result.n_human} exceeds the budget of {result.budget}."
+        )
+
+
+def calibrate(router: Router, args: argparse.Namespace) -> AgreementGuarantee:
+    """The guarantee fitted on ``--calibration``, whose every row must carry ``human``."""
+    calibration = read_comparisons(args.calibration)
+    unlabelled = [c.id for c in calibration if not c.human]
+    if unlabelled:
+        listed = ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else "")
+        raise UsageProblem(
+            f"{args.calibration}: {len(unlabelled)} rows have no human label ({listed}): "
+            "every calibration row needs 'human'"
+        )
+    kept = usable(calibration)
+    if len(kept) < len(calibration):
+        err.print(
+            f"{len(calibration) - len(kept)} calibration rows have no judge label and do not "
+            "calibrate (the judge never labels such a comparison)"
+        )
+    return certify(router, kept, args.target_agreement, args.confidence)
+
+
+def report_guarantee(
+    guarantee: AgreementGuarantee, result: RoutingResult, cap: float | None
+) -> None:
+    """What the guarantee allowed, or why there is none."""
+    n, ai = len(result.decisions), sum(d.route is Route.AI for d in result.decisions)
+    promise = (
+        f"agreement >= {guarantee.target_agreement:.0%} at {guarantee.confidence:.0%} confidence"
+    )
+    certified = guarantee.certified_
+    # under a certificate the judge labels uncertified only when the cap bound
+    cap_bound = ai > 0 and not any(d.certified for d in result.decisions)
+    if certified is not None and not cap_bound:
+        err.print(
+            f"certified {promise}: threshold {certified.threshold:.4f}, certified agreement "
+            f"at least {certified.lower_bound:.1%} (calibration {guarantee.n_calibration_}, "
+            f"{certified.n} under the threshold at {certified.agreement:.1%}); the judge "
+            f"labels {ai} of {n} ({ai / n:.1%})"
+        )
+        return
+    if certified is not None:
+        err.print(
+            f"[yellow]not certified:[/] the threshold certifying {promise} "
+            f"({certified.threshold:.4f}) sends more to humans than --budget {cap} allows: "
+            f"routed by the budget, without the guarantee (the judge labels {ai / n:.1%})"
+        )
+    elif cap is not None and ai > 0:
+        err.print(
+            f"[yellow]not certified:[/] {escape(guarantee.why_not())}; --budget {cap} cannot "
+            f"take every comparison: routed by the budget, without the guarantee"
+        )
+    else:
+        err.print(
+            f"[yellow]not certified:[/] {escape(guarantee.why_not())}: all {n} go to humans "
+            f"(calibration {guarantee.n_calibration_})"
         )
 
 
@@ -465,8 +538,27 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument(
         "--budget",
         type=budget_share,
-        required=True,
-        help="share of comparisons humans may label (0-1)",
+        help="share of comparisons humans may label (0-1); with --target-agreement, an "
+        "optional cap on humans (if it binds the guarantee cannot be given)",
+    )
+    routing.add_argument(
+        "--target-agreement",
+        type=share_strictly,
+        help="route to the judge only what certifies that its labels agree with a single "
+        "human at least this often (needs --calibration)",
+    )
+    routing.add_argument(
+        "--confidence",
+        type=share_strictly,
+        default=0.9,
+        help="--target-agreement holds with this probability (default 0.9)",
+    )
+    routing.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="LABELLED.jsonl",
+        help="human-labelled comparisons with judge verdicts, alike to INPUT, that certify "
+        "the threshold (every row needs 'human')",
     )
     routing.add_argument("--out", type=Path, required=True, help="one decision per line")
     routing.add_argument("--strategy", type=strategy_name, help="default: the model's strategy")

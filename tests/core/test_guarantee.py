@@ -127,3 +127,26 @@ def test_the_naive_threshold_is_where_calibration_agreement_last_reaches_the_tar
     assert naive_threshold(scores, agree, 0.85) == 7.0
     assert naive_threshold(scores, agree, 1.0) == 2.0
     assert naive_threshold(scores, np.zeros(10), 0.5) is None
+
+
+def test_calibration_counts_one_human_label_per_comparison_drawn_by_its_id():
+    from hyper_ls_backend.core.calibration import agreement_with_one_human, usable
+    from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict, Label
+
+    def pair(i: int, human: list[str]) -> Comparison:
+        return Comparison(
+            id=f"c{i}",
+            prompt="p",
+            response_a="a",
+            response_b="b",
+            human=human,
+            judge=JudgeVerdict(label=Label.A),
+        )
+
+    split = [pair(i, ["A", "B"]) for i in range(400)]
+    agree = agreement_with_one_human(split)
+    assert set(agree) == {0.0, 1.0} and 0.4 < agree.mean() < 0.6
+    assert np.array_equal(agree, agreement_with_one_human(split))  # the same draw again
+    assert agreement_with_one_human([pair(0, ["A"]), pair(1, ["tie"])]).tolist() == [1.0, 0.0]
+    unjudged = Comparison(id="u", prompt="p", response_a="a", response_b="b", human=["A"])
+    assert usable([unjudged, pair(2, []), pair(3, ["B"])]) == [pair(3, ["B"])]
