@@ -12,6 +12,7 @@ import pytest
 from server.conftest import clean_env  # noqa: F401  (autouse)
 from server.harness import LS_KEY, make_settings, serve
 
+from hyper_ls_backend.cli import main
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.dataset import read_comparisons
 from hyper_ls_backend.core.policy import Decision, Route
@@ -378,3 +379,21 @@ def test_the_export_route_asks_for_basic_auth(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, basic_auth_user="u", basic_auth_pass="secret-pass")
     with serve(settings) as (client, _model):
         assert client.get("/export", params={"project": P}).status_code == 401
+
+
+# -- hyper-ls export's errors -----------------------------------------------------------------
+
+
+def test_the_command_says_what_to_set_and_never_makes_an_empty_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    argv = ["export", "--project", str(P), "--out", str(out)]
+    assert main(argv) == 2
+    assert "set LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LS_KEY)
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "not_the_backends"))
+    assert main([*argv, "--format", "trl"]) == 2
+    error = capsys.readouterr().err
+    assert "no backend state at" in error and LS_KEY not in error
+    assert not (tmp_path / "not_the_backends").exists() and not out.exists()
