@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from hyper_ls_backend.server.status import Agreement
+from hyper_ls_backend.server.status import Agreement, Budget, RouterVersionStatus, Routes
 
 WIDTH = 8.0
 """Inches (SVG user units are points: 72 per inch)."""
 ROUTE_COLOURS = {"ai": "#4c78a8", "human": "#f58518", "audit": "#54a24b", "forced": "#e45756"}
+HUMAN_QUEUE = ("human", "audit", "forced")
+"""The routes that send a task to humans: together, the budget used."""
 
 
 def to_svg(figure: Figure) -> str:
@@ -31,20 +32,25 @@ def to_svg(figure: Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def budget_and_routes(budget: dict[str, Any], routes: dict[str, int]) -> str:
-    """Human budget used vs left, and decisions by route."""
+def budget_and_routes(budget: Budget, routes: Routes) -> str:
+    """The human queue (router's picks, audits, forced) against the budget, and decisions
+    by route."""
     figure = Figure(figsize=(WIDTH, 2.4))
     used_axis, routes_axis = figure.subplots(1, 2, width_ratios=(1, 1.3))
-    used, left = budget["used"], budget["left"]
-    used_axis.barh([0], [used], color=ROUTE_COLOURS["human"], label=f"used ({used})")
-    used_axis.barh([0], [left], left=[used], color="#d9d9d9", label=f"left ({left})")
+    start = 0
+    for kind in HUMAN_QUEUE:
+        count = getattr(routes, kind)
+        used_axis.barh([0], [count], left=[start], color=ROUTE_COLOURS[kind], label=kind)
+        start += count
+    used_axis.barh([0], [budget.left], left=[start], color="#d9d9d9", label="left")
+    used_axis.axvline(budget.allowed, color="black", linewidth=1.2, label="allowed")
     used_axis.set_ylim(-1.2, 1.2)
     used_axis.set_yticks([])
     used_axis.set_xlabel("human labels")
-    used_axis.set_title(f"Human budget ({budget['share']:.0%} of {routes['received']} tasks)")
-    used_axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, frameon=False)
+    used_axis.set_title(f"Human budget ({budget.share:.0%} of {routes.received} tasks)")
+    used_axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=5, frameon=False)
     kinds = list(ROUTE_COLOURS)
-    counts = [routes[kind] for kind in kinds]
+    counts = [getattr(routes, kind) for kind in kinds]
     bars = routes_axis.bar(kinds, counts, color=[ROUTE_COLOURS[k] for k in kinds])
     routes_axis.bar_label(bars)
     routes_axis.set_ylabel("tasks")
@@ -97,16 +103,12 @@ def spend(lm_usd: float, human_saved_usd: float) -> str:
     return to_svg(figure)
 
 
-def router_quality(versions: Sequence[dict[str, Any]]) -> str | None:
-    """Each numeric quality measure of the stored router versions over time, one panel
-    per measure (whatever measures the refits record)."""
+def router_quality(versions: Sequence[RouterVersionStatus]) -> str | None:
+    """Each numeric quality measure of the refitted versions over time, one panel per
+    measure (whatever measures the refits record); the starting router has none."""
+    versions = [v for v in versions if v.created_at is not None]
     measures = sorted(
-        {
-            key
-            for version in versions
-            for key, value in version.get("quality", {}).items()
-            if is_number(value)
-        }
+        {key for version in versions for key, value in version.quality.items() if is_number(value)}
     )
     if not measures:
         return None
@@ -114,25 +116,25 @@ def router_quality(versions: Sequence[dict[str, Any]]) -> str | None:
     axes = figure.subplots(len(measures), 1, sharex=True, squeeze=False)[:, 0]
     for axis, measure in zip(axes, measures, strict=True):
         points = [
-            (x, v["quality"][measure], bool(v.get("active")))
+            (x, v.quality[measure], v.in_use)
             for x, v in enumerate(versions)
-            if is_number(v.get("quality", {}).get(measure))
+            if is_number(v.quality.get(measure))
         ]
         axis.plot([x for x, _, _ in points], [q for _, q, _ in points], marker="o")
-        active = [(x, q) for x, q, is_active in points if is_active]
-        if active:
-            axis.plot(*zip(*active, strict=True), "*", markersize=14, color="#f58518")
+        in_use = [(x, q) for x, q, is_in_use in points if is_in_use]
+        if in_use:
+            axis.plot(*zip(*in_use, strict=True), "*", markersize=14, color="#f58518")
         axis.set_ylabel(measure, rotation=0, ha="right", parse_math=False)
         axis.grid(alpha=0.3)
     # Versions are evenly spaced in the order they were made, labelled with when.
     axes[-1].set_xticks(
         range(len(versions)),
-        [datetime.fromisoformat(v["created_at"]).strftime("%m-%d %H:%M") for v in versions],
+        [v.created_at.strftime("%m-%d %H:%M") for v in versions if v.created_at],
         rotation=30,
         ha="right",
     )
     axes[-1].set_xlim(-0.5, len(versions) - 0.5)
-    axes[0].set_title("Router versions, oldest first (star: active)")
+    axes[0].set_title("Router versions, oldest first (star: in use)")
     return to_svg(figure)
 
 

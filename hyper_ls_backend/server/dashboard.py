@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import reduce
 from html import escape
 from typing import Any
 
 from hyper_ls_backend.server import charts
-from hyper_ls_backend.server.status import ProjectStatus
+from hyper_ls_backend.server.status import Agreement, ProjectStatus
 
 JsonPath = Sequence[str | int]
 Metric = Callable[..., str]
@@ -33,6 +34,11 @@ table { border-collapse: collapse; margin: 0.8em 0; }
 td, th { border-bottom: 1px solid #eee; padding: 0.25em 0.7em; text-align: left; }
 td .metric { font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+.warnings { background: #fdf0e6; border: 2px solid #d9822b; border-radius: 6px;
+            padding: 0.6em 1em; margin: 1em 0; }
+.warnings h2 { border: 0; margin: 0 0 0.3em; color: #a3550f; }
+.warnings li { margin: 0.3em 0; }
+.over { border-color: #d9822b; background: #fdf0e6; }
 """
 
 
@@ -55,6 +61,11 @@ def whole(value: float) -> str:
 
 def tenths(value: float) -> str:
     return f"{value:,.1f}"
+
+
+def when(value: str) -> str:
+    """An ISO timestamp, to the minute."""
+    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def plain(value: Any) -> str:
@@ -82,9 +93,10 @@ def metric_renderer(data: dict[str, Any]) -> Metric:
     return metric
 
 
-def card(label: str, content: str, headline: bool = False) -> str:
-    kind = "card headline" if headline else "card"
-    return f'<div class="{kind}"><div class="label">{escape(label)}</div>{content}</div>'
+def card(label: str, content: str, headline: bool = False, kind: str = "") -> str:
+    """``kind``: an extra CSS class (``over``: a number past its limit)."""
+    classes = " ".join(["card", *(["headline"] if headline else []), *([kind] if kind else [])])
+    return f'<div class="{classes}"><div class="label">{escape(label)}</div>{content}</div>'
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -113,21 +125,44 @@ def agreement_cells(metric: Metric, path: JsonPath) -> list[str]:
 
 
 AGREEMENT_HEADER = ("", "labelled", "agree", "agreement", "95% interval")
+TAG_ROWS_PLOTTED = 12
+
+
+def warnings_section(status: ProjectStatus, metric: Metric) -> str:
+    """First on the page: what a team lead must not miss."""
+    if not status.warnings:
+        return ""
+    items = "".join(
+        f"<li>{metric(['warnings', i, 'message'])}</li>" for i in range(len(status.warnings))
+    )
+    return f'<div class="warnings"><h2>Warnings</h2><ul>{items}</ul></div>'
 
 
 def budget_section(status: ProjectStatus, metric: Metric) -> str:
+    """The human queue is the budget used: its three parts are shown adding up to it."""
+    over = status.budget.over
+    queue = (
+        f"{metric(['budget', 'used'])}<div class='sub'>= {metric(['routes', 'human'])} "
+        f"picked by the router + {metric(['routes', 'audit'])} audits + "
+        f"{metric(['routes', 'forced'])} forced ({metric(['routes', 'forced_unreadable'])} "
+        "unreadable)</div>"
+    )
     cards = [
         card("human budget", metric(["budget", "share"], share)),
         card("human labels allowed", metric(["budget", "allowed"])),
-        card("used", metric(["budget", "used"])),
-        card("left", metric(["budget", "left"])),
+        card("sent to humans (budget used)", queue, kind="over" if over else ""),
+        card("over budget", metric(["budget", "over"]), kind="over")
+        if over
+        else card("left", metric(["budget", "left"])),
+        card("labelled by the judge (ai)", metric(["routes", "ai"])),
         card("tasks received", metric(["routes", "received"])),
-        *(card(f"routed: {kind}", metric(["routes", kind])) for kind in charts.ROUTE_COLOURS),
     ]
     return f'<h2>Budget and routing</h2><div class="cards">{"".join(cards)}</div>' + figure(
         charts.budget_and_routes(status.budget, status.routes),
-        "ai: labelled by the judge; human: the router's picks; audit: judge-bound tasks "
-        "sent to humans at random; forced: the judge failed or the task was unreadable.",
+        "Sent to humans: human, the router's picks by score; audit, judge-bound tasks sent "
+        "to humans at random to measure the judge; forced, the task was unreadable or the "
+        "judge gave no usable verdict (forced tasks go to humans whatever the budget). "
+        "ai: labelled by the judge.",
     )
 
 
@@ -183,24 +218,61 @@ def judge_section(status: ProjectStatus, metric: Metric) -> str:
     return "".join(parts)
 
 
+def differs_from(overall: float | None, measured: Agreement) -> tuple[float, float]:
+    """How far a tag value's agreement is from the overall rate, for sorting (largest
+    first): first by how far the overall rate lies outside the value's 95% interval (0
+    inside it: the difference may be noise), then by the difference of the rates."""
+    if overall is None or measured.rate is None or measured.ci95 is None:
+        return (0.0, 0.0)
+    low, high = measured.ci95
+    return (max(low - overall, overall - high, 0.0), abs(measured.rate - overall))
+
+
 def tags_section(status: ProjectStatus, metric: Metric) -> str:
+    """Every tag value in one table, below the overall agreement, those that differ most
+    from it first."""
     parts = ["<h2>Agreement by feature</h2>"]
     if not status.agreement_by_tag:
         parts.append(
             "<p>No labelled task carries tags yet (they come from the tagger, or from a "
             "task's <code>data.tags</code> and <code>data.meta.category</code>).</p>"
         )
-    for dimension, values in status.agreement_by_tag.items():
-        rows = [
-            [escape(value), *agreement_cells(metric, ["agreement_by_tag", dimension, value])]
-            for value in values
+        return "".join(parts)
+    overall = status.judge_agreement.rate
+    values = sorted(
+        (
+            (dimension, value, measured)
+            for dimension, by_value in status.agreement_by_tag.items()
+            for value, measured in by_value.items()
+        ),
+        key=lambda row: differs_from(overall, row[2]),
+        reverse=True,
+    )
+    rows = [
+        ["all labelled", "", *agreement_cells(metric, ["judge_agreement"])],
+        *(
+            [
+                escape(dimension),
+                escape(value),
+                *agreement_cells(metric, ["agreement_by_tag", dimension, value]),
+            ]
+            for dimension, value, _ in values
+        ),
+    ]
+    plotted = [(f"{dimension}={value}", measured) for dimension, value, measured in values]
+    return "".join(
+        [
+            *parts,
+            "<p class='sub'>The tag values whose judge-human agreement differs most from the "
+            "overall rate come first: first those whose 95% interval excludes it.</p>",
+            table(("tag", "value", *AGREEMENT_HEADER[1:]), rows),
+            figure(
+                charts.agreement(plotted[:TAG_ROWS_PLOTTED], "Agreement by tag value"),
+                f"The {min(len(plotted), TAG_ROWS_PLOTTED)} values that differ most; "
+                "Wilson 95% intervals.",
+            ),
         ]
-        parts += [
-            f"<h3>{escape(dimension)}</h3>",
-            table((dimension, *AGREEMENT_HEADER[1:]), rows),
-            figure(charts.agreement(list(values.items()), dimension), "Wilson 95% intervals."),
-        ]
-    return "".join(parts)
+    )
 
 
 def spend_section(status: ProjectStatus, metric: Metric) -> str:
@@ -218,36 +290,45 @@ def spend_section(status: ProjectStatus, metric: Metric) -> str:
 
 
 def versions_section(status: ProjectStatus, metric: Metric) -> str:
-    """Every key the stored versions carry becomes a column (quality measures flattened)."""
-    versions = status.router_versions
-    if not versions:
-        return (
-            "<h2>Router versions</h2><p>No refit recorded yet: routing with "
-            f"{metric(['model_version'])}.</p>"
+    """The last training in a sentence, then each router version once, in plain words."""
+    training = status.training
+    parts = [
+        "<h2>Training and router versions</h2>",
+        f"<p>Routing with {metric(['model_version'])}, the model version Label Studio "
+        "shows. A refit runs after every "
+        f"{metric(['training', 'every'])} labels saved "
+        f"({metric(['training', 'labels_since_last'])} since the last) and on Label "
+        "Studio's Start training; a refit that keeps the router in use leaves the version "
+        "Label Studio shows as it is.</p>",
+    ]
+    if training.last is None:
+        parts.append("<p>No training yet.</p>")
+    else:
+        parts.append(
+            f"<p><b>Last training</b> ({metric(['training', 'last', 'at'], when)}, on "
+            f"{metric(['training', 'last', 'n_labels'])} labelled tasks): "
+            f"{metric(['training', 'last', 'summary'])}.</p>"
         )
-    columns: dict[tuple[str, ...], None] = {}
-    for version in versions:
-        for key, value in version.items():
-            if key == "quality" and isinstance(value, dict):
-                columns.update(dict.fromkeys(("quality", measure) for measure in value))
-            else:
-                columns[(key,)] = None
-
-    def cell(index: int, column: tuple[str, ...]) -> str:
-        node: Any = versions[index]
-        for key in column:
-            if not isinstance(node, dict) or key not in node:
-                return ""
-            node = node[key]
-        return metric(["router_versions", index, *column])
-
-    rows = [[cell(i, column) for column in columns] for i in range(len(versions))]
-    return (
-        "<h2>Router versions</h2>"
-        f"<p>Routing now with {metric(['model_version'])}.</p>"
-        + table([": ".join(column) for column in columns], rows)
-        + figure(charts.router_quality(versions), "Quality measured when each was proposed.")
-    )
+    rows = [
+        [
+            metric(["router_versions", i, "version"]),
+            metric(["router_versions", i, "created_at"], when, missing="-"),
+            metric(["router_versions", i, "in_use"]),
+            metric(["router_versions", i, "summary"]),
+            metric(["router_versions", i, "quality", "held_out_auc"], plain, missing="-")
+            if "held_out_auc" in version.quality
+            else "-",
+        ]
+        for i, version in enumerate(status.router_versions)
+    ]
+    parts += [
+        table(("version", "made", "in use", "what happened", "held-out AUC"), rows),
+        figure(
+            charts.router_quality(status.router_versions),
+            "Quality measured when each was proposed (every measure: /status).",
+        ),
+    ]
+    return "".join(parts)
 
 
 def features_section(status: ProjectStatus, metric: Metric) -> str:
@@ -267,6 +348,7 @@ def features_section(status: ProjectStatus, metric: Metric) -> str:
 
 
 SECTIONS = (
+    warnings_section,
     budget_section,
     judge_section,
     tags_section,
@@ -284,7 +366,7 @@ def render(status: ProjectStatus) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
-        f"<p class='sub'>Project {metric(['project'])}, router {metric(['model_version'])}. "
+        f"<p class='sub'>Project {metric(['project'])}. "
         f"The same numbers as JSON: <a href='status?project={status.project}'>/status</a>.</p>"
         f"<p class='sub'>The campaign's preference dataset (every task, its label and where "
         f"it came from): <a href='export?project={status.project}&amp;format=pairs' download>"

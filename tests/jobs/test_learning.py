@@ -53,6 +53,9 @@ def test_start_training_adopts_a_refit_that_measures_better_and_serves_its_versi
         assert adopted.quality["held_out_auc"] >= adopted.quality["current_held_out_auc"]
         second = client.post("/setup", json=setup_body()).json()["model_version"]
         assert second == adopted.version != first
+        last = client.get("/status", params={"project": PROJECT}).json()["training"]["last"]
+        assert last["adopted"] and last["n_labels"] == N_TASKS
+        assert last["summary"].startswith(f"adopted {second} because it ranks the judge's errors")
         client.post("/webhook", json=tasks_created([task(5000, "a")]))
         assert model.store.decision(PROJECT, 5000).model_version == second
 
@@ -73,9 +76,16 @@ def test_every_n_new_labels_trigger_a_refit_and_a_refit_that_does_not_help_is_re
             for i in range(1, 41)
         ]
         assert [a.endswith("refit queued") for a in answers] == [False] * 39 + [True]
-        # The judge was never wrong: nothing to learn, the prior stays.
+        # The judge was never wrong: nothing to learn, the prior stays, and the version
+        # Label Studio shows with it; /status says why.
         assert model.store.active_router(PROJECT) is None
         assert client.post("/setup", json=setup_body()).json()["model_version"] == first
+        body = client.get("/status", params={"project": PROJECT}).json()
+    assert body["training"]["last"]["summary"] == (
+        f"kept {first} because the judge was always right on the labelled tasks: "
+        "nothing to learn yet"
+    )
+    assert [v["version"] for v in body["router_versions"]] == [first]
 
 
 def test_a_refit_fires_once_every_n_labels_saved_since_the_last_refit(

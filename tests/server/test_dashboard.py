@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,18 @@ from hyper_ls_backend.cli import main
 from hyper_ls_backend.server.app import create_app
 from hyper_ls_backend.server.dashboard import render
 from hyper_ls_backend.server.model import HyperModel
-from hyper_ls_backend.server.status import Agreement, ProjectStatus, ai_label_accuracy
+from hyper_ls_backend.server.status import (
+    Agreement,
+    Budget,
+    LastTraining,
+    OverBudget,
+    ProjectStatus,
+    RouterVersionStatus,
+    Routes,
+    Training,
+    agreement,
+    ai_label_accuracy,
+)
 from hyper_ls_backend.settings import Settings
 
 from .harness import (
@@ -146,13 +158,21 @@ def shows(text: str, value: Any) -> bool:
     if isinstance(value, bool):
         return text == ("yes" if value else "no")
     if isinstance(value, str):
-        return text == value
+        return text == value or text == minute(value)
     number = text.replace("$", "").replace(",", "")
     scale = 1.0
     if number.endswith("%"):
         number, scale = number[:-1], 100.0
     decimals = len(number.partition(".")[2])
     return abs(float(number) - value * scale) <= 0.5 * 10**-decimals + 1e-9
+
+
+def minute(value: str) -> str | None:
+    """An ISO timestamp as the page shows it (to the minute), or None for other text."""
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M %Z").strip()
+    except ValueError:
+        return None
 
 
 def labels_for(tasks: list[int]) -> dict[int, str]:
@@ -259,14 +279,18 @@ def test_dashboard_renders_in_chromium_with_the_numbers_of_the_database(
     for low_high in ("/judge_agreement/ci95", "/ai_label_accuracy/audits/ci95"):
         assert {f"{low_high}/0", f"{low_high}/1"} <= set(shown)
     assert "/agreement_by_tag/safety_concern/high/n" in shown
-    for i, version in enumerate(status["router_versions"]):
-        assert {f"/router_versions/{i}/{key}" for key in version if key != "quality"} <= set(shown)
+    for i in range(len(status["router_versions"])):
+        keys = ("version", "created_at", "in_use", "summary")
+        assert {f"/router_versions/{i}/{key}" for key in keys} <= set(shown)
+    assert status["training"]["last"] is not None  # Start training ran: the page says what
+    assert {"/training/last/summary", "/training/last/at"} <= set(shown)
+    assert {f"/warnings/{i}/message" for i in range(len(status["warnings"]))} <= set(shown)
     assert [shown[f"/top_features/{i}/feature"] for i in range(len(status["top_features"]))] == [
         f["feature"] for f in status["top_features"]
     ]
-    # budget+routes, agreement overall, one per tag dimension, spend, feature weights (the
+    # budget+routes, agreement overall, one for all tag values, spend, feature weights (the
     # refit's versions plot only when it measured a number)
-    assert reader.svgs >= 6
+    assert reader.svgs >= 5
 
     image = Image.open(screenshot)
     assert image.size == (1280, 2000)
@@ -306,45 +330,135 @@ def test_dashboard_says_no_audits_yet_before_any_audit(tmp_path: Path) -> None:
     assert reader.metrics["/routes/forced"] == "4"  # no judge configured: all to humans
 
 
-def test_dashboard_escapes_data_and_shows_every_key_of_a_router_version() -> None:
+def campaign_status(**changes: Any) -> ProjectStatus:
+    """A ``ProjectStatus`` as ``/status`` could answer it, with ``changes``."""
+    measured = Agreement(n=2, agree=1, rate=0.5, ci95=(0.1, 0.9))
+    fields: dict[str, Any] = {
+        "project": 3,
+        "model_version": "v2",
+        "warnings": [],
+        "budget": Budget(share=0.25, allowed=1, used=1, left=0, over=0),
+        "routes": Routes(received=4, ai=3, human=1, audit=0, forced=0, forced_unreadable=0),
+        "judge_agreement": measured,
+        "agreement_by_judge": {},
+        "ai_label_accuracy": ai_label_accuracy(3, measured),
+        "agreement_by_tag": {},
+        "spend": {"cost_usd": 0.01, "human_label_usd": 0.5, "human_cost_saved_usd": 1.5}
+        | {"input_tokens": 10, "output_tokens": 2},
+        "router_versions": [],
+        "training": Training(every=50, labels_since_last=0, last=None),
+        "top_features": [],
+    }
+    return ProjectStatus(**(fields | changes))
+
+
+def shown_as_in_status(status: ProjectStatus) -> MetricReader:
+    """The page's metrics, each checked against ``status``."""
+    reader = MetricReader()
+    reader.feed(render(status))
+    document = status.model_dump(mode="json")
+    for pointer, text in reader.shown:
+        assert shows(text, resolve(document, pointer)), pointer
+    return reader
+
+
+def test_dashboard_escapes_data_and_says_what_became_of_each_router_version() -> None:
     """Tags, feature names and quality measures are data: HTML-escaped, never mathtext."""
     hostile = "<script>alert(1)</script>"
     bad_mathtext = r"$\frac$"
     measured = Agreement(n=2, agree=1, rate=0.5, ci95=(0.1, 0.9))
-    status = ProjectStatus(
-        project=3,
-        model_version="v2",
-        budget={"share": 0.25, "allowed": 1, "used": 1, "left": 0},
-        routes={"ai": 3, "human": 1, "audit": 0, "forced": 0, "received": 4},
-        judge_agreement=measured,
+    made = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    status = campaign_status(
         agreement_by_judge={"org/model~1": measured, hostile: measured},
-        ai_label_accuracy=ai_label_accuracy(3, measured),
         agreement_by_tag={bad_mathtext: {hostile: measured, "a/b~c": measured}},
-        spend={"cost_usd": 0.01, "human_label_usd": 0.5, "human_cost_saved_usd": 1.5}
-        | {"input_tokens": 10, "output_tokens": 2},
         router_versions=[
-            {
-                "version": "v2",
-                "active": True,
-                "quality": {"held_out_auc": 0.71, bad_mathtext: 1.0},
-                "created_at": "2026-01-02T03:04:05",
-                "candidate_of": "v1",
-            }
+            RouterVersionStatus(
+                version="v1",
+                in_use=False,
+                verdict="not adopted",
+                summary=f"not adopted: kept v2 because {hostile}",
+                n_labels=40,
+                created_at=made,
+                quality={"held_out_auc": 0.71, bad_mathtext: 1.0},
+            ),
+            RouterVersionStatus(
+                version="v2",
+                in_use=True,
+                verdict="starting router",
+                summary="the router the backend started with, in use: no refit was adopted",
+                n_labels=None,
+                created_at=None,
+                quality={},
+            ),
         ],
+        training=Training(
+            every=50,
+            labels_since_last=7,
+            last=LastTraining(
+                at=made, n_labels=40, adopted=False, candidate="v1", in_use="v2", reason=hostile
+            ),
+        ),
         top_features=[{"feature": f"category={bad_mathtext}", "weight": 0.2}],
     )
     page = render(status)
     assert hostile not in page and "&lt;script&gt;" in page
-    reader = MetricReader()
-    reader.feed(page)
-    assert reader.metrics[f"/agreement_by_tag/{bad_mathtext}/a~1b~0c/n"] == "2"
-    assert reader.metrics["/agreement_by_judge/org~1model~01/n"] == "2"
-    assert reader.metrics["/router_versions/0/candidate_of"] == "v1"
-    assert reader.metrics["/router_versions/0/quality/held_out_auc"] == "0.7100"
-    assert reader.metrics["/router_versions/0/active"] == "yes"
-    document = status.model_dump(mode="json")
-    for pointer, text in reader.shown:
-        assert shows(text, resolve(document, pointer)), pointer
+    shown = shown_as_in_status(status).metrics
+    assert shown[f"/agreement_by_tag/{bad_mathtext}/a~1b~0c/n"] == "2"
+    assert shown["/agreement_by_judge/org~1model~01/n"] == "2"
+    assert shown["/router_versions/0/quality/held_out_auc"] == "0.7100"
+    assert shown["/router_versions/0/created_at"] == "2026-01-02 03:04 UTC"
+    assert shown["/router_versions/1/in_use"] == "yes"
+    assert (
+        shown["/training/last/summary"] == f"kept v2 (candidate v1 not adopted) because {hostile}"
+    )
+    assert shown["/training/labels_since_last"] == "7"
+
+
+def test_dashboard_puts_warnings_first_and_shows_the_human_queue_adding_up() -> None:
+    over = OverBudget(allowed=4, used=10, forced=7, forced_unreadable=7, share=0.25)
+    status = campaign_status(
+        warnings=[over],
+        budget=Budget(share=0.25, allowed=4, used=10, left=0, over=6),
+        routes=Routes(received=16, ai=6, human=2, audit=1, forced=7, forced_unreadable=7),
+    )
+    page = render(status)
+    shown = shown_as_in_status(status).metrics
+    assert shown["/warnings/0/message"] == over.message
+    assert page.index('data-metric="/warnings/0/message"') < page.index("Budget and routing")
+    assert shown["/budget/over"] == "6"
+    queue = re.sub(
+        r"<[^>]+>", "", page.split("sent to humans (budget used)")[1].split("</div></div>")[0]
+    )
+    assert queue == "10= 2 picked by the router + 1 audits + 7 forced (7 unreadable)"
+    assert "Warnings" not in render(campaign_status())
+
+
+def test_tag_values_are_one_table_those_that_differ_most_from_the_overall_rate_first() -> None:
+    """Overall 50%: a value whose interval excludes it comes before one further from it by
+    rate but too small to tell; a value at the overall rate comes last."""
+
+    def measured(n: int, agree: int) -> Agreement:
+        return agreement([("A", "A")] * agree + [("A", "B")] * (n - agree))
+
+    status = campaign_status(
+        judge_agreement=measured(100, 50),
+        agreement_by_tag={
+            "category": {"math": measured(40, 20), "code": measured(40, 36)},
+            "safety": {"high": measured(2, 0), "low": measured(30, 12)},
+        },
+    )
+    page = render(status)
+    shown_as_in_status(status)
+    assert "<h3>" not in page  # no section per tag dimension
+    tag_table = page.split("Agreement by feature")[1].split("</table>")[0]
+    rows = re.findall(r'data-metric="/(judge_agreement|agreement_by_tag/\w+/\w+)/n"', tag_table)
+    assert rows == [
+        "judge_agreement",
+        "agreement_by_tag/category/code",  # 90%, its interval excludes 50%
+        "agreement_by_tag/safety/high",  # 0% of 2: further, but could be noise
+        "agreement_by_tag/safety/low",  # 40%
+        "agreement_by_tag/category/math",  # 50%
+    ]
 
 
 def test_status_command_says_where_the_dashboard_is(
