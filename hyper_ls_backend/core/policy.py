@@ -47,6 +47,10 @@ ranking: judge-bound tasks scoring at most the threshold go to the judge (or are
 the others to humans, and ``budget`` only caps the humans. When the cap binds (the
 threshold would send more to humans than it allows) the guarantee cannot be given: the
 batch is decided by the budget as above, each decision saying so, none marked certified.
+A project with a quality target audits for calibration (``calibrating``): its audits are
+drawn first and from every routable task, whatever its score, so the audited tasks are a
+uniform sample (with known inclusion probabilities) of all that the judge could label, and
+certify any threshold; an audit that would have gone to humans anyway costs no place.
 """
 
 from __future__ import annotations
@@ -235,6 +239,10 @@ class CampaignPolicy:
         The project's control can hold a tie (off for ``<Pairwise>`` and two-choice scales).
     certificate:
         A certified threshold to route by; ``budget`` then caps the humans.
+    calibrating:
+        Audits are the calibration sample of a quality target: drawn first, from every
+        routable task whatever its score (a uniform sample of what could be AI-labelled),
+        not from the judge-bound tasks alone.
     seed:
         Seed of the per-task audit draw.
     """
@@ -245,6 +253,7 @@ class CampaignPolicy:
     doubtful_first: bool = True
     can_prefill_tie: bool = True
     certificate: Certificate | None = None
+    calibrating: bool = False
     seed: int = AUDIT_SEED
 
     def __post_init__(self) -> None:
@@ -302,13 +311,20 @@ class CampaignPolicy:
             ]
         free = max(0, allowance - len(forced))
         eligible = [i for i, s in enumerate(scored) if not s.forced]
-        doubtful = [i for i in eligible if self.doubtful_first and scored[i].doubtful]
-        others = [i for i in eligible if not (self.doubtful_first and scored[i].doubtful)]
+        audits: set[int] = set()
+        if self.calibrating:  # audits first, from every routable task: a uniform sample
+            audits, probability = self._draw_audits(scored, eligible, free)
+            free -= len(audits)
+        rest = [i for i in eligible if i not in audits]
+        doubtful = [i for i in rest if self.doubtful_first and scored[i].doubtful]
+        others = [i for i in rest if not (self.doubtful_first and scored[i].doubtful)]
         doubtful_picks = _top(router, scored, doubtful, free)
         places = free - len(doubtful_picks)
-        pool = sorted(set(others) - set(_top(router, scored, others, places)))
-        audits, probability = self._draw_audits(scored, pool, places)
-        picks = _top(router, scored, [i for i in others if i not in audits], places - len(audits))
+        if not self.calibrating:  # audits from what the judge would label, last places
+            pool = sorted(set(others) - set(_top(router, scored, others, places)))
+            audits, probability = self._draw_audits(scored, pool, places)
+            places -= len(audits)
+        picks = _top(router, scored, [i for i in others if i not in audits], places)
         human = {*forced, *doubtful_picks, *picks}
         decisions = []
         for i, s in enumerate(scored):
@@ -324,8 +340,14 @@ class CampaignPolicy:
         self, scored: list[_Scored], forced: list[int], above: list[int], places: int
     ) -> list[Decision]:
         """The ranked batch under a certificate whose cap has room: ``above`` the threshold
-        to humans, audits among the rest within ``places``, the rest to the judge."""
-        pool = [i for i in range(len(scored)) if i not in {*forced, *above}]
+        to humans, audits within ``places``, the rest to the judge. Calibrating, audits are
+        drawn from every routable task (one above the threshold goes to humans anyway and
+        costs no place); else from what the judge would label."""
+        below = [i for i in range(len(scored)) if i not in {*forced, *above}]
+        pool = below
+        if self.calibrating:
+            pool = sorted({*below, *above})
+            places = self._affordable_audits(scored, pool, set(above), places)
         audits, probability = self._draw_audits(scored, pool, places)
         decisions = []
         for i, s in enumerate(scored):
@@ -336,6 +358,21 @@ class CampaignPolicy:
             else:
                 decisions.append(self._ai_certified(s))
         return decisions
+
+    def _affordable_audits(
+        self, scored: list[_Scored], pool: list[int], free: set[int], places: int
+    ) -> int:
+        """How many of the smallest audit draws in ``pool`` fit in ``places`` when those in
+        ``free`` cost nothing (they go to humans anyway)."""
+        draws = self._draws([scored[i] for i in pool])
+        drawn = sorted((d, i) for d, i in zip(draws, pool, strict=True) if d < self.audit_share)
+        taken = cost = 0
+        for _, i in drawn:
+            cost += i not in free
+            if cost > places:
+                break
+            taken += 1
+        return taken
 
     def _above(self, s: _Scored) -> bool:
         """Outside what the certificate covers: scoring over its threshold, or a tie the
@@ -357,9 +394,14 @@ class CampaignPolicy:
                 wanted = self._above(s)
             else:
                 wanted = fixed or (self.doubtful_first and s.doubtful) or s.score >= threshold
-            if s.forced or (wanted and room > 0):
+            audited = room > 0 and draw < self.audit_share
+            if s.forced:
                 decision = self._human(s)
-            elif room > 0 and draw < self.audit_share:
+            elif self.calibrating and audited:  # whatever its score: a uniform sample
+                decision = self._audit(s, self.audit_share)
+            elif wanted and room > 0:
+                decision = self._human(s)
+            elif audited:
                 decision = self._audit(s, self.audit_share)
             elif self.certificate is not None and not wanted:
                 decision = self._ai_certified(s)

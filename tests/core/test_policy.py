@@ -15,6 +15,7 @@ from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict, Label
 from hyper_ls_backend.core.guarantee import Certificate
 from hyper_ls_backend.core.policy import (
     AUDIT_REASON,
+    AUDIT_SEED,
     JUDGE_FAILED_REASON,
     MIN_RANKED_BATCH,
     SCORE_WINDOW,
@@ -25,7 +26,7 @@ from hyper_ls_backend.core.policy import (
     Route,
     budget_count,
 )
-from hyper_ls_backend.core.strategies import STRATEGIES
+from hyper_ls_backend.core.strategies import STRATEGIES, stable_uniform
 
 from .synthetic import make_comparisons
 
@@ -482,3 +483,40 @@ def test_audits_under_a_certificate_come_from_what_the_judge_would_label(routers
     audits = [d for d in decisions if d.audit]
     assert audits and all(scores[d.id] <= threshold for d in audits)
     assert sum(d.route is Route.HUMAN for d in decisions) <= budget_count(0.6, 300)
+
+
+def audit_draws(batch, seed=AUDIT_SEED):
+    ids = [c.id for c in batch]
+    return dict(zip(ids, stable_uniform([f"audit:{i}" for i in ids], seed), strict=True))
+
+
+def test_calibrating_audits_are_a_uniform_sample_of_every_routable_task(routers, stream):
+    router, batch = routers["judge-error"], stream[:300]
+    draws = audit_draws(batch)
+    decisions = CampaignPolicy(0.3, audit_share=0.1, calibrating=True).decide(
+        candidates(batch), LedgerState(), router
+    )
+    routable = {c.id for c in batch if not c.judge_failed}
+    assert {d.id for d in decisions if d.audit} == {i for i in routable if draws[i] < 0.1}
+    assert len(humans(decisions)) == budget_count(0.3, 300)
+    scores = scored(router, batch)
+    audited = [scores[d.id] for d in decisions if d.audit]
+    top = np.quantile(list(scores.values()), 0.7)
+    assert any(score > top for score in audited)  # high scores are audited too
+
+
+def test_calibrating_under_a_certificate_audits_above_the_threshold_for_free(routers, stream):
+    router, batch = routers["judge-error"], stream[:300]
+    scores, draws = scored(router, batch), audit_draws(batch)
+    threshold = float(np.quantile(list(scores.values()), 0.7))
+    policy = CampaignPolicy(
+        0.5, audit_share=0.1, certificate=certificate_at(threshold), calibrating=True
+    )
+    decisions = policy.decide(candidates(batch), LedgerState(), router)
+    routable = {c.id for c in batch if not c.judge_failed}
+    assert {d.id for d in decisions if d.audit} == {i for i in routable if draws[i] < 0.1}
+    for decision in decisions:
+        if decision.route is Route.AI:
+            assert decision.certified and scores[decision.id] <= threshold
+    over = {i for i in routable if scores[i] > threshold}
+    assert over <= humans(decisions)
