@@ -74,7 +74,7 @@ def test_status_reports_budget_routes_agreement_spend_and_features(
 def test_status_command_prints_the_backends_answer_or_a_clear_error(capsys) -> None:
     code = main(["status", "--project", "1", "--backend-url", "http://127.0.0.1:9"])
     assert code == 2
-    assert "cannot reach the backend" in capsys.readouterr().err
+    assert "no backend at http://127.0.0.1:9" in capsys.readouterr().err
 
 
 def test_agreement_by_tag_covers_every_labelled_task_in_each_dimension() -> None:
