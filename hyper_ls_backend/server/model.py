@@ -107,21 +107,30 @@ class HyperModel:
     ) -> list[dict[str, Any] | list[dict[str, Any]]]:
         """One result per task, in order: the stored decision, routing unseen tasks now.
 
-        A task with nothing to pre-fill gets an empty list of predictions, not an empty
+        A task with nothing to store gets an empty list of predictions, not an empty
         prediction: Label Studio 1.23 stores every prediction it is given, ``"result": []``
         too, and shows it to the annotator as a model's answer, but stores nothing for an
         empty list (``ml/models.py``, ``_get_predictions_from_ml_backend``: a list is the
         task's predictions). Leaving the task out instead would make Label Studio ask again
-        task by task, or drop the whole batch.
+        task by task, or drop the whole batch. Nothing to store: a human-routed or undecided
+        task, and a task whose prediction the write-back already created. Label Studio asks
+        again for a task without a prediction of the model version ``/setup`` names, so
+        after a refit every AI-routed task opened would otherwise gain a copy, and a task
+        routed by this very call (its write-back just made the prediction) a second one.
         """
         config = parse_label_config(self.store.project(project_id).label_config)
         self.store.record_tasks(project_id, tasks)
         results: list[dict[str, Any] | list[dict[str, Any]]] = []
         for task in tasks:
-            decision = self.store.decision(project_id, int(task["id"]))
+            task_id = int(task["id"])
+            decision = self.store.decision(project_id, task_id)
             if decision is None:  # not waiting for its import: see jobs/pipeline.py
-                decision = self.pipeline.route_task(project_id, int(task["id"]), alone=True)
-            prediction = prediction_for(decision, config) if decision is not None else None
+                self.pipeline.route_task(project_id, task_id, alone=True)
+                decision = self.store.decision(project_id, task_id)  # as written back
+            if decision is None or decision.prediction_id is not None:
+                results.append([])
+                continue
+            prediction = prediction_for(decision, config)
             results.append(prediction if prediction is not None else [])
         return results
 

@@ -394,14 +394,10 @@ def test_predict_returns_one_result_per_task_in_order(
     assert status == 200, body
     results = body["results"]
     assert len(results) == len(shuffled)
-    for task, result in zip(shuffled, results, strict=True):
-        if task.data[ROUTE_FIELD] == "ai":
-            (prediction,) = predictions(task)
-            assert result["score"] == pytest.approx(task.data[SCORE_FIELD], abs=1e-4)
-            assert result["result"] == prediction["result"]
-            assert result["model_version"] == prediction["model_version"]
-        else:
-            assert result == []  # no prediction to store (an empty one shows as a model tab)
+    # Nothing to store for any task: a human-routed one has no pre-fill (an empty prediction
+    # would show as a model tab), an AI-routed one has the write-back's prediction already.
+    assert results == [[] for _ in shuffled]
+    assert all(len(predictions(t)) == (t.data[ROUTE_FIELD] == "ai") for t in shuffled)
 
     # Label Studio's own "Retrieve predictions" (Data Manager action) calls /predict with
     # the tasks that have no prediction of the current model version: the human-routed ones,

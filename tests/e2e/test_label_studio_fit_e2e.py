@@ -5,12 +5,15 @@ A real Label Studio 1.23, the real backend (``hyper-ls serve``), a scripted fake
 - a task edited in Label Studio between its import and its write-back keeps the edit;
 - opening a human-routed task (or the labeling stream, or "Retrieve predictions") makes
   Label Studio call ``/predict``, and nothing is stored: no empty prediction, no model tab;
+  an AI-routed task's prediction is stored once (by the write-back, or through ``/predict``
+  by a backend without a Label Studio key), however often Label Studio asks;
 - the judge's annotations are credited to its own user, not to the token's owner, and the
   backend still never learns from them.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -193,6 +196,53 @@ def test_opening_a_human_routed_task_stores_no_prediction(
     log = label_studio.log.read_text(errors="replace")
     assert "ML backend returns an incorrect" not in log
     assert "Number of tasks and responses are not equal" not in log
+
+
+def test_without_a_label_studio_key_predict_serves_each_pre_fill_once(
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudio,
+    start_backend: StartBackend,
+    connect: Connect,
+) -> None:
+    """With no key the backend cannot write back: ``/predict`` is how Label Studio gets the
+    judge's answers, each stored once however often it asks."""
+    backend = start_backend(HYPER_BUDGET="0.5", LABEL_STUDIO_API_KEY="")
+    project_id = connect(backend, "e2e: predictions only through /predict")
+    data = [comparison_data(f"k{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(12)]
+    ids = import_tasks(ls_client, project_id, data)
+    wait_for(lambda: len(decisions_in_store(backend, project_id)) == len(ids), 60, what="decisions")
+    wait_idle(backend)
+    routes = dict(decisions_in_store(backend, project_id))
+    project = ls_client.projects.get(id=project_id)
+    shuffled = random.Random(5).sample(ls_tasks(ls_client, project_id), len(ids))
+    payload = {
+        "tasks": [{"id": t.id, "data": t.data, "meta": {}, "predictions": []} for t in shuffled],
+        "project": f"{project_id}.{int(project.created_at.timestamp())}",
+        "label_config": project.label_config,
+    }
+
+    status, body = backend.request("POST", "/predict", payload)
+
+    assert status == 200, body
+    served = dict(zip((t.id for t in shuffled), body["results"], strict=True))
+    assert {t for t, r in served.items() if r == []} == {t for t in ids if routes[t] == "human"}
+    # "Retrieve predictions", twice, and opening every task: one prediction per AI task
+    for _ in range(2):
+        ls_client.actions.create(
+            id="retrieve_tasks_predictions",
+            project=project_id,
+            selected_items={"all": False, "included": ids},
+        )
+    for task_id in ids:
+        api(label_studio, f"/api/tasks/{task_id}")
+    for task in ls_tasks(ls_client, project_id):
+        if routes[task.id] == "human":
+            assert predictions(task) == []
+            continue
+        (prediction,) = predictions(task)
+        assert prediction["result"] == served[task.id]["result"] != []
+        assert prediction["model_version"] == served[task.id]["model_version"]
+        assert annotations(task) == []  # nothing written back: no pre-filled annotation
 
 
 # -- 4. the judge's annotations under its own name -------------------------------------------

@@ -284,6 +284,28 @@ def test_predict_stores_nothing_for_tasks_the_import_sent_to_humans(
     assert sum(judge.calls.values()) == 6, "decided by the import, not again by /predict"
 
 
+def test_predict_adds_no_copy_of_a_prediction_the_write_back_made(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge, label_studio: FakeLabelStudio
+) -> None:
+    """A task opened before its import was routed is routed by /predict, whose write-back
+    creates the prediction: Label Studio must not store the same answer again, nor later
+    (after a refit it asks again for every task without the new model version's)."""
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=0.0,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    with serve(settings) as (client, model):
+        client.post("/setup", json=setup_body())
+        answers = [client.post("/predict", json=predict_body([task(1, "a")])) for _ in range(2)]
+        decision = model.store.decision(PROJECT, 1)
+    assert decision.route == "ai" and decision.prediction_id is not None
+    assert [a.json()["results"] for a in answers] == [[[]], [[]]]
+    assert label_studio.paths("POST").count("/api/predictions/") == 1
+
+
 def test_predict_with_no_tasks_answers_no_results(tmp_path: Path) -> None:
     with serve(make_settings(tmp_path)) as (client, _):
         client.post("/setup", json=setup_body())
