@@ -11,7 +11,7 @@ picks are the hard cases, so agreement on all human labels understates it.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
@@ -341,7 +341,7 @@ def router_versions(
                 verdict=verdict,
                 summary=summary,
                 n_labels=refit.n_labels if refit else None,
-                created_at=v.created_at,
+                created_at=utc(v.created_at),
                 quality=v.quality,
             )
         )
@@ -359,12 +359,17 @@ def router_versions(
     return [starting, *listed]
 
 
+def utc(moment: datetime) -> datetime:
+    """SQLite gives back the stored UTC times without their zone: say it."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def last_training(refits: list[RefitRecord]) -> LastTraining | None:
     if not refits:
         return None
     last = refits[-1]
     return LastTraining(
-        at=last.created_at,
+        at=utc(last.created_at),
         n_labels=last.n_labels,
         adopted=last.adopted,
         candidate=last.candidate,
