@@ -155,6 +155,22 @@ class Settings(BaseSettings):
         le=1.0,
         description="share of judge-bound tasks sent to humans instead, at random, as an audit",
     )
+    hyper_target_agreement: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="a quality target: the judge labels only what audits certify agrees with "
+        "a single human at least this often (docs/guarantee.md); the budget caps humans",
+    )
+    hyper_target_confidence: float = Field(
+        default=0.9, gt=0.0, lt=1.0, description="the quality target holds with this chance"
+    )
+    hyper_warmup_audit_share: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="with a quality target, the audit share until a threshold is certified",
+    )
     hyper_refit_every: int = Field(
         default=50, ge=1, description="refit the router after this many new human labels"
     )
@@ -268,5 +284,8 @@ PROJECT_OVERRIDABLE = frozenset(
         "hyper_refit_every",
         "hyper_audit_share",
         "hyper_human_label_cost",
+        "hyper_target_agreement",
+        "hyper_target_confidence",
+        "hyper_warmup_audit_share",
     }
 )

@@ -92,6 +92,9 @@ CERTIFIED_REASON = "certified: scores {score:.3f} <= {threshold:.3f}, where {pro
 ABOVE_THRESHOLD_REASON = (
     "above the certified threshold ({score:.3f} > {threshold:.3f}): no guarantee for the judge here"
 )
+NOT_YET_CERTIFIED_REASON = (
+    "not yet certified: routed by the budget while audits calibrate the quality target"
+)
 CAP_BINDS_REASON = (
     "not certified: the certified threshold sends {wanted} of these tasks to humans, the "
     "budget allows {allowance}"
@@ -305,8 +308,10 @@ class CampaignPolicy:
                 return self._certified(scored, forced, above, allowance - len(forced) - len(above))
             binds = CAP_BINDS_REASON.format(wanted=len(forced) + len(above), allowance=allowance)
             uncertified = replace(self, certificate=None)
-            return [
-                replace(d, reasons=[binds, *d.reasons])
+            return [  # a certificate exists: "not yet certified" would mislead
+                replace(
+                    d, reasons=[binds, *(r for r in d.reasons if r != NOT_YET_CERTIFIED_REASON)]
+                )
                 for d in uncertified._ranked(scored, ledger, router, share)
             ]
         free = max(0, allowance - len(forced))
@@ -489,6 +494,8 @@ class CampaignPolicy:
             return replace(
                 self._decision(s, Route.AI, [NO_TIE_REASON, *s.reasons]), judge_label=None
             )
+        if self.calibrating and self.certificate is None:
+            notes.append(NOT_YET_CERTIFIED_REASON)
         if self.doubtful_first and s.doubtful:
             notes.append(DOUBTFUL_AI_REASON.format(why=_doubt(s)))
         if label is Label.TIE and ledger.ties_rare and s.signals.lean is not None:

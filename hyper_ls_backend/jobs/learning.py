@@ -48,7 +48,10 @@ class Learner:
                     if row.inclusion_probability is None
                     else row.inclusion_probability
                 )
-                if row.audit and probability > 0:
+                # A quality target's audits calibrate it; learning from them too would
+                # make the router depend on its own calibration (docs/guarantee.md).
+                calibrates = settings.hyper_target_agreement is not None
+                if row.audit and probability > 0 and not calibrates:
                     refitter.observe([Comparison.model_validate(row.record)], probability)
             refitter.see(seen)
             current = self._routers.for_project(project_id)

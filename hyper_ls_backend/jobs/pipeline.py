@@ -189,10 +189,8 @@ class Pipeline:
     ) -> list[DecisionRecord]:
         """Decide the task's import if all of it is judged, else the task alone if it is
         of a small import or ``alone``; returns the decisions made now."""
-        policy = CampaignPolicy(
-            settings.hyper_budget, settings.hyper_audit_share, can_prefill_tie=config.has_tie
-        )
         router = self.routers.for_project(project_id)
+        policy = self._policy(project_id, settings, config, router)
         members = self.store.import_of(project_id, task_id)
         if len(members) >= policy.min_batch:
             batch = self._candidates(project_id, members)
@@ -202,6 +200,29 @@ class Pipeline:
                 return []
         (candidate,) = self._candidates(project_id, [task_id])
         return self._decide_tasks(project_id, [task_id], [candidate], policy, router)
+
+    def _policy(
+        self, project_id: int, settings: Settings, config: PreferenceConfig, router: Router
+    ) -> CampaignPolicy:
+        """The project's policy: its budget and audits; with a quality target, audits that
+        calibrate (at the warm-up share until a threshold is certified for this router)
+        and the certificate (``jobs/certification.py``)."""
+        if settings.hyper_target_agreement is None:
+            return CampaignPolicy(
+                settings.hyper_budget, settings.hyper_audit_share, can_prefill_tie=config.has_tie
+            )
+        looks = self.store.certifications(project_id)
+        certificate = looks[-1].certificate(router.version) if looks else None
+        audit_share = settings.hyper_audit_share
+        if certificate is None:
+            audit_share = max(audit_share, settings.hyper_warmup_audit_share)
+        return CampaignPolicy(
+            settings.hyper_budget,
+            audit_share,
+            can_prefill_tie=config.has_tie,
+            certificate=certificate,
+            calibrating=True,
+        )
 
     def _decide_tasks(
         self,

@@ -16,6 +16,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
 
+from hyper_ls_backend.jobs.certification import Certifier
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline
 from hyper_ls_backend.settings import Settings
@@ -47,7 +48,14 @@ class EmbeddedConsumer(Consumer):
 class JobQueue:
     """Enqueues routing work; runs it on an in-process consumer (threads)."""
 
-    def __init__(self, huey: Huey, pipeline: Pipeline, learner: Learner, threads: int) -> None:
+    def __init__(
+        self,
+        huey: Huey,
+        pipeline: Pipeline,
+        learner: Learner,
+        threads: int,
+        certifier: Certifier | None = None,
+    ) -> None:
         self.huey = huey
         self._threads = threads
         self._consumer = None
@@ -57,15 +65,17 @@ class JobQueue:
         self._dispatch: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
             self._dispatch_job()
         )
-        self._refit: TaskWrapper = huey.task()(self._refit_job(learner))
+        self._refit: TaskWrapper = huey.task()(self._refit_job(learner, certifier))
         # An import is decided by the job that judges its last task: the others' jobs are
         # done by then, so their write-backs are queued here.
         pipeline.on_decided = self.route
 
     @staticmethod
-    def _refit_job(learner: Learner) -> Callable[[int], None]:
+    def _refit_job(learner: Learner, certifier: Certifier | None) -> Callable[[int], None]:
         def refit_router(project_id: int) -> None:
             learner.refit(project_id)
+            if certifier is not None:  # the router in use may have changed: look again
+                certifier.certify(project_id)
 
         return refit_router
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.jobs.certification import Certifier
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
 from hyper_ls_backend.jobs.queue import JobQueue, make_huey
@@ -56,7 +57,11 @@ class HyperModel:
         pipeline = Pipeline(settings, store, routers, judge, tagger, label_studio)
         learner = Learner(settings, store, routers)
         queue = JobQueue(
-            make_huey(settings, immediate=immediate), pipeline, learner, settings.threads
+            make_huey(settings, immediate=immediate),
+            pipeline,
+            learner,
+            settings.threads,
+            Certifier(settings, store, routers),
         )
         return cls(settings, store, pipeline, queue)
 

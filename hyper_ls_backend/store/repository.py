@@ -40,6 +40,7 @@ from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import SCORE_WINDOW, Decision, LedgerState, Route
 from hyper_ls_backend.store.schema import (
     Base,
+    CertificationRecord,
     DecisionRecord,
     HumanLabel,
     JudgeOutput,
@@ -606,6 +607,24 @@ class Store:
                     in_use=in_use,
                     in_use_auc=in_use_auc,
                     reason=reason,
+                )
+            )
+
+    def record_certification(self, record: CertificationRecord) -> CertificationRecord:
+        with self.session() as s:
+            s.add(record)
+            s.flush()
+            s.expunge(record)
+        return record
+
+    def certifications(self, project_id: int) -> list[CertificationRecord]:
+        """The project's certification looks, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(CertificationRecord)
+                    .where(CertificationRecord.project_id == project_id)
+                    .order_by(CertificationRecord.id)
                 )
             )
 

@@ -4,7 +4,8 @@ A row per Label Studio task imported (`tasks`), its judge output (`judge_outputs
 one routing decision it will ever get (`decisions`, primary key = project + task, so a
 task cannot be routed twice; the core's ``Decision`` as given, enums stored as their string
 values), human labels (`human_labels`), router versions per project
-(`router_versions`), every refit's verdict (`refits`) and the tagger's cache (`tag_cache`).
+(`router_versions`), every refit's verdict (`refits`), every certification of a quality
+target (`certifications`) and the tagger's cache (`tag_cache`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, Integer, String, Te
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.guarantee import Certificate
 from hyper_ls_backend.core.policy import Decision, Route
 
 
@@ -193,6 +195,50 @@ class RefitRecord(Base):
     reason: Mapped[str] = mapped_column(Text)
     """Why the candidate was or was not adopted, in plain words."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CertificationRecord(Base):
+    """One look at a project's audits for its quality target (docs/guarantee.md): the
+    threshold it certified, or why none; kept so a restart routes by the same certificate
+    and the next look spends the right share of the confidence."""
+
+    __tablename__ = "certifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    look: Mapped[int] = mapped_column(Integer)
+    """1 for the project's first certification, 2 for the next...: look ``k`` tests at
+    ``delta x 6 / (pi^2 k^2)``, so all looks together spend ``delta`` once."""
+    router_version: Mapped[str] = mapped_column(String(128))
+    target_agreement: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    """The campaign's confidence (the project's setting), not this look's share of it."""
+    delta: Mapped[float] = mapped_column(Float)
+    n_calibration: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """None when nothing was certified."""
+    lower_bound: Mapped[float | None] = mapped_column(Float, nullable=True)
+    agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    coverage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The calibration's share under the threshold: about the share the judge may label."""
+    curve: Mapped[list[Any]] = mapped_column(default=list)
+    """Every threshold tried: ``{threshold, n, coverage, agreement, lower_bound, passed}``."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def certificate(self, router_version: str) -> Certificate | None:
+        """What this look certifies for the router ``router_version``: None when it
+        certified nothing, or was made for another router (whose scores are on another
+        scale)."""
+        if self.threshold is None or self.router_version != router_version:
+            return None
+        return Certificate(
+            threshold=self.threshold,
+            target_agreement=self.target_agreement,
+            confidence=self.confidence,
+            n_calibration=self.n_calibration,
+            lower_bound=self.lower_bound or 0.0,
+        )
 
 
 class TagCacheEntry(Base):
