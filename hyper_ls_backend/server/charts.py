@@ -15,7 +15,13 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from hyper_ls_backend.server.status import Agreement, Budget, RouterVersionStatus, Routes
+from hyper_ls_backend.server.status import (
+    Agreement,
+    Budget,
+    QualityTarget,
+    RouterVersionStatus,
+    Routes,
+)
 
 WIDTH = 8.0
 """Inches (SVG user units are points: 72 per inch)."""
@@ -152,6 +158,36 @@ def feature_weights(features: Sequence[dict[str, Any]]) -> str | None:
     axis.invert_yaxis()
     axis.set_xlabel("weight in the routing score (← judge, human →)")
     axis.grid(axis="x", alpha=0.3)
+    return to_svg(figure)
+
+
+def risk_coverage(target: QualityTarget) -> str | None:
+    """Agreement and its certified bound against the share labelled, per threshold tried,
+    with the target and the certified threshold marked."""
+    if not target.curve:
+        return None
+    figure = Figure(figsize=(WIDTH, 3.0))
+    axis = figure.subplots()
+    coverage = [point.coverage for point in target.curve]
+    axis.plot(coverage, [p.agreement for p in target.curve], marker="o", label="agreement")
+    axis.plot(coverage, [p.lower_bound for p in target.curve], marker=".", label="certified bound")
+    axis.axhline(target.target_agreement, color="black", linestyle=":", label="target")
+    chosen = [p for p in target.curve if p.threshold == target.threshold]
+    if chosen:
+        axis.plot(
+            [chosen[0].coverage],
+            [chosen[0].lower_bound],
+            marker="o",
+            markersize=14,
+            fillstyle="none",
+            color="#e45756",
+            linestyle="none",
+            label="certified threshold",
+        )
+    axis.set_xlim(0, 1.02)
+    axis.set_xlabel("share of audited tasks under the threshold")
+    axis.set_ylabel("agreement with a human")
+    axis.legend(loc="lower left", frameon=False)
     return to_svg(figure)
 
 

@@ -331,6 +331,52 @@ def versions_section(status: ProjectStatus, metric: Metric) -> str:
     return "".join(parts)
 
 
+def target_section(status: ProjectStatus, metric: Metric) -> str:
+    """The quality target: certified or not in plain words, its numbers, and the last
+    look's risk-coverage curve with the certified point marked."""
+    target = status.quality_target
+    if target is None:
+        return ""
+    cards = [
+        card(
+            "target agreement",
+            metric(["quality_target", "target_agreement"], share)
+            + f"<div class='sub'>at {metric(['quality_target', 'confidence'], share)} "
+            "confidence</div>",
+        ),
+        card(
+            "certified agreement",
+            metric(["quality_target", "certified_agreement"], share, missing="not yet"),
+            headline=True,
+        ),
+        card(
+            "threshold",
+            metric(["quality_target", "threshold"], lambda v: f"{v:.4f}", missing="-"),
+        ),
+        card(
+            "share the judge may label",
+            metric(["quality_target", "ai_share_allowed"], share, missing="-"),
+        ),
+        card("labelled audits (calibration)", metric(["quality_target", "calibration"])),
+        card(
+            "audit share now",
+            metric(["quality_target", "audit_share"], share)
+            + f"<div class='sub'>{metric(['quality_target', 'looks'])} looks</div>",
+        ),
+    ]
+    return (
+        "<h2>Quality target</h2>"
+        f"<p>{metric(['quality_target', 'summary'])}</p>"
+        f'<div class="cards">{"".join(cards)}</div>'
+        + figure(
+            charts.risk_coverage(target),
+            "From the last look at the audits: the agreement of what the judge would label "
+            "(and its certified bound) against the share it would label, one point per "
+            "threshold tried; the ring marks the certified threshold.",
+        )
+    )
+
+
 def features_section(status: ProjectStatus, metric: Metric) -> str:
     if not status.top_features:
         return "<h2>What moves routing</h2><p>The current strategy has no feature weights.</p>"
@@ -350,6 +396,7 @@ def features_section(status: ProjectStatus, metric: Metric) -> str:
 SECTIONS = (
     warnings_section,
     budget_section,
+    target_section,
     judge_section,
     tags_section,
     spend_section,

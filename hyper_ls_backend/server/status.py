@@ -22,7 +22,7 @@ from hyper_ls_backend.core.policy import budget_count
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.settings import Settings
 from hyper_ls_backend.store import Store
-from hyper_ls_backend.store.schema import RefitRecord, RouterVersion
+from hyper_ls_backend.store.schema import CertificationRecord, RefitRecord, RouterVersion
 
 TOP_FEATURES = 10
 MAX_AUDIT_INTERVAL = 0.2
@@ -200,6 +200,40 @@ class Training(BaseModel):
     last: LastTraining | None
 
 
+class CurvePoint(BaseModel):
+    """One threshold a certification look tried, as its audits measured it."""
+
+    threshold: float
+    n: int
+    coverage: float
+    """The audits' share under the threshold: about the share of tasks the judge may label."""
+    agreement: float
+    lower_bound: float
+    passed: bool
+
+
+class QualityTarget(BaseModel):
+    """``HYPER_TARGET_AGREEMENT`` and where its guarantee stands (docs/guarantee.md)."""
+
+    target_agreement: float
+    confidence: float
+    certified: bool
+    """A certificate for the router in use: AI-routed tasks now pass its threshold."""
+    threshold: float | None
+    certified_agreement: float | None
+    """The bound the last certification gives the AI labels under its threshold."""
+    ai_share_allowed: float | None
+    """The audits' share under the threshold: about the share the judge may label."""
+    calibration: int
+    """Labelled audits the last look read."""
+    looks: int
+    audit_share: float
+    """The audit share routing uses now: the warm-up share until certified."""
+    summary: str
+    curve: list[CurvePoint]
+    """The last look's risk-coverage curve: agreement and bound against share labelled."""
+
+
 class ProjectStatus(BaseModel):
     project: int
     model_version: str
@@ -219,6 +253,8 @@ class ProjectStatus(BaseModel):
     router_versions: list[RouterVersionStatus]
     """Oldest first, each version once."""
     training: Training
+    quality_target: QualityTarget | None = None
+    """None without ``HYPER_TARGET_AGREEMENT``."""
     top_features: list[dict[str, Any]]
 
 
@@ -378,6 +414,45 @@ def last_training(refits: list[RefitRecord]) -> LastTraining | None:
     )
 
 
+def quality_target(
+    settings: Settings, looks: list[CertificationRecord], router: Router
+) -> QualityTarget | None:
+    target = settings.hyper_target_agreement
+    if target is None:
+        return None
+    last = looks[-1] if looks else None
+    certificate = last.certificate(router.version) if last else None
+    warmup = max(settings.hyper_audit_share, settings.hyper_warmup_audit_share)
+    promise = f"{target:.0%} at {settings.hyper_target_confidence:.0%} confidence"
+    if certificate is not None:
+        summary = (
+            f"Certified: the judge labels only tasks scoring at most {certificate.threshold:.4f}, "
+            f"where its labels agree with a single human at least "
+            f"{certificate.lower_bound:.1%} of the time (target {promise}; "
+            f"{certificate.n_calibration} labelled audits, look {last.look})."
+        )
+    else:
+        why = last.reason if last else "no labelled audits have been looked at yet"
+        summary = (
+            f"Not yet certified ({why}). Until a threshold is certified for target {promise}, "
+            f"tasks are routed by the budget, {warmup:.0%} of them audited, and AI labels "
+            "carry no guarantee."
+        )
+    return QualityTarget(
+        target_agreement=target,
+        confidence=settings.hyper_target_confidence,
+        certified=certificate is not None,
+        threshold=certificate.threshold if certificate else None,
+        certified_agreement=certificate.lower_bound if certificate else None,
+        ai_share_allowed=last.coverage if certificate else None,
+        calibration=last.n_calibration if last else 0,
+        looks=len(looks),
+        audit_share=settings.hyper_audit_share if certificate else warmup,
+        summary=summary,
+        curve=[CurvePoint(**point) for point in (last.curve if last else [])],
+    )
+
+
 def project_status(
     store: Store, settings: Settings, project_id: int, router: Router
 ) -> ProjectStatus:
@@ -433,5 +508,6 @@ def project_status(
             labels_since_last=(project.labels_since_refit or 0) if project else 0,
             last=last_training(refits),
         ),
+        quality_target=quality_target(settings, store.certifications(project_id), router),
         top_features=router.feature_weights()[:TOP_FEATURES],
     )

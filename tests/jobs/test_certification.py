@@ -56,6 +56,10 @@ def label_audits(client, model, ids: list[int]) -> int:
     return len(audited)
 
 
+def status_of(client) -> dict:
+    return client.get("/status", params={"project": PROJECT}).json()["quality_target"]
+
+
 def start_training(client) -> None:
     answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}})
     assert answer.status_code == 200
@@ -73,6 +77,9 @@ def test_audits_calibrate_then_a_certified_threshold_routes_later_imports(
         ai = [d for d in decisions if d.route is Route.AI]
         assert ai and all(NOT_YET_CERTIFIED_REASON in d.reasons for d in ai)
         assert label_audits(client, model, warmup) == len(audits)
+        before = status_of(client)
+        assert not before["certified"] and before["audit_share"] == 0.4
+        assert before["summary"].startswith("Not yet certified")
 
         start_training(client)
         (look,) = model.store.certifications(PROJECT)
@@ -80,6 +87,12 @@ def test_audits_calibrate_then_a_certified_threshold_routes_later_imports(
         assert look.delta == pytest.approx(look_delta(0.1, 1))
         assert look.threshold is not None, look.reason
         assert look.reason.startswith("certified (look 1")
+        after = status_of(client)
+        assert after["certified"] and after["threshold"] == look.threshold
+        assert after["certified_agreement"] == look.lower_bound >= 0.7
+        assert after["calibration"] == len(audits) and after["looks"] == 1
+        assert after["summary"].startswith("Certified: the judge labels only tasks scoring")
+        assert any(point["passed"] for point in after["curve"])
 
         later = import_tasks(client, 1_000, 100)
         routed = [model.store.decision(PROJECT, i) for i in later]
@@ -144,6 +157,7 @@ def test_a_certification_survives_a_restart(
         (look,) = model.store.certifications(PROJECT)
     with serve(settings) as (client, model):
         assert [c.threshold for c in model.store.certifications(PROJECT)] == [look.threshold]
+        assert status_of(client)["certified"]
         (later,) = import_tasks(client, 3_000, 1)
         decision = model.store.decision(PROJECT, later)
         assert decision.audit or decision.reasons[0].startswith(

@@ -33,9 +33,11 @@ from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.status import (
     Agreement,
     Budget,
+    CurvePoint,
     LastTraining,
     OverBudget,
     ProjectStatus,
+    QualityTarget,
     RouterVersionStatus,
     Routes,
     Training,
@@ -470,3 +472,50 @@ def test_status_command_says_where_the_dashboard_is(
     out, err = capsys.readouterr()
     assert code == 0 and f'"project": {PROJECT}' in out
     assert f"{url}/dashboard?project={PROJECT}" in err
+
+
+def test_dashboard_shows_the_quality_target_and_its_risk_coverage_curve() -> None:
+    curve = [
+        CurvePoint(threshold=t, n=n, coverage=n / 80, agreement=a, lower_bound=b, passed=p)
+        for t, n, a, b, p in [
+            (-1.2, 20, 0.95, 0.86, True),
+            (-0.4, 40, 0.9, 0.83, True),
+            (0.3, 60, 0.83, 0.76, False),
+        ]
+    ]
+    certified = QualityTarget(
+        target_agreement=0.8,
+        confidence=0.9,
+        certified=True,
+        threshold=-0.4,
+        certified_agreement=0.83,
+        ai_share_allowed=0.5,
+        calibration=80,
+        looks=2,
+        audit_share=0.05,
+        summary="Certified: the judge labels only tasks scoring at most -0.4000, ...",
+        curve=curve,
+    )
+    page = render(campaign_status(quality_target=certified))
+    shown = shown_as_in_status(campaign_status(quality_target=certified)).metrics
+    assert shown["/quality_target/certified_agreement"] == "83.0%"
+    assert shown["/quality_target/threshold"] == "-0.4000"
+    assert shown["/quality_target/ai_share_allowed"] == "50.0%"
+    assert shown["/quality_target/summary"].startswith("Certified: ")
+    assert "<h2>Quality target</h2>" in page and "certified threshold" in page
+    assert page.index("Quality target") < page.index("Judge quality")
+
+    waiting = certified.model_copy(
+        update={
+            "certified": False,
+            "threshold": None,
+            "certified_agreement": None,
+            "ai_share_allowed": None,
+            "curve": [],
+            "summary": "Not yet certified (no labelled audits have been looked at yet). ...",
+        }
+    )
+    shown = shown_as_in_status(campaign_status(quality_target=waiting)).metrics
+    assert shown["/quality_target/certified_agreement"] == "not yet"
+    assert shown["/quality_target/summary"].startswith("Not yet certified")
+    assert "<h2>Quality target</h2>" not in render(campaign_status())
