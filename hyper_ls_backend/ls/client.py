@@ -95,34 +95,23 @@ class LabelStudioClient:
         self._assignment_unavailable = False
         self._judge_lock = threading.Lock()
         self._judge_id: int | None = None
+        self._judge_refused = False
 
     @cached_property
     def user_id(self) -> int:
         """The Label Studio user the backend acts as (its API token's owner)."""
         return int(self.sdk.users.whoami().id)
 
-    def judge_user_id(self) -> int:
+    def judge_user_id(self) -> int | None:
         """The judge's own Label Studio user, created on first use if it does not exist.
 
         Label Studio's open-source API hands out no token for another user, but an
         annotation created with ``completed_by`` is credited to that user (see the README),
-        so the judge needs no token of its own.
+        so the judge needs no token of its own. None where the token may not list or create
+        users (a non-admin token on Label Studio Enterprise): the annotations are then the
+        token owner's, as the log says once.
         """
-        with self._judge_lock:
-            if self._judge_id is None:
-                self._judge_id = self._find_judge()
-            if self._judge_id is None:
-                first_name, last_name = JUDGE_NAME
-                self._judge_id = int(
-                    self.sdk.users.create(
-                        username="hyper-judge",
-                        email=JUDGE_EMAIL,
-                        first_name=first_name,
-                        last_name=last_name,
-                    ).id
-                )
-                log.info("created the Label Studio user %s for the judge's labels", JUDGE_EMAIL)
-            return self._judge_id
+        return self._judge(create=True)
 
     def is_backend_user(self, user_id: int | None) -> bool:
         """Whether an annotation by ``user_id`` is the backend's own (not a human label):
@@ -130,12 +119,34 @@ class LabelStudioClient:
         user of its own). Looks the judge up, but never creates it."""
         if user_id is None:
             return False
-        if user_id == self.user_id:
-            return True
+        return user_id == self.user_id or user_id == self._judge(create=False)
+
+    def _judge(self, create: bool) -> int | None:
         with self._judge_lock:
-            if self._judge_id is None:
+            if self._judge_id is not None or self._judge_refused:
+                return self._judge_id
+            try:
                 self._judge_id = self._find_judge()
-            return user_id == self._judge_id
+                if self._judge_id is None and create:
+                    first_name, last_name = JUDGE_NAME
+                    created = self.sdk.users.create(
+                        username="hyper-judge",
+                        email=JUDGE_EMAIL,
+                        first_name=first_name,
+                        last_name=last_name,
+                    )
+                    self._judge_id = int(created.id)
+                    log.info("created the Label Studio user %s for the judge's labels", JUDGE_EMAIL)
+            except ApiError as error:
+                if error.status_code not in (401, 403):
+                    raise
+                self._judge_refused = True
+                log.warning(
+                    "Label Studio refused to list or create users with the backend's token "
+                    "(HTTP %d): the judge's annotations are credited to the token's owner",
+                    error.status_code,
+                )
+            return self._judge_id
 
     def _find_judge(self) -> int | None:
         for user in self.sdk.users.list():
@@ -197,16 +208,15 @@ class LabelStudioClient:
             return Written(prediction_id)
         annotation_id = (
             None if item.fresh else self._existing_annotation(task_id, prediction_id)
-        ) or (
-            self.sdk.annotations.create(
-                id=task_id,
-                result=result,
-                parent_prediction=prediction_id,
-                ground_truth=False,
-                completed_by=self.judge_user_id(),
-            ).id
-        )
+        ) or self._annotate(task_id, result, prediction_id)
         return Written(prediction_id, annotation_id)
+
+    def _annotate(self, task_id: int, result: list[dict[str, Any]], prediction_id: int) -> int:
+        judge = self.judge_user_id()
+        author = {"completed_by": judge} if judge is not None else {}
+        return self.sdk.annotations.create(
+            id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False, **author
+        ).id
 
     def _existing_prediction(self, task_id: int, item: WriteBack) -> int | None:
         for prediction in self.sdk.predictions.list(task=task_id):

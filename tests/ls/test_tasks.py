@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from e2e.label_studio import LabelStudioServer
 from label_studio_sdk import LabelStudio
+from server.harness import FakeLabelStudio
 
 from hyper_ls_backend.core.comparison import Label, Turn
 from hyper_ls_backend.core.policy import Route
@@ -196,3 +197,33 @@ def test_the_judge_annotates_as_its_own_user_created_once(sdk: LabelStudio, proj
     assert second.is_backend_user(judge) and second.is_backend_user(second.user_id)
     human = sdk.users.create(username="ann", email="annotator-write-back@example.com")
     assert not second.is_backend_user(human.id)
+
+
+def test_a_token_that_may_not_create_users_annotates_as_its_owner(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Enterprise lets only admins list or create users: the write-back goes on, credited
+    to the token's owner, and says so once."""
+    fake = FakeLabelStudio().start()
+    fake.users_refused = True
+    try:
+        client = LabelStudioClient.connect(fake.url, "token")
+        for task_id in (1, 2):
+            item = WriteBack(
+                task={"id": task_id, "data": {}},
+                route=Route.AI,
+                score=0.1,
+                reason="test",
+                model_version="test",
+                label=Label.A,
+                fresh=True,
+            )
+            written = client.write(parse_label_config(SHIPPED["5point"]), item)
+            assert written.annotation_id is not None
+        assert client.is_backend_user(fake.user_id) and not client.is_backend_user(5)
+    finally:
+        fake.stop()
+    posted = [body for m, path, _, body in fake.requests if m == "POST" and "annotations" in path]
+    assert len(posted) == 2 and not any("completed_by" in body for body in posted)
+    refused = [r for r in caplog.records if "refused to list or create users" in r.getMessage()]
+    assert len(refused) == 1

@@ -214,6 +214,8 @@ class FakeLabelStudio:
         self.user_id = user_id
         self.users: list[dict[str, Any]] = [{"id": user_id, "email": "backend@example.com"}]
         """The organisation's users (``GET``/``POST /api/users``)."""
+        self.users_refused = False
+        """Answer 403 on ``/api/users``, as Enterprise does for a token that is no admin's."""
         self.tasks: dict[int, dict[str, Any]] = {}
         """Each task's data as this Label Studio holds it: what a test put there, then what
         the last PATCH wrote (``GET /api/tasks/ID`` answers it; ``{}`` for a task never put)."""
@@ -251,6 +253,8 @@ class FakeLabelStudio:
         if route.endswith("/current-user/whoami"):
             return 200, {"id": self.user_id, "email": "backend@example.com", "username": "hyper"}
         if route == "/api/users":
+            if self.users_refused:
+                return 403, {"detail": "You do not have permission to perform this action."}
             if method == "POST":
                 with self._lock:
                     self.users.append({"id": next(self._ids), **(body or {})})
