@@ -65,6 +65,8 @@ class WriteBack:
     """What one routed task gets in Label Studio."""
 
     task: dict[str, Any]
+    """The task as the backend received it: only its id is used, its data is read again
+    from Label Studio when the route fields are added (see ``_add_fields``)."""
     route: Route
     score: float
     reason: str
@@ -165,7 +167,7 @@ class LabelStudioClient:
         task_id = int(item.task["id"])
         with _task_gone_on_missing(task_id):
             written = self._prefill(config, item) if item.route is Route.AI else Written()
-            self.add_fields(
+            self._add_fields(
                 task_id,
                 {
                     ROUTE_FIELD: item.route.value,
@@ -175,7 +177,7 @@ class LabelStudioClient:
             )
         return written
 
-    def add_fields(self, task_id: int, fields: dict[str, Any]) -> None:
+    def _add_fields(self, task_id: int, fields: dict[str, Any]) -> None:
         """Set ``fields`` in the task's data, keeping every other field as it is now.
 
         Label Studio has no partial update of ``data``: a PATCH replaces the whole dict
