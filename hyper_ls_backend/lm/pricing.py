@@ -1,4 +1,8 @@
-"""What LM calls cost, from a per-model price table in USD per million tokens."""
+"""What LM calls cost, from a per-model price table in USD per million tokens.
+
+A call made through a batch API (Anthropic's Message Batches) costs ``BATCH_DISCOUNT`` of
+the listed price, input and output tokens alike.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ DEFAULT_PRICES: Mapping[str, Price] = {
 """Models not listed (self-hosted ones, or Claude models priced later) cost 0: pass your own
 table to ``PriceTable`` to charge them."""
 
+BATCH_DISCOUNT = 0.5
+"""Anthropic's Message Batches API charges half the standard price per token."""
+
 _SNAPSHOT_SUFFIX = re.compile(r"-\d{8}$")
 
 
@@ -48,11 +55,15 @@ class PriceTable:
             found = self._prices.get(_SNAPSHOT_SUFFIX.sub("", model))
         return found
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+    def cost(
+        self, model: str, input_tokens: int, output_tokens: int, *, batch: bool = False
+    ) -> float:
+        """USD for one call's tokens; ``batch``: made through a batch API, at its discount."""
         price = self.price(model)
         if price is None:
             if model not in self._warned:
                 self._warned.add(model)
                 log.warning("no price for model %r: its calls are costed at $0", model)
             return 0.0
-        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+        listed = (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+        return listed * BATCH_DISCOUNT if batch else listed

@@ -24,3 +24,12 @@ def test_unknown_models_cost_zero_and_warn_once(caplog: pytest.LogCaptureFixture
 
     assert costs == [0.0, 0.0, 0.0]
     assert caplog.text.count("llama-3-8b-instruct") == 1
+
+
+def test_batch_calls_cost_half_the_listed_price() -> None:
+    table = PriceTable()
+
+    listed = table.cost("claude-sonnet-4-6", 1_000_000, 1_000_000)
+    batched = table.cost("claude-sonnet-4-6", 1_000_000, 1_000_000, batch=True)
+
+    assert batched == pytest.approx(listed / 2) == pytest.approx(9.0)
