@@ -56,7 +56,14 @@ class AnthropicTransport:
         self._tool_choice = tool_choice
         self._redact = Redactor.of([api_key, client.api_key])
 
-    def complete(self, request: StructuredRequest) -> Completion:
+    @property
+    def client(self) -> anthropic.Anthropic:
+        """The SDK client (``batches.py`` sends its Message Batches through it)."""
+        return self._client
+
+    def params(self, request: StructuredRequest) -> dict[str, Any]:
+        """The Messages API parameters for ``request``: what ``complete`` sends, and what a
+        Message Batches request carries."""
         tool = {
             "name": request.schema_name,
             "description": request.schema_description,
@@ -67,29 +74,35 @@ class AnthropicTransport:
             if self._tool_choice == "forced"
             else {"type": "auto"}
         )
-        system = f"{request.system}\n\nAnswer by calling the {request.schema_name} tool."
+        return {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "system": f"{request.system}\n\nAnswer by calling the {request.schema_name} tool.",
+            "messages": [{"role": "user", "content": request.user}],
+            "tools": [tool],
+            "tool_choice": choice,
+        }
+
+    def complete(self, request: StructuredRequest) -> Completion:
         try:
-            message = self._client.messages.create(
-                model=self.model,
-                max_tokens=request.max_tokens,
-                system=system,
-                messages=[{"role": "user", "content": request.user}],
-                tools=[tool],
-                tool_choice=choice,
-            )
+            message = self._client.messages.create(**self.params(request))
         except anthropic.APITimeoutError as error:
             raise TransientLMError("request timed out") from error
         except anthropic.APIConnectionError as error:
             raise TransientLMError(self._redact(f"connection error: {error}")) from error
         except anthropic.APIStatusError as error:
-            detail = self._redact(_status_detail(error))
+            detail = self._redact(status_detail(error))
             raise status_error(error.status_code, detail, error.response.headers) from error
         except anthropic.AnthropicError as error:
             raise LMError(self._redact(f"{type(error).__name__}: {error}")) from error
-        return _completion(message, request.schema_name)
+        return completion_of(message, request.schema_name)
+
+    def redact(self, text: str) -> str:
+        """``text`` without this transport's key."""
+        return self._redact(text)
 
 
-def _status_detail(error: anthropic.APIStatusError) -> str:
+def status_detail(error: anthropic.APIStatusError) -> str:
     """``HTTP 529 overloaded_error: Overloaded`` from Anthropic's error body, when it has one."""
     detail = f"HTTP {error.status_code}"
     body = error.body if isinstance(error.body, dict) else {}
@@ -101,7 +114,8 @@ def _status_detail(error: anthropic.APIStatusError) -> str:
     return detail
 
 
-def _completion(message: Any, tool_name: str) -> Completion:
+def completion_of(message: Any, tool_name: str) -> Completion:
+    """The ``Completion`` of a Messages API ``message`` (answered directly or in a batch)."""
     texts = [block.text for block in message.content if block.type == "text"]
     tool_inputs = [
         block.input

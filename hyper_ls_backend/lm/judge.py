@@ -44,8 +44,8 @@ from hyper_ls_backend.lm.logprobs import label_probabilities
 from hyper_ls_backend.lm.parsing import UnparseableAnswer, parse_verdict
 from hyper_ls_backend.lm.pricing import PriceTable
 from hyper_ls_backend.lm.prompts import DEFAULT_MAX_TEXT_CHARS, judge_request
-from hyper_ls_backend.lm.retry import RetryPolicy, call_with_retries
-from hyper_ls_backend.lm.transport import Transport
+from hyper_ls_backend.lm.retry import CallOutcome, RetryPolicy, call_with_retries
+from hyper_ls_backend.lm.transport import StructuredRequest, Transport
 
 SCORE: dict[str, float] = {
     "A-is-clearly-better": 1.0,
@@ -92,6 +92,8 @@ class JudgeCall(BaseModel):
     latency_s: float = 0.0
     attempts: int = 0
     error: str | None = None
+    batch: bool = False
+    """Answered through a batch API (Anthropic's Message Batches), at its price."""
 
 
 class JudgeResult(BaseModel):
@@ -196,13 +198,21 @@ class Judge:
         bounded = BoundedTransport(self._transport, max_concurrency)
         return map_bounded(lambda c: self._judge(c, bounded), comparisons, max_concurrency)
 
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
     def _judge(self, comparison: Comparison, transport: Transport) -> JudgeResult:
         start = time.monotonic()
-        calls = tuple(
-            run_together(
-                [partial(self._call, comparison, swapped, transport) for swapped in (False, True)]
-            )
+        calls = run_together(
+            [partial(self._call, comparison, swapped, transport) for swapped in (False, True)]
         )
+        return self.result(comparison, calls, time.monotonic() - start)
+
+    def result(
+        self, comparison: Comparison, calls: Sequence[JudgeCall], latency_s: float
+    ) -> JudgeResult:
+        """The result of both orders' calls (made here, or answered in a batch)."""
         errors = [
             f"{'B-A' if call.swapped else 'A-B'} order: {call.error}"
             for call in calls
@@ -211,20 +221,42 @@ class Judge:
         return JudgeResult(
             comparison_id=comparison.id,
             verdict=combine(calls, self.model),
-            calls=calls,
-            latency_s=time.monotonic() - start,
+            calls=tuple(calls),
+            latency_s=latency_s,
             error="; ".join(errors) or None,
         )
 
-    def _call(self, comparison: Comparison, swapped: bool, transport: Transport) -> JudgeCall:
-        request = judge_request(
+    def request(self, comparison: Comparison, swapped: bool) -> StructuredRequest:
+        """What this judge sends for one order of ``comparison``."""
+        return judge_request(
             comparison,
             swapped=swapped,
             max_chars=self._max_text_chars,
             max_tokens=self._max_output_tokens,
         )
-        outcome = call_with_retries(transport, request, self._retry)
+
+    def ask(self, comparison: Comparison, swapped: bool) -> JudgeCall:
+        """One order, asked now with retries (as ``judge`` asks each)."""
+        return self._call(comparison, swapped, self._transport)
+
+    def _call(self, comparison: Comparison, swapped: bool, transport: Transport) -> JudgeCall:
+        outcome = call_with_retries(transport, self.request(comparison, swapped), self._retry)
+        return self.answer(swapped, outcome)
+
+    def answer(self, swapped: bool, outcome: CallOutcome, *, batch: bool = False) -> JudgeCall:
+        """The call's answer read from its outcome; ``batch``: answered through a batch API
+        (costed at its discount)."""
         answered = JudgeCall(swapped=swapped, **outcome.record(self._prices, self.model))
+        if batch:
+            completion = outcome.completion
+            cost = (
+                self._prices.cost(
+                    self.model, completion.input_tokens, completion.output_tokens, batch=True
+                )
+                if completion is not None
+                else 0.0
+            )
+            answered = answered.model_copy(update={"batch": True, "cost_usd": cost})
         completion = outcome.completion
         if completion is None:
             return answered
