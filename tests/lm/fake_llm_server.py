@@ -1,7 +1,9 @@
 """A real HTTP server that speaks just enough of two LM APIs for the lm tests.
 
-It serves the Anthropic Messages API (``POST /v1/messages``) and an OpenAI-compatible
-chat completions endpoint (``POST /v1/chat/completions``). What it answers is scripted:
+It serves the Anthropic Messages API (``POST /v1/messages``), its Message Batches API
+(``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}`` and ``.../results`` as
+JSONL: see ``FakeBatch``) and an OpenAI-compatible chat completions endpoint
+(``POST /v1/chat/completions``). What it answers is scripted:
 queued ``Reply`` objects are served first, in order (a reply queued ``when`` a predicate
 only to the requests it accepts: clients that send requests concurrently still get
 predictable answers), then ``responder`` (a function of the request) if one is set. Every
@@ -15,10 +17,12 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -228,16 +232,73 @@ def openai_error(
     return Reply(status=status, body=body, headers=headers)
 
 
+BATCH_LIFETIME = timedelta(hours=24)
+
+
+@dataclass
+class FakeBatch:
+    """One Message Batch. It ends ``FakeLLMServer.batch_seconds`` after it was created, when
+    first retrieved after that: each of its requests is then answered as a ``/v1/messages``
+    request would be (scripted replies, then the responder), a 200 as ``succeeded`` and an
+    error as ``errored`` with the error's body, except the requests ``expire_in_batch``
+    accepts, which end ``expired`` (as those a real batch had not reached in 24 h).
+    ``FakeLLMServer.expire`` ends a batch at once with every request expired."""
+
+    id: str
+    requests: list[dict[str, Any]]
+    created: float
+    created_at: datetime
+    results: list[dict[str, Any]] | None = None
+    ended_at: datetime | None = None
+    retrieved: int = 0
+    """Times it was retrieved: how often a client polled it."""
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("processing", "succeeded", "errored", "canceled", "expired"), 0)
+        if self.results is None:
+            counts["processing"] = len(self.requests)
+            return counts
+        for line in self.results:
+            counts[line["result"]["type"]] += 1
+        return counts
+
+    def body(self, base_url: str) -> dict[str, Any]:
+        ended = self.results is not None
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": self.counts(),
+            "created_at": self.created_at.isoformat(),
+            "expires_at": (self.created_at + BATCH_LIFETIME).isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "cancel_initiated_at": None,
+            "archived_at": None,
+            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+        }
+
+
+CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
 class FakeLLMServer:
     """Start with ``start()``; ``base_url`` is ``http://127.0.0.1:<free port>``."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.batches: dict[str, FakeBatch] = {}
+        self.batch_seconds = 0.0
+        """How long a Message Batch takes to end."""
+        self.expire_in_batch: Predicate | None = None
+        """Batched requests that end ``expired`` instead of being answered."""
+        self.refuse_batches: Reply | None = None
+        """Set: every batch creation is answered with it (an error, say)."""
         self.responder: Responder | None = None
         self.max_in_flight = 0
         self._queue: deque[tuple[Predicate | None, Reply]] = deque()
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._ending = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -264,6 +325,86 @@ class FakeLLMServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
+    def expire(self, batch_id: str) -> None:
+        """End the batch now, each of its requests not yet answered ``expired``."""
+        with self._lock:
+            batch = self.batches[batch_id]
+            if batch.results is None:
+                batch.results = [
+                    {"custom_id": item["custom_id"], "result": {"type": "expired"}}
+                    for item in batch.requests
+                ]
+                batch.ended_at = datetime.now(UTC)
+
+    def batched_requests(self) -> int:
+        """Requests received in Message Batches, over all batches."""
+        with self._lock:
+            return sum(len(batch.requests) for batch in self.batches.values())
+
+    def _create_batch(self, recorded: Recorded) -> Reply:
+        with self._lock:
+            self.requests.append(recorded)
+        if self.refuse_batches is not None:
+            return self.refuse_batches
+        items = (recorded.body or {}).get("requests") or []
+        ids = [item.get("custom_id", "") for item in items]
+        if not items or len(set(ids)) < len(ids) or not all(map(CUSTOM_ID.fullmatch, ids)):
+            return anthropic_error(400, "requests must be non-empty, with unique valid custom_ids")
+        batch = FakeBatch(
+            id=f"msgbatch_{uuid.uuid4().hex[:24]}",
+            requests=items,
+            created=time.monotonic(),
+            created_at=datetime.now(UTC),
+        )
+        with self._lock:
+            self.batches[batch.id] = batch
+        return Reply(body=batch.body(self.base_url))
+
+    def _batch(self, batch_id: str) -> FakeBatch | None:
+        """The batch, ended if its time has come."""
+        with self._ending:  # one retrieval ends it: its requests are answered once
+            with self._lock:
+                batch = self.batches.get(batch_id)
+            if batch is None or batch.results is not None:
+                return batch
+            if time.monotonic() - batch.created < self.batch_seconds:
+                return batch
+            results = [self._batch_result(batch, item) for item in batch.requests]
+            with self._lock:
+                if batch.results is None:
+                    batch.results, batch.ended_at = results, datetime.now(UTC)
+            return batch
+
+    def _batch_result(self, batch: FakeBatch, item: dict[str, Any]) -> dict[str, Any]:
+        custom_id = item["custom_id"]
+        request = Recorded(
+            path=f"/v1/messages/batches/{batch.id}/requests/{custom_id}",
+            headers={},
+            body=item["params"],
+        )
+        if self.expire_in_batch is not None and self.expire_in_batch(request):
+            return {"custom_id": custom_id, "result": {"type": "expired"}}
+        reply = self._next_reply(request)
+        body = reply.body if not isinstance(reply.body, str) else json.loads(reply.body)
+        if reply.status == 200:
+            return {"custom_id": custom_id, "result": {"type": "succeeded", "message": body}}
+        return {"custom_id": custom_id, "result": {"type": "errored", "error": body}}
+
+    def _get(self, path: str) -> tuple[Reply, str]:
+        """(reply, content type) for a GET of a batch or its results."""
+        match = re.fullmatch(r"/v1/messages/batches/(?P<id>[^/]+)(?P<results>/results)?", path)
+        batch = self._batch(match["id"]) if match else None
+        if batch is None:
+            return anthropic_error(404, "batch not found"), "application/json"
+        if not match["results"]:
+            with self._lock:
+                batch.retrieved += 1
+            return Reply(body=batch.body(self.base_url)), "application/json"
+        if batch.results is None:
+            return anthropic_error(400, "batch has not ended"), "application/json"
+        jsonl = "".join(json.dumps(line) + "\n" for line in batch.results)
+        return Reply(body=jsonl), "application/binary"
+
     def _next_reply(self, request: Recorded) -> Reply:
         with self._lock:
             self.requests.append(request)
@@ -280,6 +421,10 @@ class FakeLLMServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                reply, content_type = server._get(self.path.split("?")[0])
+                self._send(reply, content_type)
+
             def do_POST(self) -> None:
                 with server._lock:
                     server._in_flight += 1
@@ -298,14 +443,20 @@ class FakeLLMServer:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=json.loads(raw) if raw else None,
                 )
-                reply = server._next_reply(recorded)
+                if recorded.path.split("?")[0] == "/v1/messages/batches":
+                    reply = server._create_batch(recorded)
+                else:
+                    reply = server._next_reply(recorded)
                 if reply.delay and server._stopping.wait(reply.delay):
                     return
+                self._send(reply, "application/json")
+
+            def _send(self, reply: Reply, content_type: str) -> None:
                 payload = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
                 data = payload.encode()
                 try:
                     self.send_response(reply.status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", content_type)
                     self.send_header("content-length", str(len(data)))
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
