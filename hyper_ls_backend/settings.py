@@ -32,6 +32,13 @@ class JudgeProvider(StrEnum):
     NONE = "none"
 
 
+class BatchMode(StrEnum):
+    AUTO = "auto"
+    """Imports of at least ``HYPER_JUDGE_BATCH_MIN`` tasks are judged in Message Batches."""
+    ON = "on"
+    OFF = "off"
+
+
 class AIMode(StrEnum):
     ANNOTATE = "annotate"
     """AI-routed tasks get the judge's prediction and an annotation made from it."""
@@ -191,6 +198,18 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     hyper_judge_timeout: float = 60.0
     hyper_judge_max_attempts: int = 4
+    hyper_judge_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="LM requests in flight per process, shared by every task, judge and "
+        "the tagger; halved on 429/529 and grown back (AIMD)",
+    )
+    hyper_judge_rate_limit_wait: float = Field(
+        default=120.0,
+        ge=0.0,
+        description="seconds an LM request keeps waiting out 429/529 refusals (their "
+        "retry-after honoured) before they count as failed attempts",
+    )
     hyper_judge_logprobs: bool = Field(
         default=True, description="ask OpenAI-compatible judges for token probabilities"
     )
@@ -201,6 +220,18 @@ class Settings(BaseSettings):
     hyper_lm_prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description='extra or overriding LM prices, USD per million tokens: {"model": [in, out]}',
+    )
+    hyper_judge_batch: BatchMode = Field(
+        default=BatchMode.AUTO,
+        description="judge imports through Anthropic's Message Batches API, at half the "
+        "price, answered within 24 h: auto (imports of at least HYPER_JUDGE_BATCH_MIN "
+        "tasks), on (every import), off",
+    )
+    hyper_judge_batch_min: int = Field(
+        default=200, ge=1, description="HYPER_JUDGE_BATCH=auto: the smallest import batched"
+    )
+    hyper_judge_batch_poll: float = Field(
+        default=30.0, gt=0.0, description="seconds between two looks at the batches in flight"
     )
     hyper_tagger: bool = True
     hyper_max_text_chars: int = 40_000
@@ -280,6 +311,8 @@ PROJECT_OVERRIDABLE = frozenset(
         "hyper_annotators",
         "hyper_judge_provider",
         "hyper_judge_model",
+        "hyper_judge_batch",
+        "hyper_judge_batch_min",
         "hyper_tagger",
         "hyper_refit_every",
         "hyper_audit_share",

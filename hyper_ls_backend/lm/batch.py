@@ -1,16 +1,49 @@
-"""Running LM-backed calls side by side, and bounding how many requests are in flight."""
+"""Running LM-backed calls side by side, and bounding how many requests are in flight.
+
+One ``AdaptiveLimiter`` per process bounds the LM requests in flight across every task,
+judge and tagger (``HYPER_JUDGE_CONCURRENCY``); each transport is wrapped in a
+``LimitedTransport`` sharing it. The bound adapts the way TCP's congestion window does
+(AIMD): it starts small and doubles each round of answers up to the maximum (slow start,
+so a restarted backend with a backlog does not open with a burst), halves when the API
+says slow down (HTTP 429 rate limit, 529 overloaded; once per round, however many
+requests of that round are refused), then grows back by one request per round of
+answers. A refusal's ``retry-after`` pauses every new request until it has passed, since
+a rate limit is the account's, not one request's.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from typing import TypeVar
 
-from hyper_ls_backend.lm.transport import Completion, StructuredRequest, Transport
+from hyper_ls_backend.lm.transport import (
+    Completion,
+    StructuredRequest,
+    TransientLMError,
+    Transport,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+INITIAL_WINDOW = 4
+"""Requests in flight before the first answers: small, then doubled each round."""
+MAX_PAUSE_S = 60.0
+"""The longest ``retry-after`` pause the limiter imposes on new requests."""
+
+
+class Outcome(Enum):
+    """How a request held by the limiter ended."""
+
+    ANSWERED = "answered"
+    THROTTLED = "throttled"
+    """Refused so that the client slows down: HTTP 429 (rate limit) or 529 (overloaded)."""
+    FAILED = "failed"
+    """Any other failure: says nothing about the API's pace."""
 
 
 def map_bounded(fn: Callable[[T], R], items: Iterable[T], max_concurrency: int) -> list[R]:
@@ -35,17 +68,101 @@ def run_together(tasks: Sequence[Callable[[], R]]) -> list[R]:
         return [first, *(future.result() for future in others)]
 
 
-class BoundedTransport:
-    """A transport letting at most ``limit`` requests through at once, however many threads
-    share it. Only requests hold a slot: a call waiting out a retry backoff does not."""
+class AdaptiveLimiter:
+    """At most ``limit`` requests in flight, however many threads ask; ``limit`` moves
+    between 1 and ``maximum`` by AIMD (see the module docstring). Thread-safe.
 
-    def __init__(self, transport: Transport, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    A request takes a slot with ``acquire()``, which returns the round it started in, and
+    gives it back with ``release(round, outcome)``.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        initial: int = INITIAL_WINDOW,
+        max_pause: float = MAX_PAUSE_S,
+    ) -> None:
+        if maximum < 1 or initial < 1:
+            raise ValueError("maximum and initial must be at least 1")
+        self.maximum = maximum
+        self._limit = min(initial, maximum)
+        self._threshold = maximum
+        """Below it the limit grows by one per answer (slow start), above by one per round."""
+        self._answers = 0
+        """Answers since the limit last grew (above the threshold it grows every ``limit``)."""
+        self._round = 0
+        """How many times the limit was halved: a refusal of a request that started before
+        the last halving halves nothing more."""
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._max_pause = max_pause
+        self._changed = threading.Condition()
+
+    @property
+    def limit(self) -> int:
+        with self._changed:
+            return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        with self._changed:
+            return self._in_flight
+
+    def acquire(self) -> int:
+        """Wait for a slot (and for any retry-after pause to pass); returns the round."""
+        with self._changed:
+            while True:
+                wait = self._paused_until - time.monotonic()
+                if wait <= 0 and self._in_flight < self._limit:
+                    self._in_flight += 1
+                    return self._round
+                self._changed.wait(timeout=wait if wait > 0 else None)
+
+    def release(self, started: int, outcome: Outcome, retry_after: float | None = None) -> None:
+        """Give the slot back, saying how the request ended (``started`` is what
+        ``acquire`` returned). An answer grows the limit: by one below the threshold, by
+        one per ``limit`` answers above it. A refusal to slow down halves it, once per
+        round, and its ``retry_after`` pauses new requests. Other failures move nothing."""
+        with self._changed:
+            self._in_flight -= 1
+            if outcome is Outcome.ANSWERED:
+                self._answers += 1
+                if self._limit < self._threshold or self._answers >= self._limit:
+                    self._limit = min(self.maximum, self._limit + 1)
+                    self._answers = 0
+            elif outcome is Outcome.THROTTLED:
+                if started == self._round:
+                    self._threshold = max(1, self._limit // 2)
+                    self._limit = self._threshold
+                    self._answers = 0
+                    self._round += 1
+                if retry_after:
+                    until = time.monotonic() + min(retry_after, self._max_pause)
+                    self._paused_until = max(self._paused_until, until)
+            self._changed.notify_all()
+
+
+class LimitedTransport:
+    """A transport whose requests each hold a slot of a shared ``AdaptiveLimiter``, and
+    tell it how the API answered. Only requests hold a slot: a call waiting out a retry
+    backoff does not."""
+
+    def __init__(self, transport: Transport, limiter: AdaptiveLimiter) -> None:
         self.model = transport.model
+        self.limiter = limiter
         self._transport = transport
-        self._slots = threading.BoundedSemaphore(limit)
 
     def complete(self, request: StructuredRequest) -> Completion:
-        with self._slots:
-            return self._transport.complete(request)
+        started = self.limiter.acquire()
+        try:
+            completion = self._transport.complete(request)
+        except TransientLMError as error:
+            outcome = Outcome.THROTTLED if error.throttled else Outcome.FAILED
+            self.limiter.release(started, outcome, error.retry_after)
+            raise
+        except BaseException:
+            self.limiter.release(started, Outcome.FAILED)
+            raise
+        self.limiter.release(started, Outcome.ANSWERED)
+        return completion

@@ -5,6 +5,9 @@
 /``ANTHROPIC_API_KEY``. Each listed judge's key is read, when the panel is built, from the
 environment variable it names, and never appears in an error. The tagger shares the
 primary judge's transport. Every judge is priced for its own model by one price table.
+One ``AdaptiveLimiter`` of ``HYPER_JUDGE_CONCURRENCY`` slots is shared by every judge and
+the tagger: it bounds the process's LM requests in flight, whatever the tasks and threads
+asking.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from hyper_ls_backend.lm.anthropic_api import (
     DEFAULT_ANTHROPIC_MODEL,
     AnthropicTransport,
 )
+from hyper_ls_backend.lm.batch import AdaptiveLimiter, LimitedTransport
 from hyper_ls_backend.lm.cache import TagCache
 from hyper_ls_backend.lm.judge import Judge
 from hyper_ls_backend.lm.openai_api import OpenAICompatibleTransport
@@ -37,10 +41,15 @@ def build_panel_and_tagger(
     """The panel (None when no judge is configured) and the tagger (None as well, or when
     ``HYPER_TAGGER`` is off). ``environ`` is where keys are looked up (``os.environ``
     unless given). Raises ``ValueError`` for a judge that cannot be built."""
-    transports = build_transports(settings, os.environ if environ is None else environ)
-    if not transports:
+    built = build_transports(settings, os.environ if environ is None else environ)
+    if not built:
         return None, None
-    retry = RetryPolicy(attempts=settings.hyper_judge_max_attempts)
+    limiter = AdaptiveLimiter(settings.hyper_judge_concurrency)
+    transports = [LimitedTransport(transport, limiter) for transport in built]
+    retry = RetryPolicy(
+        attempts=settings.hyper_judge_max_attempts,
+        rate_limit_wait=settings.hyper_judge_rate_limit_wait,
+    )
     prices = PriceTable(
         {**DEFAULT_PRICES, **{m: Price(*rates) for m, rates in settings.hyper_lm_prices.items()}}
     )

@@ -39,7 +39,12 @@ from hyper_ls_backend.core.comparison import (
     Label,
     OrderAnswers,
 )
-from hyper_ls_backend.lm.batch import BoundedTransport, map_bounded, run_together
+from hyper_ls_backend.lm.batch import (
+    AdaptiveLimiter,
+    LimitedTransport,
+    map_bounded,
+    run_together,
+)
 from hyper_ls_backend.lm.logprobs import label_probabilities
 from hyper_ls_backend.lm.parsing import UnparseableAnswer, parse_verdict
 from hyper_ls_backend.lm.pricing import PriceTable
@@ -195,7 +200,7 @@ class Judge:
         """Results in input order, with at most ``max_concurrency`` requests in flight (not
         comparisons: each comparison's two orders are two requests, and while one order
         waits for a slot its comparison's other order may already be running)."""
-        bounded = BoundedTransport(self._transport, max_concurrency)
+        bounded = LimitedTransport(self._transport, AdaptiveLimiter(max_concurrency))
         return map_bounded(lambda c: self._judge(c, bounded), comparisons, max_concurrency)
 
     @property

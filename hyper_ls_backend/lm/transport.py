@@ -74,11 +74,16 @@ class LMError(Exception):
 
 
 class TransientLMError(LMError):
-    """A failure that may go away: retry, after ``retry_after`` seconds if the server said."""
+    """A failure that may go away: retry, after ``retry_after`` seconds if the server said.
+    ``throttled``: the server refused the request to make the client slow down (429 rate
+    limit, 529 overloaded), not because anything is wrong with it."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 class Transport(Protocol):
@@ -91,6 +96,8 @@ class Transport(Protocol):
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Besides every 5xx (529 is Anthropic's "overloaded")."""
+THROTTLING_STATUS = frozenset({429, 529})
+"""Rate limited (every API), overloaded (Anthropic): slow down, then retry."""
 
 
 def is_retryable_status(status: int) -> bool:
@@ -101,7 +108,9 @@ def status_error(status: int, detail: str, headers: Mapping[str, str]) -> LMErro
     """The error for an HTTP error response: transient, with the server's requested wait,
     when the status is worth retrying. ``detail`` must already be redacted."""
     if is_retryable_status(status):
-        return TransientLMError(detail, parse_retry_after(headers))
+        return TransientLMError(
+            detail, parse_retry_after(headers), throttled=status in THROTTLING_STATUS
+        )
     return LMError(detail)
 
 

@@ -140,8 +140,15 @@ def test_judge_errors_are_retried_and_a_judge_that_never_answers_sends_the_task_
     for plan in plans:
         data.append(comparison_data(plan, plan))
         data.extend(comparison_data(f"{plan}-ok{j}", "a-clear") for j in range(4))
-    # budget 0: a human-routed task is there because its judge failed, nothing else
-    backend = start_backend(HYPER_BUDGET="0", HYPER_JUDGE_MAX_ATTEMPTS="3", HYPER_JUDGE_TIMEOUT="1")
+    # budget 0: a human-routed task is there because its judge failed, nothing else; no
+    # patience with rate limits, so that a 429 costs an attempt like any failure (the
+    # patience is tested in tests/lm/test_retry.py)
+    backend = start_backend(
+        HYPER_BUDGET="0",
+        HYPER_JUDGE_MAX_ATTEMPTS="3",
+        HYPER_JUDGE_TIMEOUT="1",
+        HYPER_JUDGE_RATE_LIMIT_WAIT="0",
+    )
     project_id = connect(backend, "e2e: judge failures")
 
     import_tasks(ls_client, project_id, data)

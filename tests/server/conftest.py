@@ -27,8 +27,10 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from hyper_ls_backend.lm import RetryPolicy
     from hyper_ls_backend.lm import build as build_module
 
-    def policy(attempts: int) -> RetryPolicy:
-        return RetryPolicy(attempts=attempts, initial_wait=0.001, max_wait=0.01)
+    def policy(attempts: int, rate_limit_wait: float) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=attempts, initial_wait=0.001, max_wait=0.01, rate_limit_wait=rate_limit_wait
+        )
 
     monkeypatch.setattr(build_module, "RetryPolicy", policy)
 
