@@ -8,6 +8,7 @@ carry one from this backend. The backend's annotations are credited to a user of
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -65,8 +66,8 @@ class WriteBack:
     """What one routed task gets in Label Studio."""
 
     task: dict[str, Any]
-    """The task as the backend received it: only its id is used, its data is read again
-    from Label Studio when the route fields are added (see ``_add_fields``)."""
+    """The task as the backend received it: only its id and project are used, its data is
+    read again from Label Studio when the route fields are added (see ``_add_fields``)."""
     route: Route
     score: float
     reason: str
@@ -77,6 +78,12 @@ class WriteBack:
     fresh: bool = False
     """The decision was just made: nothing can have been written for it yet, so the
     write-back need not look for an earlier prediction or annotation first."""
+
+    @property
+    def project_id(self) -> int | None:
+        """The task's project, as Label Studio sends it with every task (webhook, /predict)."""
+        project = self.task.get("project")
+        return project if isinstance(project, int) else None
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ class LabelStudioClient:
             written = self._prefill(config, item) if item.route is Route.AI else Written()
             self._add_fields(
                 task_id,
+                item.project_id,
                 {
                     ROUTE_FIELD: item.route.value,
                     SCORE_FIELD: round(item.score, 4),
@@ -177,7 +185,7 @@ class LabelStudioClient:
             )
         return written
 
-    def _add_fields(self, task_id: int, fields: dict[str, Any]) -> None:
+    def _add_fields(self, task_id: int, project_id: int | None, fields: dict[str, Any]) -> None:
         """Set ``fields`` in the task's data, keeping every other field as it is now.
 
         Label Studio has no partial update of ``data``: a PATCH replaces the whole dict
@@ -186,12 +194,29 @@ class LabelStudioClient:
         must be in ``data``. The task is therefore read just before it is written, not taken
         from the copy received at import. Label Studio offers no conditional write (no
         version or ETag to check), so one race remains: an edit saved in Label Studio
-        between this read and the PATCH (one round trip) is overwritten. Reading the task
-        with ``show_collab_predictions`` on and no prediction makes Label Studio ask the
-        backend's ``/predict`` first, which stores nothing for a decided human-routed task.
+        between this read and the PATCH (one round trip) is overwritten.
         """
-        current = self.sdk.tasks.get(id=str(task_id), request_options=AS_STORED).data
-        self.sdk.tasks.update(id=str(task_id), data={**(current or {}), **fields})
+        current = self._current_data(task_id, project_id)
+        self.sdk.tasks.update(id=str(task_id), data={**current, **fields})
+
+    def _current_data(self, task_id: int, project_id: int | None) -> dict[str, Any]:
+        """The task's data as stored now. Read from the project's task list: a task read on
+        its own (``GET /api/tasks/ID``) that has no prediction makes Label Studio call the
+        backend's ``/predict`` (and ``/setup``) first, a round trip back into this process
+        for every human-routed task. Only a task received without its project is read so."""
+        if project_id is None:
+            return self.sdk.tasks.get(id=str(task_id), request_options=AS_STORED).data or {}
+        by_id = Filters.create(
+            Filters.AND,
+            [Filters.item(Column.id, Operator.EQUAL, Type.Number, Filters.value(task_id))],
+        )
+        page = self.sdk.tasks.list(
+            project=project_id, query=json.dumps({"filters": by_id}), resolve_uri=False
+        )
+        for task in page.items or []:
+            if task.id == task_id:
+                return task.data or {}
+        raise TaskGone(task_id)
 
     def _prefill(self, config: PreferenceConfig, item: WriteBack) -> Written:
         if item.label is None:

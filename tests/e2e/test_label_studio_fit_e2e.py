@@ -149,7 +149,7 @@ def test_edits_made_in_label_studio_right_after_import_survive_the_write_back(
         if task.data[ROUTE_FIELD] == "ai":
             check_ai_task(task)
         else:
-            check_human_task(task)  # no prediction either (the write-back's read asked)
+            check_human_task(task)
     assert kept == n_edited
     assert Counter(t.data[ROUTE_FIELD] for t in tasks) == {"human": 6, "ai": 18}
 

@@ -19,6 +19,7 @@ from hyper_ls_backend.ls.client import (
     ROUTE_FIELD,
     SCORE_FIELD,
     LabelStudioClient,
+    TaskGone,
     WriteBack,
 )
 from hyper_ls_backend.ls.label_config import (
@@ -139,14 +140,19 @@ def project(sdk: LabelStudio) -> Iterator[int]:
 
 
 @pytest.mark.label_studio
+@pytest.mark.parametrize("named", [True, False], ids=["with-project", "without-project"])
 @pytest.mark.parametrize("route", list(Route))
 def test_write_back_keeps_what_was_edited_in_label_studio_after_import(
-    sdk: LabelStudio, project: int, route: Route
+    sdk: LabelStudio, project: int, route: Route, named: bool
 ) -> None:
+    """Label Studio sends every task with its project (read from the project's list); one
+    without is read on its own."""
     imported = {**_task()["data"], "source": "batch-1"}
     sdk.projects.import_tasks(id=project, request=[{"data": imported}])
     (task,) = list(sdk.tasks.list(project=project))
     received = {"id": task.id, "data": dict(imported)}  # the copy the webhook brought
+    if named:
+        received["project"] = project
     edited = {**imported, "prompt": "Why is the sky blue at noon?", "reviewed_by": "ana"}
     del edited["source"]
     sdk.tasks.update(id=str(task.id), data=edited)
@@ -227,3 +233,34 @@ def test_a_token_that_may_not_create_users_annotates_as_its_owner(
     assert len(posted) == 2 and not any("completed_by" in body for body in posted)
     refused = [r for r in caplog.records if "refused to list or create users" in r.getMessage()]
     assert len(refused) == 1
+
+
+def test_a_task_with_its_project_is_read_from_the_project_list_not_on_its_own() -> None:
+    """Read on its own, a task with no prediction makes Label Studio call the backend's
+    /predict first; read from the list, it does not."""
+    fake = FakeLabelStudio().start()
+    fake.tasks = {1: {"prompt": "edited in Label Studio"}}
+    fake.deleted_tasks = {2}
+    try:
+        client = LabelStudioClient.connect(fake.url, "token")
+        config = parse_label_config(SHIPPED["5point"])
+        for task_id in (1, 2):
+            item = WriteBack(
+                task={"id": task_id, "project": 7, "data": {"prompt": "as imported"}},
+                route=Route.HUMAN,
+                score=0.9,
+                reason="test",
+                model_version="test",
+            )
+            if task_id == 2:
+                with pytest.raises(TaskGone):
+                    client.write(config, item)
+            else:
+                client.write(config, item)
+    finally:
+        fake.stop()
+    reads = [path for method, path, _, _ in fake.requests if method == "GET"]
+    assert len(reads) == 2 and all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
+    (patch,) = [body for method, _, _, body in fake.requests if method == "PATCH"]
+    assert patch["data"]["prompt"] == "edited in Label Studio"
+    assert patch["data"][ROUTE_FIELD] == "human"

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi.testclient import TestClient
 from lm.fake_llm_server import Recorded, Reply, anthropic_error, anthropic_tool_reply
@@ -218,7 +219,8 @@ class FakeLabelStudio:
         """Answer 403 on ``/api/users``, as Enterprise does for a token that is no admin's."""
         self.tasks: dict[int, dict[str, Any]] = {}
         """Each task's data as this Label Studio holds it: what a test put there, then what
-        the last PATCH wrote (``GET /api/tasks/ID`` answers it; ``{}`` for a task never put)."""
+        the last PATCH wrote (``GET /api/tasks/ID`` and the task list by id answer it; ``{}``
+        for a task never put)."""
         self.deleted_tasks: set[int] = set()
         """Tasks deleted in this Label Studio: writes to them answer as a real one does (404,
         or 400 naming the task for a new prediction)."""
@@ -260,6 +262,14 @@ class FakeLabelStudio:
                     self.users.append({"id": next(self._ids), **(body or {})})
                 return 201, self.users[-1]
             return 200, self.users
+        if method == "GET" and route == "/api/tasks":  # the Data Manager list, by task id
+            query = json.loads(parse_qs(urlsplit(path).query)["query"][0])
+            (rule,) = query["filters"]["items"]
+            assert rule["filter"] == "filter:tasks:id" and rule["operator"] == "equal", rule
+            task_id = int(rule["value"])
+            found = [] if task_id in self.deleted_tasks else [task_id]
+            tasks = [{"id": t, "data": self.tasks.get(t, {})} for t in found]
+            return 200, {"tasks": tasks, "total": len(tasks)}
         if method in ("GET", "PATCH") and re.fullmatch(r"/api/tasks/\d+", route):
             task_id = int(route.rsplit("/", 1)[1])
             if task_id in self.deleted_tasks:
