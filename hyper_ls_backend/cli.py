@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,12 +26,11 @@ from hyper_ls_backend.core.dataset import (
     DatasetError,
     pooled_training_set,
     read_comparisons,
-    write_jsonl,
 )
 from hyper_ls_backend.core.guarantee import AgreementGuarantee
-from hyper_ls_backend.core.policy import Route
-from hyper_ls_backend.core.router import Router, RoutingResult
+from hyper_ls_backend.core.router import Router, route_policy
 from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
+from hyper_ls_backend.core.streaming import RouteSummary, route_file
 from hyper_ls_backend.eval.campaign import (
     CAMPAIGN_JUDGES,
     SPLITS,
@@ -93,61 +93,63 @@ def strategy_name(text: str) -> str:
     return text
 
 
+class ChosenRouter(NamedTuple):
+    router: Router
+    fit_on_inputs: bool
+    """A strategy that learns nothing, taking its reference from the inputs as they stream."""
+
+
 def choose_router(
-    inputs: list[Comparison],
-    model: Path | None,
-    strategy: str | None,
-    labeled: Path | None,
-    prior_strength: float,
-) -> Router:
+    model: Path | None, strategy: str | None, labeled: Path | None, prior_strength: float
+) -> ChosenRouter:
     """The router for ``route``: ``--model`` (default: the shipped prior), refitted on
     ``--labeled`` when given; or another ``--strategy`` over the same features."""
     base = Router.load(model) if model else load_default_router()
     labelled = read_comparisons(labeled) if labeled else None
     name = strategy or base.strategy.name
     if name == base.strategy.name:
-        return base.refit(labelled, prior_strength=prior_strength) if labelled else base
-    chosen = make_strategy(name)
-    if not chosen.learned:
-        # Fixed strategies learn nothing from labels; fitting only sets reference scores.
-        return Router(chosen, featurizer=base.featurizer).fit(inputs)
+        chosen = base.refit(labelled, prior_strength=prior_strength) if labelled else base
+        return ChosenRouter(chosen, fit_on_inputs=False)
+    fresh = make_strategy(name)
+    if not fresh.learned:
+        # Fixed strategies learn nothing from labels; the inputs set the reference scores.
+        return ChosenRouter(Router(fresh, featurizer=base.featurizer), fit_on_inputs=True)
     if labelled is None:
         raise UsageProblem(
             f"strategy {name!r} must be fitted: pass --model fitted with it "
             f"('hyper-ls fit DATA --strategy {name} --out MODEL') or --labeled DATA"
         )
-    return Router(chosen, featurizer=base.featurizer).fit(labelled)
+    return ChosenRouter(Router(fresh, featurizer=base.featurizer).fit(labelled), False)
 
 
 def route(args: argparse.Namespace) -> None:
     """Decide, for each comparison, whether a human or the LM judge labels it."""
-    comparisons = read_comparisons(args.input, drop_labels=True)
-    if not comparisons:
-        raise UsageProblem(f"{args.input}: no comparisons to route (the file has no rows)")
     if args.target_agreement is None and args.budget is None:
         raise UsageProblem("--budget is required (or --target-agreement with --calibration)")
     if (args.target_agreement is None) != (args.calibration is None):
         raise UsageProblem("--target-agreement and --calibration go together")
-    router = choose_router(
-        comparisons, args.model, args.strategy, args.labeled, args.prior_strength
+    router, fit_on_inputs = choose_router(
+        args.model, args.strategy, args.labeled, args.prior_strength
     )
     guarantee = calibrate(router, args) if args.target_agreement is not None else None
     certificate = guarantee.certificate_ if guarantee is not None else None
     # without a cap, --target-agreement lets humans take everything the guarantee leaves
     budget = 1.0 if args.budget is None else args.budget
     with progress_bar("routing") as bar:
-        task = bar.add_task("routing", total=len(comparisons))
-        result = router.route(
-            comparisons,
-            budget,
-            progress=lambda n: bar.advance(task, n),
+        task = bar.add_task("routing", total=None)
+        result, router = route_file(
+            args.input,
+            args.out,
+            router,
+            route_policy(budget, certificate),
+            fit_on_inputs=fit_on_inputs,
             n_jobs=args.jobs,
-            certificate=certificate,
+            progress=lambda n: bar.advance(task, n),
         )
-    write_jsonl(args.out, (d.to_record() for d in result.decisions))
+    if result.n == 0:
+        raise UsageProblem(f"{args.input}: no comparisons to route (the file has no rows)")
     err.print(
-        f"{len(comparisons)} comparisons: {result.n_human} to humans, "
-        f"{len(comparisons) - result.n_human} to the judge "
+        f"{result.n} comparisons: {result.n_human} to humans, {result.n_ai} to the judge "
         f"(budget {result.budget}, strategy {router.strategy.name}, model {router.version})"
     )
     if guarantee is not None:
@@ -179,16 +181,16 @@ def calibrate(router: Router, args: argparse.Namespace) -> AgreementGuarantee:
 
 
 def report_guarantee(
-    guarantee: AgreementGuarantee, result: RoutingResult, cap: float | None
+    guarantee: AgreementGuarantee, result: RouteSummary, cap: float | None
 ) -> None:
     """What the guarantee allowed, or why there is none."""
-    n, ai = len(result.decisions), sum(d.route is Route.AI for d in result.decisions)
+    n, ai = result.n, result.n_ai
     promise = (
         f"agreement >= {guarantee.target_agreement:.0%} at {guarantee.confidence:.0%} confidence"
     )
     certified = guarantee.certified_
     # under a certificate the judge labels uncertified only when the cap bound
-    cap_bound = ai > 0 and not any(d.certified for d in result.decisions)
+    cap_bound = ai > 0 and not result.n_certified
     if certified is not None and not cap_bound:
         err.print(
             f"certified {promise}: threshold {certified.threshold:.4f}, certified agreement "

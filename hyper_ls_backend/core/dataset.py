@@ -23,14 +23,16 @@ MAX_REPORTED_ERRORS = 20
 class DatasetError(ValueError):
     """One or more lines of an input file could not be read as comparisons."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[str], total: int | None = None) -> None:
+        """``total`` counts every problem when ``problems`` holds only the first ones."""
         self.path = path
         self.problems = problems
+        self.total = len(problems) if total is None else total
         shown = problems[:MAX_REPORTED_ERRORS]
-        more = len(problems) - len(shown)
+        more = self.total - len(shown)
         lines = "\n".join(f"  {p}" for p in shown)
         suffix = f"\n  ... and {more} more" if more else ""
-        super().__init__(f"{path}: {len(problems)} invalid line(s)\n{lines}{suffix}")
+        super().__init__(f"{path}: {self.total} invalid line(s)\n{lines}{suffix}")
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -56,6 +58,26 @@ def parse_comparison(record: Any) -> Comparison:
 LABEL_FIELDS = ("human", "gold")
 
 
+def parse_line(line: str, number: int, *, drop_labels: bool = False) -> Comparison:
+    """Line ``number`` of a JSONL file as a comparison; a ``ValueError`` says what is wrong
+    with it, starting ``line N:``. ``drop_labels`` as in ``iter_comparisons``."""
+    try:
+        record = json.loads(line)
+        if drop_labels and isinstance(record, dict):
+            record = {k: v for k, v in record.items() if k not in LABEL_FIELDS}
+        return parse_comparison(record)
+    except json.JSONDecodeError as error:
+        message = f"not valid JSON ({error.msg} at column {error.colno})"
+        raise ValueError(f"line {number}: {message}") from None
+    except ValueError as error:
+        raise ValueError(f"line {number}: {error}") from None
+
+
+def duplicate_id(number: int, id_: str, first: int) -> str:
+    """The problem with line ``number``, whose id line ``first`` already has."""
+    return f"line {number}: duplicate id {id_!r} (first on line {first})"
+
+
 def iter_comparisons(
     lines: Iterable[str], source: str = "<input>", *, drop_labels: bool = False
 ) -> Iterator[Comparison]:
@@ -73,21 +95,12 @@ def iter_comparisons(
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if drop_labels and isinstance(record, dict):
-                record = {k: v for k, v in record.items() if k not in LABEL_FIELDS}
-            comparison = parse_comparison(record)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not valid JSON ({error.msg} at column {error.colno})")
-            continue
+            comparison = parse_line(line, number, drop_labels=drop_labels)
         except ValueError as error:
-            problems.append(f"line {number}: {error}")
+            problems.append(str(error))
             continue
         if comparison.id in seen_ids:
-            problems.append(
-                f"line {number}: duplicate id {comparison.id!r} "
-                f"(first on line {seen_ids[comparison.id]})"
-            )
+            problems.append(duplicate_id(number, comparison.id, seen_ids[comparison.id]))
             continue
         seen_ids[comparison.id] = number
         yield comparison

@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,22 +192,23 @@ class LedgerState:
 
 
 @dataclass(frozen=True)
-class _Scored:
-    """A candidate with what the policy reads of it."""
+class Scored:
+    """A candidate with what the policy reads of it: no comparison, so a streamed batch can
+    keep it on disk while the rest of the batch is read."""
 
-    candidate: Candidate
+    id: str
     score: float
     reasons: list[str]
     signals: JudgeSignals | None
-    features: np.ndarray | None
+    problem: str | None = None
+    """Why the task cannot be routed (see ``Candidate``)."""
+    features: np.ndarray | None = None
     """The comparison's feature row (for the PPM strategy's selection)."""
     can_prefill_tie: bool = True
 
     @property
     def forced(self) -> bool:
-        return self.candidate.problem is not None or (
-            self.signals is not None and self.signals.failed
-        )
+        return self.problem is not None or (self.signals is not None and self.signals.failed)
 
     @property
     def doubtful(self) -> bool:
@@ -222,6 +223,57 @@ class _Scored:
             and self.signals is not None
             and self.signals.ai_label is Label.TIE
         )
+
+
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the ranked rule reads of a batch, one entry per task, in any order: enough to
+    decide it without holding its comparisons (``hyper-ls route`` keeps only these while it
+    streams a file). ``ids`` and ``features`` look up the given rows' ids and feature rows,
+    read only where the rule needs them (ties at the budget's edge, audit draws, the PPM
+    strategy's selection)."""
+
+    scores: np.ndarray
+    forced: np.ndarray
+    doubtful: np.ndarray
+    unfillable_tie: np.ndarray
+    ids: Callable[[np.ndarray], Sequence[str]]
+    features: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def of(cls, scored: Sequence[Scored]) -> BatchFacts:
+        def flags(name: str) -> np.ndarray:
+            return np.array([getattr(s, name) for s in scored], dtype=bool)
+
+        return cls(
+            np.array([s.score for s in scored], dtype=float),
+            flags("forced"),
+            flags("doubtful"),
+            flags("unfillable_tie"),
+            lambda rows: [scored[i].id for i in rows],
+            lambda rows: np.stack([scored[i].features for i in rows]),
+        )
+
+
+class Outcome(IntEnum):
+    """What a ranked batch does with one task."""
+
+    AI = 0
+    HUMAN = 1
+    AUDIT = 2
+    CERTIFIED = 3
+    """To the judge, covered by the certificate."""
+
+
+@dataclass(frozen=True)
+class RankedPlan:
+    """A ranked batch decided: an ``Outcome`` per task (an int8 array, in ``BatchFacts``
+    order) and what its decisions share."""
+
+    outcomes: np.ndarray
+    audit_probability: float = 0.0
+    cap_binds: str | None = None
+    """The reason heading every decision when a certificate's cap binds."""
 
 
 @dataclass(frozen=True)
@@ -276,119 +328,139 @@ class CampaignPolicy:
         are passed to the featurizer."""
         if not batch:
             return []
-        fixed = router.strategy.fixed_human_share
-        share = self.budget if fixed is None else fixed
+        share, fixed = self.share(router), router.strategy.fixed_human_share
         if len(batch) >= self.min_batch:
             # Scored and ranked in id order, so the batch's order (its judge calls'
             # finishing order) changes nothing, not even the last bits of a score.
             order = sorted(range(len(batch)), key=lambda i: batch[i].id)
-            scored = self._score([batch[i] for i in order], router, progress, n_jobs)
+            scored = self.score([batch[i] for i in order], router, progress, n_jobs)
             ranked = dict(zip(order, self._ranked(scored, ledger, router, share), strict=True))
             decisions = [ranked[i] for i in range(len(batch))]
         else:
             # Each scored alone, as the server scores a task decided on its own (batched
             # float arithmetic differs in the last bits).
-            scored = [self._score([c], router, progress, n_jobs)[0] for c in batch]
+            scored = [self.score([c], router, progress, n_jobs)[0] for c in batch]
             decisions = self._streamed(scored, ledger, router, share)
         return [
             replace(d, forced=d.forced or fixed is not None, model_version=router.version)
             for d in decisions
         ]
 
+    def share(self, router: Router) -> float:
+        """The share of a batch humans may take: the budget, or a fixed strategy's own."""
+        fixed = router.strategy.fixed_human_share
+        return self.budget if fixed is None else fixed
+
     # -- the two rules ----------------------------------------------------------------------
 
     def _ranked(
-        self, scored: list[_Scored], ledger: LedgerState, router: Router, share: float
+        self, scored: list[Scored], ledger: LedgerState, router: Router, share: float
     ) -> list[Decision]:
-        allowance = max(0, budget_count(share, ledger.n_decided + len(scored)) - ledger.n_human)
-        forced = [i for i, s in enumerate(scored) if s.forced]
-        if self.certificate is not None:
-            above = [i for i, s in enumerate(scored) if not s.forced and self._above(s)]
-            if len(forced) + len(above) <= allowance:
-                return self._certified(scored, forced, above, allowance - len(forced) - len(above))
-            binds = CAP_BINDS_REASON.format(wanted=len(forced) + len(above), allowance=allowance)
-            uncertified = replace(self, certificate=None)
-            return [  # a certificate exists: "not yet certified" would mislead
-                replace(
-                    d, reasons=[binds, *(r for r in d.reasons if r != NOT_YET_CERTIFIED_REASON)]
-                )
-                for d in uncertified._ranked(scored, ledger, router, share)
-            ]
-        free = max(0, allowance - len(forced))
-        eligible = [i for i, s in enumerate(scored) if not s.forced]
-        audits: set[int] = set()
-        if self.calibrating:  # audits first, from every routable task: a uniform sample
-            audits, probability = self._draw_audits(scored, eligible, free)
-            free -= len(audits)
-        rest = [i for i in eligible if i not in audits]
-        doubtful = [i for i in rest if self.doubtful_first and scored[i].doubtful]
-        others = [i for i in rest if not (self.doubtful_first and scored[i].doubtful)]
-        doubtful_picks = _top(router, scored, doubtful, free)
-        places = free - len(doubtful_picks)
-        if not self.calibrating:  # audits from what the judge would label, last places
-            pool = sorted(set(others) - set(_top(router, scored, others, places)))
-            audits, probability = self._draw_audits(scored, pool, places)
-            places -= len(audits)
-        picks = _top(router, scored, [i for i in others if i not in audits], places)
-        human = {*forced, *doubtful_picks, *picks}
-        decisions = []
-        for i, s in enumerate(scored):
-            if i in audits:
-                decisions.append(self._audit(s, probability))
-            elif i in human:
-                decisions.append(self._human(s))
-            else:
-                decisions.append(self._ai(s, ledger))
-        return decisions
+        plan = self.plan_ranked(BatchFacts.of(scored), ledger, router, share)
+        return [self.ranked_decision(plan, i, s, ledger) for i, s in enumerate(scored)]
 
-    def _certified(
-        self, scored: list[_Scored], forced: list[int], above: list[int], places: int
-    ) -> list[Decision]:
+    def plan_ranked(
+        self, facts: BatchFacts, ledger: LedgerState, router: Router, share: float
+    ) -> RankedPlan:
+        """The ranked rule on a batch's facts (see the module docstring); ``ranked_decision``
+        turns each task's outcome into its decision."""
+        n = len(facts.scores)
+        allowance = max(0, budget_count(share, ledger.n_decided + n) - ledger.n_human)
+        forced = facts.forced
+        if self.certificate is not None:
+            above = ~forced & ((facts.scores > self.certificate.threshold) | facts.unfillable_tie)
+            wanted = int(forced.sum() + above.sum())
+            if wanted <= allowance:
+                return self._plan_certified(facts, forced, above, allowance - wanted)
+            uncertified = replace(self, certificate=None)
+            plan = uncertified.plan_ranked(facts, ledger, router, share)
+            binds = CAP_BINDS_REASON.format(wanted=wanted, allowance=allowance)
+            return replace(plan, cap_binds=binds)
+        outcomes = np.where(forced, Outcome.HUMAN, Outcome.AI).astype(np.int8)
+        free = max(0, allowance - int(forced.sum()))
+        rest = ~forced
+        probability = 0.0
+        if self.calibrating:  # audits first, from every routable task: a uniform sample
+            audits, probability = self._draw_audits(facts, np.flatnonzero(rest), free)
+            free -= len(audits)
+            outcomes[audits] = Outcome.AUDIT
+            rest[audits] = False
+        doubtful = rest & facts.doubtful if self.doubtful_first else np.zeros(n, dtype=bool)
+        others = np.flatnonzero(rest & ~doubtful)
+        doubtful_picks = _top(router, facts, np.flatnonzero(doubtful), free)
+        outcomes[doubtful_picks] = Outcome.HUMAN
+        places = free - len(doubtful_picks)
+        if not self.calibrating and self.audit_share > 0:
+            # audits from what the judge would label, last places
+            pool = np.setdiff1d(others, _top(router, facts, others, places))
+            audits, probability = self._draw_audits(facts, pool, places)
+            places -= len(audits)
+            outcomes[audits] = Outcome.AUDIT
+            others = np.setdiff1d(others, audits)
+        outcomes[_top(router, facts, others, places)] = Outcome.HUMAN
+        return RankedPlan(outcomes, probability)
+
+    def ranked_decision(
+        self, plan: RankedPlan, row: int, s: Scored, ledger: LedgerState
+    ) -> Decision:
+        """The decision for task ``row`` of a planned batch, ``s`` being what was scored."""
+        policy = self if plan.cap_binds is None else replace(self, certificate=None)
+        outcome = Outcome(int(plan.outcomes[row]))
+        if outcome is Outcome.AUDIT:
+            decision = policy._audit(s, plan.audit_probability)
+        elif outcome is Outcome.HUMAN:
+            decision = policy._human(s)
+        elif outcome is Outcome.CERTIFIED:
+            decision = policy._ai_certified(s)
+        else:
+            decision = policy._ai(s, ledger)
+        if plan.cap_binds is None:
+            return decision
+        # a certificate exists: "not yet certified" would mislead
+        kept = (r for r in decision.reasons if r != NOT_YET_CERTIFIED_REASON)
+        return replace(decision, reasons=[plan.cap_binds, *kept])
+
+    def _plan_certified(
+        self, facts: BatchFacts, forced: np.ndarray, above: np.ndarray, places: int
+    ) -> RankedPlan:
         """The ranked batch under a certificate whose cap has room: ``above`` the threshold
         to humans, audits within ``places``, the rest to the judge. Calibrating, audits are
         drawn from every routable task (one above the threshold goes to humans anyway and
         costs no place); else from what the judge would label."""
-        below = [i for i in range(len(scored)) if i not in {*forced, *above}]
-        pool = below
+        pool = np.flatnonzero(~forced & ~above)
         if self.calibrating:
-            pool = sorted({*below, *above})
-            places = self._affordable_audits(scored, pool, set(above), places)
-        audits, probability = self._draw_audits(scored, pool, places)
-        decisions = []
-        for i, s in enumerate(scored):
-            if i in audits:
-                decisions.append(self._audit(s, probability))
-            elif i in forced or i in above:
-                decisions.append(self._human(s))
-            else:
-                decisions.append(self._ai_certified(s))
-        return decisions
+            pool = np.flatnonzero(~forced)
+            places = self._affordable_audits(facts, pool, above, places)
+        audits, probability = self._draw_audits(facts, pool, places)
+        outcomes = np.where(forced | above, Outcome.HUMAN, Outcome.CERTIFIED).astype(np.int8)
+        outcomes[audits] = Outcome.AUDIT
+        return RankedPlan(outcomes, probability)
 
     def _affordable_audits(
-        self, scored: list[_Scored], pool: list[int], free: set[int], places: int
+        self, facts: BatchFacts, pool: np.ndarray, free: np.ndarray, places: int
     ) -> int:
-        """How many of the smallest audit draws in ``pool`` fit in ``places`` when those in
-        ``free`` cost nothing (they go to humans anyway)."""
-        draws = self._draws([scored[i] for i in pool])
+        """How many of the smallest audit draws in ``pool`` fit in ``places`` when those
+        ``free`` (a mask) cost nothing (they go to humans anyway)."""
+        draws = self._draws(facts.ids(pool))
         drawn = sorted((d, i) for d, i in zip(draws, pool, strict=True) if d < self.audit_share)
         taken = cost = 0
         for _, i in drawn:
-            cost += i not in free
+            cost += not free[i]
             if cost > places:
                 break
             taken += 1
         return taken
 
-    def _above(self, s: _Scored) -> bool:
+    def _above(self, s: Scored) -> bool:
         """Outside what the certificate covers: scoring over its threshold, or a tie the
         project's control cannot hold."""
         return s.score > self.certificate.threshold or s.unfillable_tie
 
     def _streamed(
-        self, scored: list[_Scored], ledger: LedgerState, router: Router, share: float
+        self, scored: list[Scored], ledger: LedgerState, router: Router, share: float
     ) -> list[Decision]:
         fixed = router.strategy.fixed_human_share is not None
-        draws = self._draws(scored)
+        draws = self._draws([s.id for s in scored])
         decisions = []
         for s, draw in zip(scored, draws, strict=True):
             room = budget_count(share, ledger.n_decided + 1) - ledger.n_human
@@ -421,53 +493,62 @@ class CampaignPolicy:
 
     # -- parts --------------------------------------------------------------------------------
 
-    def _score(
+    def score(
         self,
         batch: Sequence[Candidate],
         router: Router,
-        progress: Callable[[int], None] | None,
-        n_jobs: int,
-    ) -> list[_Scored]:
+        progress: Callable[[int], None] | None = None,
+        n_jobs: int = 1,
+        explain: bool = True,
+    ) -> list[Scored]:
+        """What the policy reads of each candidate; ``explain=False`` leaves the reasons
+        empty (``Router.explain_signals`` gives them later, from the features and signals)."""
         judged = [i for i, c in enumerate(batch) if c.comparison is not None]
         scores, reasons = np.zeros(len(batch)), [[] for _ in batch]
         rows: list[np.ndarray | None] = [None] * len(batch)
+        signals = [judge_signals(c.comparison) if c.comparison else None for c in batch]
         if judged:
             comparisons = [batch[i].comparison for i in judged]
             found, features = router.score(comparisons, n_jobs, progress)
-            explained = router.explain(features, comparisons)
+            explained = (
+                router.explain_signals(features, [signals[i] for i in judged])
+                if explain
+                else [[] for _ in judged]
+            )
             for k, i in enumerate(judged):
                 scores[i], reasons[i], rows[i] = float(found[k]), explained[k], features[k]
         return [
-            _Scored(
-                candidate,
+            Scored(
+                candidate.id,
                 float(scores[i]),
                 reasons[i],
-                judge_signals(candidate.comparison) if candidate.comparison else None,
+                signals[i],
+                candidate.problem,
                 rows[i],
                 self.can_prefill_tie,
             )
             for i, candidate in enumerate(batch)
         ]
 
-    def _draws(self, scored: Sequence[_Scored]) -> np.ndarray:
-        return stable_uniform([f"audit:{s.candidate.id}" for s in scored], self.seed)
+    def _draws(self, ids: Sequence[str]) -> np.ndarray:
+        return stable_uniform([f"audit:{i}" for i in ids], self.seed)
 
     def _draw_audits(
-        self, scored: list[_Scored], pool: list[int], places: int
-    ) -> tuple[set[int], float]:
-        """Audits among ``pool`` (judge-bound), at most ``places``: the smallest of the
+        self, facts: BatchFacts, pool: np.ndarray, places: int
+    ) -> tuple[np.ndarray, float]:
+        """Audits among ``pool`` (judge-bound rows), at most ``places``: the smallest of the
         draws under ``audit_share``; and their common inclusion probability."""
-        if not pool or places <= 0 or self.audit_share == 0:
-            return set(), 0.0
-        draws = self._draws([scored[i] for i in pool])
+        if not len(pool) or places <= 0 or self.audit_share == 0:
+            return np.empty(0, dtype=np.intp), 0.0
+        draws = self._draws(facts.ids(pool))
         drawn = sorted((d, i) for d, i in zip(draws, pool, strict=True) if d < self.audit_share)
         m = len(pool)
         expected = sum(binom.sf(j - 1, m, self.audit_share) for j in range(1, places + 1))
-        return {i for _, i in drawn[:places]}, float(expected / m)
+        return np.array([i for _, i in drawn[:places]], dtype=np.intp), float(expected / m)
 
-    def _human(self, s: _Scored) -> Decision:
+    def _human(self, s: Scored) -> Decision:
         if s.forced:
-            reasons = [s.candidate.problem or JUDGE_FAILED_REASON]
+            reasons = [s.problem or JUDGE_FAILED_REASON]
         elif self.certificate is not None and s.unfillable_tie:
             reasons = [DOUBTFUL_PICK_REASON.format(why=_doubt(s)), *s.reasons]
         elif self.certificate is not None:
@@ -481,14 +562,14 @@ class CampaignPolicy:
             reasons = s.reasons
         return self._decision(s, Route.HUMAN, reasons, forced=s.forced)
 
-    def _audit(self, s: _Scored, probability: float) -> Decision:
+    def _audit(self, s: Scored, probability: float) -> Decision:
         return replace(
             self._decision(s, Route.HUMAN, [AUDIT_REASON, *s.reasons]),
             audit=True,
             inclusion_probability=probability,
         )
 
-    def _ai(self, s: _Scored, ledger: LedgerState) -> Decision:
+    def _ai(self, s: Scored, ledger: LedgerState) -> Decision:
         notes, label = [], s.signals.ai_label if s.signals else None
         if s.unfillable_tie:
             return replace(
@@ -507,7 +588,7 @@ class CampaignPolicy:
             )
         return replace(self._decision(s, Route.AI, [*notes, *s.reasons]), judge_label=label)
 
-    def _ai_certified(self, s: _Scored) -> Decision:
+    def _ai_certified(self, s: Scored) -> Decision:
         """A judge-bound task the certificate covers: its label, as the guarantee was
         measured on (the lean rule does not apply)."""
         certified = CERTIFIED_REASON.format(
@@ -518,9 +599,9 @@ class CampaignPolicy:
         return replace(self._decision(s, Route.AI, [certified, *s.reasons]), certified=True)
 
     @staticmethod
-    def _decision(s: _Scored, route: Route, reasons: list[str], forced: bool = False) -> Decision:
+    def _decision(s: Scored, route: Route, reasons: list[str], forced: bool = False) -> Decision:
         return Decision(
-            id=s.candidate.id,
+            id=s.id,
             route=route,
             score=s.score,
             reasons=reasons,
@@ -530,22 +611,30 @@ class CampaignPolicy:
         )
 
 
-def _top(router: Router, scored: list[_Scored], among: list[int], k: int) -> list[int]:
-    """The ``k`` of ``among`` the router wants most: highest scores, or the PPM strategy's
-    own selection. Ties go by id, so a batch's order (its judge calls' finishing order)
-    never changes who is picked."""
+def _top(router: Router, facts: BatchFacts, among: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows of ``among`` the router wants most: highest scores, or the PPM
+    strategy's own selection. Ties go by id, so a batch's order (its judge calls' finishing
+    order) never changes who is picked."""
     k = min(k, len(among))
     if k <= 0:
-        return []
-    among = sorted(among, key=lambda i: scored[i].candidate.id)
+        return np.empty(0, dtype=np.intp)
     if isinstance(router.strategy, PPMStrategy):
-        features = np.stack([scored[i].features for i in among])
-        chosen = np.arange(len(among))[router.strategy.select(features, k)]  # mask or indices
-        return [among[j] for j in chosen]
-    return sorted(among, key=lambda i: -scored[i].score)[:k]
+        among = _by_id(facts, among)
+        chosen = np.arange(len(among))[router.strategy.select(facts.features(among), k)]
+        return among[chosen]  # mask or indices
+    scores = facts.scores[among]
+    edge = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th highest
+    over = among[scores > edge]
+    tied = _by_id(facts, among[scores == edge])[: k - len(over)]
+    return np.concatenate([over, tied])
 
 
-def _doubt(s: _Scored) -> str:
+def _by_id(facts: BatchFacts, rows: np.ndarray) -> np.ndarray:
+    ids = facts.ids(rows)
+    return rows[np.array(sorted(range(len(rows)), key=ids.__getitem__), dtype=np.intp)]
+
+
+def _doubt(s: Scored) -> str:
     if s.unfillable_tie:
         return "is a tie, which this project's control cannot hold"
     if s.signals.consistent is False:

@@ -33,7 +33,7 @@ from hyper_ls_backend.core.policy import (
     budget_count,
 )
 from hyper_ls_backend.core.reasons import reason
-from hyper_ls_backend.core.signals import judge_signals
+from hyper_ls_backend.core.signals import JudgeSignals, judge_signals
 from hyper_ls_backend.core.strategies import (
     LinearStrategy,
     RoutingStrategy,
@@ -67,6 +67,16 @@ class RoutingResult:
         return self.n_human > self.budget
 
 
+def route_policy(budget: float, certificate: Certificate | None = None) -> CampaignPolicy:
+    """The policy ``Router.route`` (and ``hyper-ls route``) decides by: the campaign
+    policy's ranked batch with no audits, on an empty ledger, in the strategy's own order."""
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
+    return CampaignPolicy(
+        budget, audit_share=0.0, min_batch=0, doubtful_first=False, certificate=certificate
+    )
+
+
 class Router:
     """Scores comparisons with a strategy over binned features (scikit-learn style).
 
@@ -75,7 +85,9 @@ class Router:
     strategy:
         A strategy name from ``STRATEGIES`` or an instance.
     featurizer:
-        Reused as is when given (refits keep the prior's columns); fitted otherwise.
+        Reused as is when given (refits keep the prior's columns); fitted otherwise. A
+        strategy that learns nothing takes its columns at once, so it can score before
+        ``fit`` (or ``fit_reference``) sets the reference.
     """
 
     def __init__(
@@ -85,6 +97,8 @@ class Router:
     ) -> None:
         self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         self.featurizer = featurizer
+        if featurizer is not None and not self.strategy.learned:
+            self.strategy.feature_names_ = list(featurizer.feature_names_)
 
     # -- learning -------------------------------------------------------------------------
 
@@ -148,9 +162,22 @@ class Router:
     def _set_reference(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> None:
         """Remember what typical inputs look like: score quantiles seed the streaming
         threshold, feature means centre the explanations."""
-        scores = self.strategy.score(features, comparisons)
+        self._reference(self.strategy.score(features, comparisons), features.mean(axis=0))
+
+    def _reference(self, scores: np.ndarray, feature_means: np.ndarray) -> None:
         self.reference_scores_ = np.quantile(scores, np.linspace(0, 1, REFERENCE_SCORES))
-        self.feature_means_ = features.mean(axis=0)
+        self.feature_means_ = feature_means
+
+    def fit_reference(self, scores: np.ndarray, feature_means: np.ndarray, n: int) -> Router:
+        """What ``fit`` on ``n`` comparisons sets for a strategy that learns nothing (the
+        reference, a version), from their scores and mean feature row: for inputs read as a
+        stream, never held together."""
+        if self.strategy.learned:
+            raise TypeError(f"{self.strategy.name!r} learns from labels: use fit")
+        self._reference(scores, feature_means)
+        self.fitted_at_ = datetime.now(UTC).isoformat(timespec="seconds")
+        self.n_fitted_ = n
+        return self._stamp()
 
     # -- answering ------------------------------------------------------------------------
 
@@ -176,6 +203,14 @@ class Router:
         (all bins of one measure, all values of one tag), named by the value this comparison
         has: a feature every comparison shares explains nothing, one that sets it apart does.
         """
+        signals = [judge_signals(c) for c in comparisons] if comparisons else None
+        return self.explain_signals(features, signals)
+
+    def explain_signals(
+        self, features: np.ndarray, signals: Sequence[JudgeSignals] | None
+    ) -> list[list[str]]:
+        """``explain`` from the rows' judge signals (``judge_signals``) rather than their
+        comparisons."""
         contributions = self.strategy.contributions(features)
         if contributions is None:
             return [[f"{self.strategy.name} strategy"] for _ in range(len(features))]
@@ -184,7 +219,6 @@ class Router:
         by_family = np.zeros((len(features), len(families)))
         np.add.at(by_family.T, family_of, centred.T)
         names = self.featurizer.feature_names_
-        signals = [judge_signals(c) for c in comparisons] if comparisons else None
         reasons = []
         for i, (row, totals) in enumerate(zip(features, by_family, strict=True)):
             active = {family_of[j]: names[j] for j in np.flatnonzero(row)}
@@ -236,16 +270,11 @@ class Router:
         measured as it ranks). ``progress`` is called with the number of comparisons
         featurized so far, in steps; ``n_jobs`` processes measure the texts.
         """
-        if not 0.0 <= budget <= 1.0:
-            raise ValueError(f"budget must be a share between 0 and 1, got {budget}")
-        policy = CampaignPolicy(
-            budget, audit_share=0.0, min_batch=0, doubtful_first=False, certificate=certificate
-        )
+        policy = route_policy(budget, certificate)
         decisions = policy.decide(
             [Candidate(c.id, c) for c in comparisons], LedgerState(), self, progress, n_jobs
         )
-        fixed = self.strategy.fixed_human_share
-        allowed = budget_count(budget if fixed is None else fixed, len(comparisons))
+        allowed = budget_count(policy.share(self), len(comparisons))
         return RoutingResult(decisions, allowed, sum(c.judge_failed for c in comparisons))
 
     # -- persistence ----------------------------------------------------------------------

@@ -192,7 +192,9 @@ class LinearStrategy(RoutingStrategy):
     """Context features each design column is also multiplied by."""
 
     def score(self, features: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
-        return self._design(features) @ self.coef_ + self.intercept_
+        # Row by row, not a matrix product (whose last bits depend on the rows around a
+        # row): a comparison scores the same alone, in an import, or in a streamed chunk.
+        return (self._design(features) * self.coef_).sum(axis=1) + self.intercept_
 
     def contributions(self, features: np.ndarray) -> np.ndarray:
         terms = self._design(features) * self.coef_
