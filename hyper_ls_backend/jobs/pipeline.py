@@ -13,6 +13,10 @@ that finishes judging the last of them; an import smaller than the policy's
 on a task whose import is still being judged does not wait for it: the task is judged if
 need be and decided on its own by the streaming rule (its import's allowance then counts
 it), so Label Studio gets its answer within a task's judging time.
+
+A big import may be judged through Anthropic's Message Batches API instead, at half the
+price (``jobs/batches.py``): its tasks are read as usual, then wait for their batch's
+answers, and are decided together as soon as the last of them is judged.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
 from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Route
 from hyper_ls_backend.core.router import Router
-from hyper_ls_backend.lm import JudgePanel, Tagger
+from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
+from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
@@ -88,6 +93,8 @@ class Pipeline:
     their write-backs are queued; the ``JobQueue`` sets it. Until it runs them, they are
     decided but unwritten, which a restart resumes."""
 
+    batches: BatchJudging | None = field(init=False)
+    """The Message Batches path, when ``HYPER_JUDGE_BATCH`` and the panel allow it."""
     _task_locks: list[threading.Lock] = field(
         default_factory=lambda: [threading.Lock() for _ in range(LOCK_STRIPES)],
         init=False,
@@ -97,6 +104,9 @@ class Pipeline:
     the same tasks resumed at start, /predict during an import) run one after the other in
     this process, so the judge is paid once and the write-back never creates a second
     prediction or annotation."""
+
+    def __post_init__(self) -> None:
+        self.batches = BatchJudging.for_panel(self.settings, self.store, self.judge)
 
     def route_task(
         self, project_id: int, task_id: int, alone: bool = False
@@ -122,7 +132,7 @@ class Pipeline:
         record = self.store.task(project_id, task_id)
         decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
-            self._prepare(project_id, record, config)
+            self._prepare(project_id, record, config, settings, alone)
             made = self._decide(project_id, task_id, settings, config, alone)
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
@@ -130,7 +140,14 @@ class Pipeline:
             self._write_back(decision, record.payload, config, settings, fresh=fresh)
         return decision, made
 
-    def _prepare(self, project_id: int, record: TaskRecord, config: PreferenceConfig) -> None:
+    def _prepare(
+        self,
+        project_id: int,
+        record: TaskRecord,
+        config: PreferenceConfig,
+        settings: Settings,
+        alone: bool,
+    ) -> None:
         """Read and judge the task, each step only if it has not been done (and stored)."""
         task_id = record.task_id
         if record.comparison is None and record.problem is None:
@@ -144,7 +161,7 @@ class Pipeline:
             and self.judge is not None
             and self.store.judge_output(project_id, task_id) is None
         ):
-            self._judge(project_id, task_id, comparison)
+            self._judge(project_id, record, comparison, settings, alone)
 
     def _read(
         self, project_id: int, task_id: int, payload: dict[str, Any], config: PreferenceConfig
@@ -160,11 +177,25 @@ class Pipeline:
         self.store.save_comparison(project_id, task_id, comparison.model_dump(mode="json"), None)
         return comparison
 
-    def _judge(self, project_id: int, task_id: int, comparison: Comparison) -> None:
-        result = self.judge.judge(comparison)
+    def _judge(
+        self,
+        project_id: int,
+        record: TaskRecord,
+        comparison: Comparison,
+        settings: Settings,
+        alone: bool,
+    ) -> None:
+        """Judge the task now, or from its batch's answers; nothing while it waits for them."""
+        batched = None
+        if self.batches is not None:
+            members = self.store.import_of(project_id, record.task_id)
+            batched = self.batches.answer(settings, record, members, comparison, alone)
+        if batched == WAITING:
+            return
+        result = batched if isinstance(batched, PanelResult) else self.judge.judge(comparison)
         self.store.save_judge_output(
             project_id,
-            task_id,
+            record.task_id,
             verdict=result.verdicts[0].model_dump(mode="json"),
             verdicts=[verdict.model_dump(mode="json") for verdict in result.verdicts],
             calls=[
@@ -198,8 +229,10 @@ class Pipeline:
                 return self._decide_tasks(project_id, members, batch, policy, router)
             if not alone:
                 return []
-        (candidate,) = self._candidates(project_id, [task_id])
-        return self._decide_tasks(project_id, [task_id], [candidate], policy, router)
+        alone_candidate = self._candidates(project_id, [task_id])
+        if alone_candidate is None:  # waiting for its batch's answers
+            return []
+        return self._decide_tasks(project_id, [task_id], alone_candidate, policy, router)
 
     def _policy(
         self, project_id: int, settings: Settings, config: PreferenceConfig, router: Router

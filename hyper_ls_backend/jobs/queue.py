@@ -4,7 +4,8 @@ The database, not the queue, is the record of what is left to do: a webhook stor
 tasks before it enqueues anything, and on start the backend re-enqueues every task that
 has no decision or whose decision is not yet written back. So a job lost with a killed
 worker is redone on restart, and a job run twice changes nothing (``Pipeline.route_task``
-is idempotent).
+is idempotent). Batches sent to the Message Batches API are recorded there too: the
+queue's ``BatchPoller`` finds them from the database, so a restart resumes polling them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer
 
+from hyper_ls_backend.jobs.batches import BatchPoller
 from hyper_ls_backend.jobs.certification import Certifier
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline
@@ -69,6 +71,10 @@ class JobQueue:
         # An import is decided by the job that judges its last task: the others' jobs are
         # done by then, so their write-backs are queued here.
         pipeline.on_decided = self.route
+        self._poller = None
+        if pipeline.batches is not None:  # answered batches' tasks are routed as any
+            pipeline.batches.on_results = self.route
+            self._poller = BatchPoller(pipeline.batches, pipeline.settings.hyper_judge_batch_poll)
 
     @staticmethod
     def _refit_job(learner: Learner, certifier: Certifier | None) -> Callable[[int], None]:
@@ -127,8 +133,12 @@ class JobQueue:
             self.huey, workers=self._threads, worker_type="thread", periodic=False
         )
         self._consumer.start()
+        if self._poller is not None:
+            self._poller.start()
 
     def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
 

@@ -101,13 +101,13 @@ class MessageBatches:
 
     def __init__(self, transport: AnthropicTransport) -> None:
         self.model = transport.model
-        self._transport = transport
+        self.transport = transport
         self._batches = transport.client.messages.batches
 
     def submit(self, items: Sequence[BatchItem]) -> BatchState:
         """Create one batch of ``items`` (at most one batch's worth: see ``pack``)."""
         requests: list[Any] = [
-            {"custom_id": item.custom_id, "params": self._transport.params(item.request)}
+            {"custom_id": item.custom_id, "params": self.transport.params(item.request)}
             for item in items
         ]
         with self._errors():
@@ -131,14 +131,14 @@ class MessageBatches:
             return BatchResult(line.custom_id, "succeeded", completion=completion)
         if result.type == "errored":
             error = result.error.error
-            detail = self._transport.redact(f"{error.type}: {error.message}")
+            detail = self.transport.redact(f"{error.type}: {error.message}")
             return BatchResult(line.custom_id, "errored", error=f"batch request {detail}")
         return BatchResult(line.custom_id, result.type, error=f"batch request {result.type}")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """The SDK's errors as the transport's (see the module docstring)."""
-        redact = self._transport.redact
+        redact = self.transport.redact
         try:
             yield
         except anthropic.APITimeoutError as error:

@@ -234,6 +234,35 @@ class QualityTarget(BaseModel):
     """The last look's risk-coverage curve: agreement and bound against share labelled."""
 
 
+class BatchInFlight(BaseModel):
+    """A Message Batch sent and not yet read back."""
+
+    batch_id: str | None
+    """None while it is being sent."""
+    model: str
+    status: Literal["submitting", "in_progress"]
+    requests: int
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class Batches(BaseModel):
+    """The judge's calls through Anthropic's Message Batches API (``HYPER_JUDGE_BATCH``)."""
+
+    in_flight: list[BatchInFlight] = Field(default_factory=list)
+    sent: int = 0
+    """Batches the API took, ever."""
+    calls: int = 0
+    """Judge calls answered in a batch."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    """What they cost, at the batch price (half the listed price per token)."""
+    list_cost_usd: float = 0.0
+    """What the same tokens cost one call at a time."""
+    saved_usd: float = 0.0
+
+
 class ProjectStatus(BaseModel):
     project: int
     model_version: str
@@ -249,7 +278,11 @@ class ProjectStatus(BaseModel):
     agreement_by_tag: dict[str, dict[str, Agreement]]
     """Per tag dimension (``category``, ``safety_concern``, ...) and value; a labelled task
     without the tag counts under ``unknown``, so each dimension covers ``judge_agreement``."""
-    spend: dict[str, float]
+    spend: dict[str, float | None]
+    """Every judge call's cost (``cost_usd``, batch calls at the batch price), tokens, the
+    comparisons judged and ``cost_per_1000_comparisons_usd`` (None before the first),
+    against the human cost saved."""
+    batches: Batches = Field(default_factory=Batches)
     router_versions: list[RouterVersionStatus]
     """Oldest first, each version once."""
     training: Training
@@ -453,6 +486,32 @@ def quality_target(
     )
 
 
+def batches_status(store: Store, project_id: int) -> Batches:
+    records = store.batches_of(project_id)
+    spend = store.batch_spend(project_id)
+    return Batches(
+        in_flight=[
+            BatchInFlight(
+                batch_id=r.batch_id,
+                model=r.model,
+                status=r.status,
+                requests=r.requests,
+                created_at=utc(r.created_at),
+                expires_at=utc(r.expires_at) if r.expires_at else None,
+            )
+            for r in records
+            if r.status in ("submitting", "in_progress")
+        ],
+        sent=sum(r.batch_id is not None for r in records),
+        calls=spend["calls"],
+        input_tokens=spend["input_tokens"],
+        output_tokens=spend["output_tokens"],
+        cost_usd=spend["cost_usd"],
+        list_cost_usd=spend["list_cost_usd"],
+        saved_usd=spend["list_cost_usd"] - spend["cost_usd"],
+    )
+
+
 def project_status(
     store: Store, settings: Settings, project_id: int, router: Router
 ) -> ProjectStatus:
@@ -483,7 +542,9 @@ def project_status(
         labelled.append((comparison.all_tags, pair))
         if audit:
             audit_pairs.append(pair)
-    spend = store.lm_spend(project_id)
+    spend: dict[str, float | None] = {**store.lm_spend(project_id)}
+    judged = spend["comparisons_judged"]
+    spend["cost_per_1000_comparisons_usd"] = 1000 * spend["cost_usd"] / judged if judged else None
     spend["human_label_usd"] = settings.hyper_human_label_cost
     spend["human_cost_saved_usd"] = routes.ai * settings.hyper_human_label_cost
     accuracy = ai_label_accuracy(routes.ai, agreement(audit_pairs))
@@ -502,6 +563,7 @@ def project_status(
         ai_label_accuracy=accuracy,
         agreement_by_tag=agreement_by_tag(labelled),
         spend=spend,
+        batches=batches_status(store, project_id),
         router_versions=router_versions(store.router_versions(project_id), refits, router),
         training=Training(
             every=settings.hyper_refit_every,

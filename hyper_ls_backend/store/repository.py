@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hyper_ls_backend.core.comparison import Label
@@ -43,6 +44,8 @@ from hyper_ls_backend.store.schema import (
     CertificationRecord,
     DecisionRecord,
     HumanLabel,
+    JudgeBatchItem,
+    JudgeBatchRecord,
     JudgeOutput,
     Project,
     RefitRecord,
@@ -251,6 +254,223 @@ class Store:
 
     def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
         return self.judge_outputs(project_id, [task_id]).get(task_id)
+
+    # -- judge batches (jobs/batches.py) ---------------------------------------------------
+
+    def unread_in_import(self, project_id: int, import_batch: int) -> int:
+        """Tasks of the import not yet read (neither a comparison nor a problem stored)."""
+        with self.session() as s:
+            return (
+                s.scalar(
+                    select(func.count()).where(
+                        TaskRecord.project_id == project_id,
+                        TaskRecord.import_batch == import_batch,
+                        TaskRecord.comparison.is_(None),
+                        TaskRecord.problem.is_(None),
+                    )
+                )
+                or 0
+            )
+
+    def claim_batches(
+        self, project_id: int, import_batch: int, parts: Sequence[tuple[int, int, str, int]]
+    ) -> list[JudgeBatchRecord] | None:
+        """Claim the batches (judge, part, model, requests) of an import, ``submitting``;
+        None when they were claimed already (by another worker or process)."""
+        records = [
+            JudgeBatchRecord(
+                project_id=project_id,
+                import_batch=import_batch,
+                judge=judge,
+                part=part,
+                model=model,
+                status="submitting",
+                requests=requests,
+            )
+            for judge, part, model, requests in parts
+        ]
+        try:
+            with self.session() as s:
+                s.add_all(records)
+        except IntegrityError:
+            return None
+        return records
+
+    def batch_submitted(
+        self, record_id: int, batch_id: str, expires_at: datetime, items: Sequence[dict[str, Any]]
+    ) -> None:
+        """The API took the claimed batch: its id and its requests (``JudgeBatchItem``
+        fields), in one transaction."""
+        with self.session() as s:
+            record = s.get(JudgeBatchRecord, record_id)
+            record.batch_id, record.expires_at, record.status = batch_id, expires_at, "in_progress"
+            s.add_all(JudgeBatchItem(batch=record_id, **item) for item in items)
+
+    def release_batch(self, record_id: int) -> None:
+        """Forget a claim whose batch was not sent (it may be claimed again)."""
+        with self.session() as s:
+            record = s.get(JudgeBatchRecord, record_id)
+            if record is not None and record.batch_id is None:
+                s.delete(record)
+
+    def release_stale_claims(self, older_than: datetime) -> list[tuple[int, int]]:
+        """Forget claims still ``submitting`` since before ``older_than``: their sender
+        died before the API answered (or before the answer was stored); returns their
+        (project, import)."""
+        with self.session() as s:
+            stale = list(
+                s.scalars(
+                    select(JudgeBatchRecord).where(
+                        JudgeBatchRecord.status == "submitting",
+                        JudgeBatchRecord.created_at < older_than,
+                    )
+                )
+            )
+            for record in stale:
+                s.delete(record)
+            return sorted({(record.project_id, record.import_batch) for record in stale})
+
+    def import_tasks(self, project_id: int, import_batch: int) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(TaskRecord.task_id)
+                    .where(
+                        TaskRecord.project_id == project_id,
+                        TaskRecord.import_batch == import_batch,
+                    )
+                    .order_by(TaskRecord.task_id)
+                )
+            )
+
+    def refuse_batch(self, record_id: int, error: str) -> None:
+        """The API would not take the claimed batch: ``refused``, its import's tasks yet
+        to be routed again (``ended_at`` unset until ``finish_batch``)."""
+        with self.session() as s:
+            record = s.get(JudgeBatchRecord, record_id)
+            record.status, record.error = "refused", error
+
+    def unhandled_refusals(self) -> list[JudgeBatchRecord]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(JudgeBatchRecord).where(
+                        JudgeBatchRecord.status == "refused", JudgeBatchRecord.ended_at.is_(None)
+                    )
+                )
+            )
+
+    def finish_batch(self, record_id: int, status: str, error: str | None = None) -> None:
+        """The batch is ``done`` (results stored), ``gone`` or ``refused``: requests still
+        without an outcome end ``expired`` (they will get no answer from it)."""
+        with self.session() as s:
+            record = s.get(JudgeBatchRecord, record_id)
+            record.status, record.error, record.ended_at = status, error, utcnow()
+            s.execute(
+                update(JudgeBatchItem)
+                .where(JudgeBatchItem.batch == record_id, JudgeBatchItem.outcome.is_(None))
+                .values(outcome="expired")
+            )
+
+    def import_batches(self, project_id: int, import_batch: int) -> list[JudgeBatchRecord]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(JudgeBatchRecord).where(
+                        JudgeBatchRecord.project_id == project_id,
+                        JudgeBatchRecord.import_batch == import_batch,
+                    )
+                )
+            )
+
+    def open_batches(self) -> list[JudgeBatchRecord]:
+        """Batches sent and not yet read back, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(JudgeBatchRecord)
+                    .where(JudgeBatchRecord.status == "in_progress")
+                    .order_by(JudgeBatchRecord.id)
+                )
+            )
+
+    def batch_items(self, project_id: int, task_id: int) -> list[JudgeBatchItem]:
+        """The task's requests in every batch."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(JudgeBatchItem).where(
+                        JudgeBatchItem.project_id == project_id, JudgeBatchItem.task_id == task_id
+                    )
+                )
+            )
+
+    def save_batch_results(self, record_id: int, results: Sequence[dict[str, Any]]) -> list[int]:
+        """Store requests' outcomes (``custom_id``, ``outcome`` and, when they succeeded, the
+        call with its tokens and costs); returns the tasks they belong to."""
+        with self.session() as s:
+            for result in results:
+                s.execute(
+                    update(JudgeBatchItem)
+                    .where(
+                        JudgeBatchItem.batch == record_id,
+                        JudgeBatchItem.custom_id == result["custom_id"],
+                    )
+                    .values(**{k: v for k, v in result.items() if k != "custom_id"})
+                )
+            ids = [result["custom_id"] for result in results]
+            return sorted(
+                set(
+                    s.scalars(
+                        select(JudgeBatchItem.task_id).where(
+                            JudgeBatchItem.batch == record_id, JudgeBatchItem.custom_id.in_(ids)
+                        )
+                    )
+                )
+            )
+
+    def batch_tasks(self, record_id: int) -> list[int]:
+        with self.session() as s:
+            return sorted(
+                set(
+                    s.scalars(
+                        select(JudgeBatchItem.task_id).where(JudgeBatchItem.batch == record_id)
+                    )
+                )
+            )
+
+    def batches_of(self, project_id: int) -> list[JudgeBatchRecord]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(JudgeBatchRecord)
+                    .where(JudgeBatchRecord.project_id == project_id)
+                    .order_by(JudgeBatchRecord.id)
+                )
+            )
+
+    def batch_spend(self, project_id: int) -> dict[str, float]:
+        """What the project's answered batch requests cost, and would have at list price."""
+        with self.session() as s:
+            calls, cost, listed, tokens_in, tokens_out = s.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(JudgeBatchItem.cost_usd), 0.0),
+                    func.coalesce(func.sum(JudgeBatchItem.list_cost_usd), 0.0),
+                    func.coalesce(func.sum(JudgeBatchItem.input_tokens), 0),
+                    func.coalesce(func.sum(JudgeBatchItem.output_tokens), 0),
+                ).where(
+                    JudgeBatchItem.project_id == project_id,
+                    JudgeBatchItem.outcome == "succeeded",
+                )
+            ).one()
+        return {
+            "calls": int(calls),
+            "cost_usd": float(cost),
+            "list_cost_usd": float(listed),
+            "input_tokens": int(tokens_in),
+            "output_tokens": int(tokens_out),
+        }
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -506,8 +726,9 @@ class Store:
 
     def lm_spend(self, project_id: int) -> dict[str, float]:
         with self.session() as s:
-            cost, tokens_in, tokens_out = s.execute(
+            judged, cost, tokens_in, tokens_out = s.execute(
                 select(
+                    func.count(),
                     func.coalesce(func.sum(JudgeOutput.cost_usd), 0.0),
                     func.coalesce(func.sum(JudgeOutput.input_tokens), 0),
                     func.coalesce(func.sum(JudgeOutput.output_tokens), 0),
@@ -517,6 +738,7 @@ class Store:
             "cost_usd": float(cost),
             "input_tokens": int(tokens_in),
             "output_tokens": int(tokens_out),
+            "comparisons_judged": int(judged),
         }
 
     def forced_unreadable(self, project_id: int) -> int:

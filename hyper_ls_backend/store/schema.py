@@ -5,7 +5,9 @@ one routing decision it will ever get (`decisions`, primary key = project + task
 task cannot be routed twice; the core's ``Decision`` as given, enums stored as their string
 values), human labels (`human_labels`), router versions per project
 (`router_versions`), every refit's verdict (`refits`), every certification of a quality
-target (`certifications`) and the tagger's cache (`tag_cache`).
+target (`certifications`), the Message Batches the judge's calls went in
+(`judge_batches`, and their requests: `judge_batch_items`) and the tagger's cache
+(`tag_cache`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from hyper_ls_backend.core.comparison import Label
@@ -239,6 +251,56 @@ class CertificationRecord(Base):
             n_calibration=self.n_calibration,
             lower_bound=self.lower_bound or 0.0,
         )
+
+
+class JudgeBatchRecord(Base):
+    """One Message Batch of one judge's calls on one import (``jobs/batches.py``): claimed
+    (``submitting``) before it is sent, so it is sent once; its API id once accepted
+    (``in_progress``); ``done`` once its results are stored, ``gone`` when the API lost it,
+    ``refused`` when the API would not take it (its tasks are judged one by one)."""
+
+    __tablename__ = "judge_batches"
+    __table_args__ = (UniqueConstraint("project_id", "import_batch", "judge", "part"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    import_batch: Mapped[int] = mapped_column(Integer)
+    judge: Mapped[int] = mapped_column(Integer)
+    """The judge's place in the panel (0: the primary)."""
+    part: Mapped[int] = mapped_column(Integer)
+    """0, 1, ...: an import too big for one batch is sent in several."""
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JudgeBatchItem(Base):
+    """One request of a Message Batch: one order of one task for one judge. ``outcome`` is
+    None until the batch's results are read; ``call`` is the judge's answer when it
+    succeeded (``lm.JudgeCall``, at the batch price)."""
+
+    __tablename__ = "judge_batch_items"
+
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """``JudgeBatchRecord.id``."""
+    custom_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    judge: Mapped[int] = mapped_column(Integer)
+    swapped: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    call: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    """What the batch charged for it (half the listed price)."""
+    list_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    """What the same tokens cost at the listed price."""
 
 
 class TagCacheEntry(Base):

@@ -66,6 +66,7 @@ def start_backend(
             "HYPER_JUDGE_TIMEOUT": "1",
             "HYPER_TAGGER": "false",
             "HYPER_BUDGET": "0.25",
+            "HYPER_JUDGE_BATCH": "off",  # call by call unless a test batches
         }
         n = len(started)
         backend = BackendProcess(

@@ -65,6 +65,7 @@ def judge_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "hyper_judge_base_url": base_url,
         "hyper_judge_timeout": 5.0,
         "hyper_judge_max_attempts": 2,
+        "hyper_judge_batch": "off",  # judged call by call unless a test batches
     }
     values.update(overrides)
     return make_settings(tmp_path, **values)
