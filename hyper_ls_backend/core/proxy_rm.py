@@ -41,10 +41,18 @@ class PairEncoder:
     def _phi(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return sparse.hstack([self._vectorizer.transform(texts), self._shape(texts)]).tocsr()
 
-    def transform(self, comparisons: Sequence[Comparison]) -> sparse.csr_matrix:
-        return self._phi([c.response_a for c in comparisons]) - self._phi(
-            [c.response_b for c in comparisons]
+    def sides(
+        self, comparisons: Sequence[Comparison]
+    ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """phi of each side's response, for models that compare more than a difference."""
+        return (
+            self._phi([c.response_a for c in comparisons]),
+            self._phi([c.response_b for c in comparisons]),
         )
+
+    def transform(self, comparisons: Sequence[Comparison]) -> sparse.csr_matrix:
+        phi_a, phi_b = self.sides(comparisons)
+        return phi_a - phi_b
 
 
 PREFERENCE_TARGET = {Label.A: 1.0, Label.B: -1.0, Label.TIE: 0.0}
