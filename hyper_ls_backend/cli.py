@@ -520,6 +520,40 @@ def export(args: argparse.Namespace) -> None:
     err.print(f"{summary.describe()} -> {args.out}", soft_wrap=True)
 
 
+def estimate(args: argparse.Namespace) -> None:
+    """Estimate a campaign before it starts: the judge's (and tagger's) tokens, dollars and
+    wall time for every comparison of INPUT, with and without Message Batches (as JSON)."""
+    from hyper_ls_backend.core.dataset import iter_comparisons
+    from hyper_ls_backend.estimate import JudgeModel, configured_judges
+    from hyper_ls_backend.estimate import estimate as estimate_campaign
+    from hyper_ls_backend.lm.pricing import DEFAULT_PRICES, Price, PriceTable
+
+    settings = Settings()
+    judges = [JudgeModel.parse(j) for j in args.judges] if args.judges else None
+    prices = PriceTable(
+        {**DEFAULT_PRICES, **{m: Price(*rates) for m, rates in settings.hyper_lm_prices.items()}}
+    )
+    with args.input.open(encoding="utf-8-sig") as lines:
+        planned = estimate_campaign(
+            iter_comparisons(lines, source=str(args.input)),
+            judges or configured_judges(settings),
+            settings,
+            prices=prices,
+            latency_s=args.latency_s,
+            concurrency=args.concurrency or settings.hyper_judge_concurrency,
+            judge_output_tokens=args.output_tokens,
+            batch_turnaround_s=args.batch_hours * 3600,
+        )
+    Console().print_json(planned.model_dump_json())
+    err.print(
+        f"{planned.comparisons:,} comparisons: ${planned.cost_usd:,.2f} in "
+        f"{planned.wall_time_s / 60:,.1f} min call by call; ${planned.batch_cost_usd:,.2f} "
+        f"in about {planned.batch_wall_time_s / 3600:,.1f} h through Message Batches "
+        f"({'as HYPER_JUDGE_BATCH would' if planned.batched else 'not as configured'})",
+        soft_wrap=True,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyper-ls",
@@ -718,6 +752,42 @@ def build_parser() -> argparse.ArgumentParser:
         "for TRL's reward and DPO trainers, ties and unlabelled tasks left out",
     )
     exporting.set_defaults(handler=export)
+
+    estimating = commands.add_parser(
+        "estimate", help=estimate.__doc__, description=estimate.__doc__
+    )
+    estimating.add_argument("input", type=Path, metavar="INPUT.jsonl")
+    estimating.add_argument(
+        "--judges",
+        nargs="+",
+        metavar="[PROVIDER:]MODEL",
+        help="the panel, primary first (default: the configured one, HYPER_JUDGES or "
+        "HYPER_JUDGE_MODEL); claude-* models are Anthropic's unless a provider is named",
+    )
+    estimating.add_argument(
+        "--latency-s",
+        type=float,
+        default=3.0,
+        help="seconds one judge call takes (default 3, a typical API answer)",
+    )
+    estimating.add_argument(
+        "--concurrency",
+        type=positive_int,
+        help="LM requests in flight (default: HYPER_JUDGE_CONCURRENCY)",
+    )
+    estimating.add_argument(
+        "--output-tokens",
+        type=positive_int,
+        default=80,
+        help="output tokens per judge call (default 80: a short rationale and the verdict)",
+    )
+    estimating.add_argument(
+        "--batch-hours",
+        type=float,
+        default=1.0,
+        help="a Message Batch's turnaround (default 1: most end within the hour, all in 24)",
+    )
+    estimating.set_defaults(handler=estimate)
     return parser
 
 
