@@ -203,10 +203,6 @@ class Judge:
         bounded = LimitedTransport(self._transport, AdaptiveLimiter(max_concurrency))
         return map_bounded(lambda c: self._judge(c, bounded), comparisons, max_concurrency)
 
-    @property
-    def transport(self) -> Transport:
-        return self._transport
-
     def _judge(self, comparison: Comparison, transport: Transport) -> JudgeResult:
         start = time.monotonic()
         calls = run_together(
