@@ -279,11 +279,11 @@ class BatchJudging:
                 record.batch_id,
                 error,
             )
-            self.store.finish_batch(record.id, "gone", str(error))
+            unanswered = self.store.finish_batch(record.id, "gone", str(error))
         else:
-            self.store.finish_batch(record.id, "done")
+            unanswered = self.store.finish_batch(record.id, "done")
             log.info("Message Batch %s ended: %s", record.batch_id, state.counts)
-        self._route(record.project_id, self.store.batch_tasks(record.id))
+        self._route(record.project_id, unanswered)  # the others were routed page by page
         return True
 
     def _store_page(self, record: JudgeBatchRecord, page: Sequence[BatchResult]) -> None:

@@ -360,17 +360,17 @@ class Store:
                 )
             )
 
-    def finish_batch(self, record_id: int, status: str, error: str | None = None) -> None:
+    def finish_batch(self, record_id: int, status: str, error: str | None = None) -> list[int]:
         """The batch is ``done`` (results stored), ``gone`` or ``refused``: requests still
-        without an outcome end ``expired`` (they will get no answer from it)."""
+        without an outcome end ``expired`` (they will get no answer from it); returns the
+        tasks they belong to."""
         with self.session() as s:
             record = s.get(JudgeBatchRecord, record_id)
             record.status, record.error, record.ended_at = status, error, utcnow()
-            s.execute(
-                update(JudgeBatchItem)
-                .where(JudgeBatchItem.batch == record_id, JudgeBatchItem.outcome.is_(None))
-                .values(outcome="expired")
-            )
+            unanswered = (JudgeBatchItem.batch == record_id) & JudgeBatchItem.outcome.is_(None)
+            tasks = sorted(set(s.scalars(select(JudgeBatchItem.task_id).where(unanswered))))
+            s.execute(update(JudgeBatchItem).where(unanswered).values(outcome="expired"))
+            return tasks
 
     def import_batches(self, project_id: int, import_batch: int) -> list[JudgeBatchRecord]:
         with self.session() as s:
@@ -425,16 +425,6 @@ class Store:
                         select(JudgeBatchItem.task_id).where(
                             JudgeBatchItem.batch == record_id, JudgeBatchItem.custom_id.in_(ids)
                         )
-                    )
-                )
-            )
-
-    def batch_tasks(self, record_id: int) -> list[int]:
-        with self.session() as s:
-            return sorted(
-                set(
-                    s.scalars(
-                        select(JudgeBatchItem.task_id).where(JudgeBatchItem.batch == record_id)
                     )
                 )
             )
