@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
@@ -97,34 +98,43 @@ class AdaptiveLimiter:
         self._in_flight = 0
         self._paused_until = 0.0
         self._max_pause = max_pause
-        self._changed = threading.Condition()
+        self._waiting: deque[threading.Event] = deque()
+        """Requests waiting for a slot, first come first served: a comparison's orders ask
+        at the same moment, so they get their slots together and few comparisons are left
+        half-asked (what a crash would waste)."""
+        self._resuming = False
+        """A timer will hand out slots when the pause is over."""
+        self._lock = threading.Lock()
 
     @property
     def limit(self) -> int:
-        with self._changed:
+        with self._lock:
             return self._limit
 
     @property
     def in_flight(self) -> int:
-        with self._changed:
+        with self._lock:
             return self._in_flight
 
     def acquire(self) -> int:
         """Wait for a slot (and for any retry-after pause to pass); returns the round."""
-        with self._changed:
-            while True:
-                wait = self._paused_until - time.monotonic()
-                if wait <= 0 and self._in_flight < self._limit:
-                    self._in_flight += 1
-                    return self._round
-                self._changed.wait(timeout=wait if wait > 0 else None)
+        with self._lock:
+            if not self._waiting and self._free():
+                self._in_flight += 1
+                return self._round
+            turn = threading.Event()
+            self._waiting.append(turn)
+            self._hand_over()  # when paused: sees that a timer will wake it
+        turn.wait()
+        with self._lock:
+            return self._round
 
     def release(self, started: int, outcome: Outcome, retry_after: float | None = None) -> None:
         """Give the slot back, saying how the request ended (``started`` is what
         ``acquire`` returned). An answer grows the limit: by one below the threshold, by
         one per ``limit`` answers above it. A refusal to slow down halves it, once per
         round, and its ``retry_after`` pauses new requests. Other failures move nothing."""
-        with self._changed:
+        with self._lock:
             self._in_flight -= 1
             if outcome is Outcome.ANSWERED:
                 self._answers += 1
@@ -140,7 +150,28 @@ class AdaptiveLimiter:
                 if retry_after:
                     until = time.monotonic() + min(retry_after, self._max_pause)
                     self._paused_until = max(self._paused_until, until)
-            self._changed.notify_all()
+            self._hand_over()
+
+    def _free(self) -> bool:
+        return self._in_flight < self._limit and time.monotonic() >= self._paused_until
+
+    def _resume(self) -> None:
+        with self._lock:
+            self._resuming = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give free slots to the longest-waiting requests (the lock held); while paused,
+        make sure they are woken when the pause is over."""
+        while self._waiting and self._free():
+            self._in_flight += 1
+            self._waiting.popleft().set()
+        pause = self._paused_until - time.monotonic()
+        if self._waiting and pause > 0 and not self._resuming:
+            self._resuming = True
+            timer = threading.Timer(pause + 0.001, self._resume)
+            timer.daemon = True
+            timer.start()
 
 
 class LimitedTransport:
