@@ -4,8 +4,8 @@ once, polled from the database, routed when their answers land, failures asked a
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 from hyper_ls_backend.server.status import project_status
 from hyper_ls_backend.settings import Settings
+from hyper_ls_backend.store.schema import JudgeBatchRecord, utcnow
 
 N = 12
 MODEL = "claude-sonnet-4-6"
@@ -208,3 +209,37 @@ def test_a_refused_batch_is_judged_call_by_call(
     assert not model.store.undecided_tasks()
     (record,) = model.store.batches_of(PROJECT)
     assert record.status == "refused" and "not enabled" in record.error
+
+
+def test_a_claim_whose_sender_died_is_released_and_the_batch_sent(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = build(batch_settings(tmp_path, llm))
+    # A sender that claimed import 1's batch and died before the API answered.
+    (claim,) = model.store.claim_batches(PROJECT, 1, [(0, 0, MODEL, 2 * N)])
+    import_tasks(model, [task(i, "a") for i in range(1, N + 1)])
+    waiting = not llm.batches and len(model.store.undecided_tasks()) == N
+    with model.store.session() as s:
+        s.get(JudgeBatchRecord, claim.id).created_at = utcnow() - timedelta(hours=1)
+
+    model.pipeline.batches.poll()  # releases the claim; the import's tasks send the batch
+    model.pipeline.batches.poll()  # reads it back
+
+    assert waiting
+    assert len(llm.batches) == 1 and message_calls(llm) == 0
+    assert not model.store.undecided_tasks()
+
+
+def test_a_batch_the_api_lost_is_judged_call_by_call(
+    build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = build(batch_settings(tmp_path, llm))
+    llm.batch_seconds = 3600
+    import_tasks(model, [task(i, "a") for i in range(1, N + 1)])
+    llm.batches.clear()  # retrieving it now answers 404
+
+    model.pipeline.batches.poll()
+
+    (record,) = model.store.batches_of(PROJECT)
+    assert record.status == "gone"
+    assert message_calls(llm) == 2 * N and not model.store.undecided_tasks()
