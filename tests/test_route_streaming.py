@@ -76,6 +76,22 @@ def test_the_default_router_streams_byte_for_byte_as_in_memory(files, jobs):
     )
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_equal_scores_at_the_budgets_edge_go_to_humans_by_id(tmp_path, jobs):
+    (record,) = make_records(1, seed=16)
+    ids = [f"t{i:03d}" for i in random.Random(0).sample(range(200), 200)]  # file order
+    write_records(tmp_path / "same.jsonl", [{**record, "id": i} for i in ids])
+    out = tmp_path / "same.out"
+    summary, _ = streaming.route_file(
+        tmp_path / "same.jsonl", out, load_default_router(), route_policy(0.3), n_jobs=jobs
+    )
+    decisions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["id"] for d in decisions] == ids
+    assert len({d["score"] for d in decisions}) == 1
+    assert {d["id"] for d in decisions if d["route"] == "human"} == set(sorted(ids)[:60])
+    assert summary.n_human == 60
+
+
 @pytest.mark.parametrize(
     "strategy", ["random", "all-human", "all-judge", "uncertainty", "judge-consistency"]
 )
@@ -88,14 +104,25 @@ def test_fixed_strategies_fitted_on_the_inputs_stream_as_in_memory(files, strate
     assert streamed(files, f"{strategy}.jsonl", *extra) == expected
 
 
-@pytest.mark.parametrize("strategy", ["judge-error", "hyper"])
-def test_strategies_fitted_on_labels_stream_as_in_memory(files, strategy):
+def test_a_strategy_fitted_on_labels_streams_as_in_memory(files):
     base = load_default_router()
     labelled = read_comparisons(files / "train.jsonl")
-    router = Router(make_strategy(strategy), featurizer=base.featurizer).fit(labelled)
+    router = Router(make_strategy("judge-error"), featurizer=base.featurizer).fit(labelled)
     expected = in_memory(files / "inputs.jsonl", router, 0.2)
-    extra = ["--budget", "0.2", "--strategy", strategy, "--labeled", str(files / "train.jsonl")]
-    assert streamed(files, f"{strategy}.jsonl", *extra) == expected
+    extra = ["--strategy", "judge-error", "--labeled", str(files / "train.jsonl")]
+    assert streamed(files, "judge-error.jsonl", "--budget", "0.2", *extra) == expected
+
+
+def test_the_ppm_selection_of_the_whole_batch_streams_as_in_memory(files):
+    """``hyper`` picks among mixes of the whole batch: the plan reads every feature row back
+    from the spool (a small PPM, to keep the test quick)."""
+    strategy = make_strategy("hyper", n_mixes=60, n_candidates=40)
+    labelled = read_comparisons(files / "train.jsonl")
+    router = Router(strategy, featurizer=load_default_router().featurizer).fit(labelled)
+    expected = in_memory(files / "inputs.jsonl", router, 0.2)
+    out = files / "hyper.jsonl"
+    streaming.route_file(files / "inputs.jsonl", out, router, route_policy(0.2), n_jobs=2)
+    assert out.read_bytes() == expected
 
 
 @pytest.mark.parametrize("cap", [None, "0.05"], ids=["certified", "cap-binds"])

@@ -188,10 +188,10 @@ def route_file(
             _IdLookup(facts.ids, facts.column("id_sizes")),
             _FeatureLookup(spool),
         )
+        sizes = [len(part.scores) for part in facts.parts]
+        del facts  # the batch's facts are all the plan and pass 2 need
         share = policy.share(router)
         plan = policy.plan_ranked(batch, LedgerState(), router, share)
-        sizes = [len(part.scores) for part in facts.parts]
-        del facts  # the plan and the scores are all pass 2 needs
         spool.seek(0)
         state = _Pass2(router, policy, replace(plan, outcomes=np.empty(0, dtype=np.int8)))
         with out.open("w", encoding="utf-8") as handle:
