@@ -28,8 +28,9 @@ from hyper_ls_backend.core.dataset import (
     read_comparisons,
 )
 from hyper_ls_backend.core.guarantee import AgreementGuarantee
+from hyper_ls_backend.core.ppm import PROXY_RMS
 from hyper_ls_backend.core.router import Router, route_policy
-from hyper_ls_backend.core.strategies import STRATEGIES, make_strategy
+from hyper_ls_backend.core.strategies import STRATEGIES, PPMStrategy, make_strategy
 from hyper_ls_backend.core.streaming import RouteSummary, route_file
 from hyper_ls_backend.eval.campaign import (
     CAMPAIGN_JUDGES,
@@ -221,8 +222,11 @@ def fit(args: argparse.Namespace) -> None:
     """Fit a router on labelled comparisons (human votes and judge verdicts). Several files
     weigh the same; a file with judge panels is learned from every judge's view (each judge
     as the primary, with the others as its panel and alone)."""
+    if args.proxy_rm and args.strategy != PPMStrategy.name:
+        raise UsageProblem(f"--proxy-rm is for --strategy {PPMStrategy.name}")
+    params = {"proxy_rm": args.proxy_rm} if args.proxy_rm else {}
     comparisons, weights = pooled_training_set([read_comparisons(path) for path in args.data])
-    router = Router(make_strategy(args.strategy)).fit(comparisons, weights)
+    router = Router(make_strategy(args.strategy, **params)).fit(comparisons, weights)
     router.save(args.out)
     err.print(f"fitted {router.version} on {router.n_fitted_} comparisons -> {args.out}")
 
@@ -620,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("data", type=Path, nargs="+", metavar="DATA.jsonl")
     fitting.add_argument("--out", type=Path, required=True, help="where to write the router")
     fitting.add_argument("--strategy", type=strategy_name, default=DEFAULT_STRATEGY)
+    fitting.add_argument(
+        "--proxy-rm",
+        choices=PROXY_RMS,
+        help="--strategy hyper: the reward model each label mix is scored with (default "
+        "ridge; docs/evaluation.md compares them)",
+    )
     fitting.set_defaults(handler=fit)
 
     simulation = commands.add_parser(

@@ -7,11 +7,13 @@ PPM applies to campaigns of any size.
 
 Training data for the PPM are sampled mixes (the paper's shuffled-feature knapsack at
 random budgets, random subsets, all-human and all-judge), each scored by training a proxy
-reward model on its labels and measuring it on held-out human labels.
+reward model on its labels (``PROXY_RMS``: today's ridge, Bradley-Terry or the General
+Preference Model) and measuring it on held-out human labels.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +24,8 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import PolynomialFeatures
 
 from hyper_ls_backend.core.comparison import Comparison, Label
-from hyper_ls_backend.core.proxy_rm import HeldOutScorer, PairEncoder
+from hyper_ls_backend.core.preference import PreferenceEncoder, make_preference_model
+from hyper_ls_backend.core.proxy_rm import HeldOutScorer, PairEncoder, ranking_accuracy
 
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -76,6 +79,14 @@ def mix_vectors(features: np.ndarray, mixes: np.ndarray) -> np.ndarray:
     return (mixes.astype(np.float32) @ features) / features.shape[0]
 
 
+PROXY_RMS = ("ridge", "bradley-terry", "gpm")
+"""Proxy reward models a mix can be scored with: ``ridge`` (``proxy_rm.py``, scored by one
+matrix-vector product per mix) or a preference model (``preference.py``, fitted per mix)."""
+WARM_MAX_ITER = 30
+"""L-BFGS iterations per mix for a preference model, started from its all-judge fit (a mix
+changes only the human-routed labels)."""
+
+
 class MixScorer:
     """Scores a mix by the held-out accuracy of a proxy reward model trained on its labels."""
 
@@ -84,17 +95,35 @@ class MixScorer:
         pool: Sequence[Comparison],
         held_out: Sequence[Comparison],
         encoder: PairEncoder | None = None,
+        proxy_rm: str = "ridge",
     ) -> None:
-        encoder = encoder or PairEncoder()
+        if proxy_rm not in PROXY_RMS:
+            raise ValueError(
+                f"unknown proxy reward model {proxy_rm!r} (choose from: {', '.join(PROXY_RMS)})"
+            )
         self.pool = list(pool)
-        self._scorer = HeldOutScorer(
-            encoder.transform(self.pool),
-            encoder.transform(held_out),
-            [c.reference_label for c in held_out],
+        self._held_out_labels = [c.reference_label for c in held_out]
+        if proxy_rm == "ridge":
+            encoder = encoder or PairEncoder()
+            self._scorer = HeldOutScorer(
+                encoder.transform(self.pool), encoder.transform(held_out), self._held_out_labels
+            )
+            return
+        self._scorer = None
+        preference_encoder = PreferenceEncoder()
+        self._pairs = preference_encoder.transform(self.pool)
+        self._held_out = preference_encoder.transform(held_out)
+        self._base = make_preference_model(proxy_rm).fit(
+            self._pairs, hybrid_labels(self.pool, np.zeros(len(self.pool), dtype=bool))
         )
 
     def score(self, to_human: np.ndarray) -> float:
-        return self._scorer.accuracy(hybrid_labels(self.pool, to_human))
+        labels = hybrid_labels(self.pool, to_human)
+        if self._scorer is not None:
+            return self._scorer.accuracy(labels)
+        model = copy.deepcopy(self._base).set_params(warm_start=True, max_iter=WARM_MAX_ITER)
+        margins = model.fit(self._pairs, labels).margin(self._held_out)
+        return ranking_accuracy(margins, self._held_out_labels)
 
 
 class PerformancePredictionModel:

@@ -109,13 +109,23 @@ class PreferenceModel(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, alpha: float = 1.0, max_iter: int = MAX_ITER) -> None:
+    def __init__(
+        self, alpha: float = 1.0, max_iter: int = MAX_ITER, warm_start: bool = False
+    ) -> None:
         self.alpha = alpha
         self.max_iter = max_iter
+        self.warm_start = warm_start
 
     def get_params(self) -> dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params: Any) -> Self:
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"{self.name!r} has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
 
     @property
     def encoder(self) -> PreferenceEncoder:
@@ -140,6 +150,15 @@ class PreferenceModel(ABC):
 
     @abstractmethod
     def _fit(self, pairs: EncodedPairs, targets: np.ndarray, weight: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _n_params(self) -> int | None:
+        """Size of the fitted parameter vector; None before a fit."""
+
+    def _warm(self, n_params: int) -> bool:
+        """Start from the last fit (scikit-learn's ``warm_start``) when there is one of the
+        same shape: refits on slightly changed labels converge in a few iterations."""
+        return self.warm_start and self._n_params() == n_params
 
     @abstractmethod
     def margin(self, comparisons: Sequence[Comparison] | EncodedPairs) -> np.ndarray:
@@ -193,12 +212,15 @@ class BradleyTerry(PreferenceModel):
                 lambda residual: differences.T @ residual + self.alpha * w,
             )
 
-        start = np.zeros(differences.shape[1])
+        start = self.coef_ if self._warm(differences.shape[1]) else np.zeros(differences.shape[1])
         self.coef_ = minimize_logistic(forward, start, targets, weight, self.max_iter)
 
     def margin(self, comparisons: Sequence[Comparison] | EncodedPairs) -> np.ndarray:
         pairs = self.encoder.transform(comparisons)
         return pairs.a @ self.coef_ - pairs.b @ self.coef_
+
+    def _n_params(self) -> int | None:
+        return len(self.coef_) if hasattr(self, "coef_") else None
 
 
 def with_constant(features: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -228,6 +250,8 @@ class GeneralPreferenceModel(PreferenceModel):
         Standard deviation of that draw.
     max_iter:
         L-BFGS iterations at most.
+    warm_start:
+        Start from the previous fit's solution, as scikit-learn's ``warm_start``.
     """
 
     name = "gpm"
@@ -240,8 +264,9 @@ class GeneralPreferenceModel(PreferenceModel):
         seed: int = 0,
         init_scale: float = 1.0,
         max_iter: int = GPM_MAX_ITER,
+        warm_start: bool = False,
     ) -> None:
-        super().__init__(alpha, max_iter)
+        super().__init__(alpha, max_iter, warm_start)
         self.k = k
         self.gate = gate
         self.seed = seed
@@ -251,8 +276,11 @@ class GeneralPreferenceModel(PreferenceModel):
         phi_a, phi_b = with_constant(pairs.a), with_constant(pairs.b)
         d, k = phi_a.shape[1], self.k
         n_gate = pairs.prompt.shape[1] * k if self.gate else 0
-        embedding = np.random.default_rng(self.seed).normal(0.0, self.init_scale, (d, 2 * k))
-        start = np.concatenate([embedding.ravel(), np.zeros(n_gate + k)])
+        if self._warm(d * 2 * k + n_gate + k):
+            start = np.concatenate([self.embedding_.ravel(), self.scale_params_])
+        else:
+            embedding = np.random.default_rng(self.seed).normal(0.0, self.init_scale, (d, 2 * k))
+            start = np.concatenate([embedding.ravel(), np.zeros(n_gate + k)])
 
         def forward(theta: np.ndarray):
             w = theta[: d * 2 * k].reshape(d, 2 * k)
@@ -297,6 +325,11 @@ class GeneralPreferenceModel(PreferenceModel):
             return np.concatenate([gate_grad, dz.sum(axis=0)])
 
         return k * p, backward
+
+    def _n_params(self) -> int | None:
+        if not hasattr(self, "embedding_"):
+            return None
+        return self.embedding_.size + self.scale_params_.size
 
     def embed(self, features: sparse.csr_matrix) -> np.ndarray:
         """Preference embeddings v(y) (n x 2k) of encoded responses."""

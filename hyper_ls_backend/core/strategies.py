@@ -436,7 +436,8 @@ class PPMStrategy(LinearStrategy):
     """HyPER: route where the performance prediction model expects a human label to help.
 
     ``fit`` samples label mixes on ``n_splits`` grouped pool/held-out splits of the labelled
-    data, scores each with a proxy reward model, and fits the PPM on all of them. The score
+    data, scores each with a proxy reward model (``proxy_rm``, one of ``ppm.PROXY_RMS``),
+    and fits the PPM on all of them. The score
     of a comparison is the paper's top-k gain in the large-pool limit (the PPM's first-order
     terms), so it does not depend on the batch it arrives in. ``select`` implements the
     paper's simulated sampling for a whole batch at a budget.
@@ -452,6 +453,7 @@ class PPMStrategy(LinearStrategy):
         n_splits: int = 3,
         held_out_share: float = 0.25,
         n_candidates: int = 500,
+        proxy_rm: str = "ridge",
     ) -> None:
         super().__init__(seed)
         self.degree = degree
@@ -459,6 +461,7 @@ class PPMStrategy(LinearStrategy):
         self.n_splits = n_splits
         self.held_out_share = held_out_share
         self.n_candidates = n_candidates
+        self.proxy_rm = proxy_rm
 
     def training_mixes(
         self, features: np.ndarray, comparisons: Sequence[Comparison]
@@ -478,7 +481,9 @@ class PPMStrategy(LinearStrategy):
         for block, (pool, held_out) in enumerate(splitter.split(index, groups=groups)):
             pool_rows = index[pool]
             scorer = MixScorer(
-                [comparisons[i] for i in pool_rows], [comparisons[i] for i in index[held_out]]
+                [comparisons[i] for i in pool_rows],
+                [comparisons[i] for i in index[held_out]],
+                proxy_rm=self.proxy_rm,
             )
             mixes = sample_mixes(features[pool_rows], self.n_mixes, rng)
             vectors.append(mix_vectors(features[pool_rows], mixes))
