@@ -39,6 +39,7 @@ from hyper_ls_backend.eval.campaign import (
     simulate_online,
 )
 from hyper_ls_backend.eval.crossval import simulate as run_simulation
+from hyper_ls_backend.eval.crossval import strategy_variants
 from hyper_ls_backend.eval.guarantee import evaluate_guarantee, score_views
 from hyper_ls_backend.eval.transfer import TRANSFER_STRATEGIES, leave_one_dataset_out
 from hyper_ls_backend.plots import plot_campaigns, plot_guarantee, plot_simulation
@@ -257,8 +258,9 @@ def simulate(args: argparse.Namespace) -> None:
         raise UsageProblem(f"--prior and {SEED_FIELD} in DATA are for --online replays")
     comparisons = read_comparisons(args.data)
     names = args.strategies or list(STRATEGIES)
+    runs = len(strategy_variants(names, args.proxy_rms))
     with progress_bar("simulating") as bar:
-        task = bar.add_task("simulating", total=args.seeds * args.folds * len(names))
+        task = bar.add_task("simulating", total=args.seeds * args.folds * runs)
         outcome = run_simulation(
             comparisons,
             names,
@@ -266,6 +268,7 @@ def simulate(args: argparse.Namespace) -> None:
             seeds=args.seeds,
             folds=args.folds,
             progress=lambda: bar.advance(task),
+            proxy_rms=args.proxy_rms,
         )
     outcome["command"] = args.command_line
     args.report.write_text(json.dumps(outcome, indent=1) + "\n", encoding="utf-8")
@@ -641,6 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulation.add_argument(
         "--strategies", type=strategy_name, nargs="+", help="default: all of them"
+    )
+    simulation.add_argument(
+        "--proxy-rms",
+        choices=PROXY_RMS,
+        nargs="+",
+        default=list(PROXY_RMS),
+        help="hyper is run with each of these proxy reward models (default: all three)",
     )
     simulation.add_argument("--seeds", type=int, default=5, help="each seed is another split")
     simulation.add_argument("--folds", type=int, default=5, help="grouped CV folds")

@@ -25,10 +25,10 @@ import numpy as np
 from sklearn.model_selection import GroupKFold
 
 from hyper_ls_backend.core.comparison import Comparison
-from hyper_ls_backend.core.ppm import hybrid_labels
+from hyper_ls_backend.core.ppm import PROXY_RMS, hybrid_labels
 from hyper_ls_backend.core.proxy_rm import PairEncoder, ProxyRewardModel, ranking_accuracy
 from hyper_ls_backend.core.router import Route, Router
-from hyper_ls_backend.core.strategies import make_strategy
+from hyper_ls_backend.core.strategies import PPMStrategy, make_strategy
 
 BOOTSTRAP_SAMPLES = 1_000
 
@@ -109,6 +109,20 @@ def group_bootstrap_capture(
     return [low / share, high / share]
 
 
+def strategy_variants(
+    strategies: Sequence[str], proxy_rms: Sequence[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Report name -> (strategy, parameters): ``hyper`` once per proxy reward model."""
+    variants: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name in strategies:
+        if name == PPMStrategy.name:
+            for proxy_rm in proxy_rms:
+                variants[f"{name}[{proxy_rm}]"] = (name, {"proxy_rm": proxy_rm})
+        else:
+            variants[name] = (name, {})
+    return variants
+
+
 def simulate(
     comparisons: Sequence[Comparison],
     strategies: Sequence[str],
@@ -116,9 +130,14 @@ def simulate(
     seeds: int = 5,
     folds: int = 5,
     progress: Callable[[], None] | None = None,
+    proxy_rms: Sequence[str] = PROXY_RMS,
 ) -> dict[str, Any]:
-    """Run the grouped cross-validated replay; returns a JSON-ready report."""
+    """Run the grouped cross-validated replay; returns a JSON-ready report.
+
+    ``hyper`` is run once per proxy reward model in ``proxy_rms``, reported as
+    ``hyper[ridge]``, ``hyper[bradley-terry]``, ``hyper[gpm]``."""
     comparisons = list(comparisons)
+    variants = strategy_variants(strategies, proxy_rms)
     groups = np.array([c.group for c in comparisons])
     if len(set(groups.tolist())) < folds:
         raise ValueError(f"need at least {folds} groups for {folds}-fold grouped splits")
@@ -126,7 +145,7 @@ def simulate(
     encoder = PairEncoder()
     differences = encoder.transform(comparisons)
     outcomes: dict[tuple[str, float], list[SeedOutcome]] = {
-        (s, b): [] for s in strategies for b in budgets
+        (s, b): [] for s in variants for b in budgets
     }
     for seed in range(seeds):
         seed_outcomes = {key: SeedOutcome(np.zeros(len(comparisons), bool)) for key in outcomes}
@@ -135,8 +154,8 @@ def simulate(
             train_set = [comparisons[i] for i in train]
             blind = [comparisons[i].without_labels() for i in test]
             held_out_labels = [c.reference_label for c in train_set]
-            for name in strategies:
-                router = Router(make_strategy(name, seed=seed)).fit(train_set)
+            for name, (strategy, params) in variants.items():
+                router = Router(make_strategy(strategy, seed=seed, **params)).fit(train_set)
                 for budget in budgets:
                     result = router.route(blind, budget)
                     routed = np.array([d.route is Route.HUMAN for d in result.decisions])
