@@ -282,11 +282,43 @@ def spend_section(status: ProjectStatus, metric: Metric) -> str:
         card("price per human label", metric(["spend", "human_label_usd"], usd)),
         card("LM input tokens", metric(["spend", "input_tokens"], whole)),
         card("LM output tokens", metric(["spend", "output_tokens"], whole)),
+        card(
+            "LM cost per 1,000 comparisons",
+            metric(["spend", "cost_per_1000_comparisons_usd"], usd, missing="none judged yet"),
+        ),
     ]
-    return f'<h2>Spend</h2><div class="cards">{"".join(cards)}</div>' + figure(
-        charts.spend(status.spend["cost_usd"], status.spend["human_cost_saved_usd"]),
-        "Human cost saved: AI-labelled tasks at the price per human label.",
+    return (
+        f'<h2>Spend</h2><div class="cards">{"".join(cards)}</div>'
+        + batches_part(status, metric)
+        + figure(
+            charts.spend(status.spend["cost_usd"], status.spend["human_cost_saved_usd"]),
+            "Human cost saved: AI-labelled tasks at the price per human label.",
+        )
     )
+
+
+def batches_part(status: ProjectStatus, metric: Metric) -> str:
+    """Message Batches, when any was sent: what their calls cost, and those in flight."""
+    if not status.batches.sent and not status.batches.in_flight:
+        return ""
+    flying = [
+        [
+            metric(["batches", "in_flight", i, "batch_id"], missing="being sent"),
+            metric(["batches", "in_flight", i, "model"]),
+            metric(["batches", "in_flight", i, "requests"], whole),
+            metric(["batches", "in_flight", i, "expires_at"], when, missing="-"),
+        ]
+        for i in range(len(status.batches.in_flight))
+    ]
+    summary = (
+        f"<p>{metric(['batches', 'sent'], whole)} Message Batches sent; "
+        f"{metric(['batches', 'calls'], whole)} judge calls answered in them cost "
+        f"{metric(['batches', 'cost_usd'], usd)} at the batch price instead of "
+        f"{metric(['batches', 'list_cost_usd'], usd)} one by one.</p>"
+    )
+    if not flying:
+        return summary
+    return summary + table(("batch in flight", "model", "requests", "expires"), flying)
 
 
 def versions_section(status: ProjectStatus, metric: Metric) -> str:

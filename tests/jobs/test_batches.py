@@ -21,6 +21,7 @@ from server.harness import (
 )
 
 from hyper_ls_backend.lm.pricing import PriceTable
+from hyper_ls_backend.server import dashboard
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 from hyper_ls_backend.server.status import project_status
@@ -109,6 +110,8 @@ def test_an_import_is_sent_in_one_batch_and_routed_at_half_price_once_it_ends(
     assert status.batches.list_cost_usd == pytest.approx(2 * N * listed)
     assert status.spend["cost_usd"] == pytest.approx(N * listed)
     assert status.spend["cost_per_1000_comparisons_usd"] == pytest.approx(1000 * listed)
+    page = dashboard.render(status)
+    assert f'data-metric="/batches/calls">{2 * N}<' in page and "batch in flight" not in page
 
 
 def test_a_batch_in_flight_shows_in_status_and_tasks_wait_for_it(
@@ -130,6 +133,8 @@ def test_a_batch_in_flight_shows_in_status_and_tasks_wait_for_it(
     (flight,) = status.batches.in_flight
     assert flight.requests == 2 * N and flight.model == MODEL and flight.status == "in_progress"
     assert flight.batch_id in llm.batches
+    page = dashboard.render(status)
+    assert "Message Batches sent" in page and flight.batch_id in page
 
 
 def test_failed_requests_are_asked_again_one_by_one_and_a_lasting_failure_goes_to_humans(
