@@ -6,12 +6,13 @@ Writes N comparisons to a temporary directory as it draws them (prompts of 10-80
 responses of 20-600 words from a 5,000-word vocabulary, half with a judge verdict run in
 both orders; ``--short``: prompts of 5-40 words, responses of 10-150), then times the real
 command line end to end (read, validate, featurize, score, select exactly floor(0.25 x N),
-explain, write) in a child process. Reports comparisons per second and peak memory: of
-the whole process tree (the command and its worker processes, proportional set size
-sampled every 50 ms) and the largest resident set of one process. ``--compare`` also
-routes the file the in-memory way (``Router.route`` on every comparison at once, what
-``route`` did before it streamed) and says whether the two outputs are byte for byte the
-same.
+explain, write) in a child process. Reports comparisons per second; peak memory of the
+whole process tree (the command and its worker processes, proportional set size sampled
+every 50 ms) and the largest resident set of one process; and the CPU time the command
+and its workers used (on a busy machine, comparisons per CPU-second x cores bounds what an
+idle one would do). ``--compare`` also routes the file the in-memory way (``Router.route``
+on every comparison at once, what ``route`` did before it streamed) and says whether the
+two outputs are byte for byte the same.
 """
 
 from __future__ import annotations
@@ -96,12 +97,16 @@ def tree_rss(pid: int) -> int:
 @dataclass(frozen=True)
 class Run:
     seconds: float
+    cpu_seconds: float
+    """User and system time of the command and its workers: what an idle machine's cores
+    would share (``load_1min`` says how busy this one was)."""
     peak_tree_mb: float
     peak_process_mb: float
 
 
 def timed(command: list[str]) -> Run:
     """Run ``command`` to the end, sampling its process tree's memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     peak = 0
@@ -120,8 +125,9 @@ def timed(command: list[str]) -> Run:
     sampler.join()
     if code:
         raise SystemExit(f"{command[0]} exited with {code}")
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # so far
-    return Run(elapsed, peak / 1e6, largest / 1e6)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(elapsed, cpu, peak / 1e6, after.ru_maxrss * 1024 / 1e6)  # largest so far
 
 
 def main() -> None:
@@ -149,6 +155,8 @@ def main() -> None:
             "routed": sum(1 for _ in out.open()),
             "seconds": round(run.seconds, 2),
             "comparisons_per_second": round(args.n / run.seconds),
+            "cpu_seconds": round(run.cpu_seconds, 1),
+            "comparisons_per_cpu_second": round(args.n / run.cpu_seconds),
             "peak_rss_tree_mb": round(run.peak_tree_mb),
             "peak_rss_largest_process_mb": round(run.peak_process_mb),
             "input_mb": round(source.stat().st_size / 1e6, 1),
@@ -160,6 +168,7 @@ def main() -> None:
             reference = timed(command)
             result["in_memory"] = {
                 "seconds": round(reference.seconds, 2),
+                "cpu_seconds": round(reference.cpu_seconds, 1),
                 "peak_rss_tree_mb": round(reference.peak_tree_mb),
                 "byte_identical": memory_out.read_bytes() == out.read_bytes(),
             }
