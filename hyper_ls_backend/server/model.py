@@ -204,7 +204,7 @@ class HyperModel:
             label=answer.label.value,
             choice=answer.choice,
             strength=answer.strength.value if answer.strength else None,
-            annotator=completed_by(annotation),
+            annotator=last_editor(annotation),
         )
         project_id = int(project["id"])
         every = self.settings.for_project(stored.extra_params).hyper_refit_every
@@ -214,8 +214,15 @@ class HyperModel:
         return f"stored label {answer.label.value}"
 
     def _made_by_backend(self, annotation: dict[str, Any]) -> bool:
+        """Created by the backend (credited to the judge's user or the token's owner) and
+        not changed since by anyone else: a person who corrects a pre-fill in place leaves
+        ``completed_by`` the judge's and becomes ``updated_by``, and that is a human label."""
         client = self.pipeline.label_studio
-        return client is not None and client.is_backend_user(completed_by(annotation))
+        return (
+            client is not None
+            and client.is_backend_user(completed_by(annotation))
+            and client.is_backend_user(last_editor(annotation))
+        )
 
 
 LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
@@ -223,7 +230,16 @@ LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIO
 
 def completed_by(annotation: dict[str, Any]) -> int | None:
     """LS sends ``completed_by`` as an id or as a user object."""
-    user = annotation.get("completed_by")
+    return _user_id(annotation.get("completed_by"))
+
+
+def last_editor(annotation: dict[str, Any]) -> int | None:
+    """Who saved the annotation last: ``updated_by`` where Label Studio sends it."""
+    editor = _user_id(annotation.get("updated_by"))
+    return editor if editor is not None else completed_by(annotation)
+
+
+def _user_id(user: Any) -> int | None:
     if isinstance(user, dict):
         user = user.get("id")
     return int(user) if user is not None else None

@@ -287,11 +287,36 @@ def test_the_backends_own_annotations_are_not_learned_from(
         human = annotation_event(
             "ANNOTATION_CREATED", 13, 3, "A-is-clearly-better", completed_by=4, parent_prediction=7
         )
-        answers = [client.post("/webhook", json=e).json()["status"] for e in (own, own_as_object)]
+        # a human who corrected the backend's pre-fill in place: still credited to the
+        # backend's user, but saved last by the human
+        corrected = annotation_event(
+            "ANNOTATION_UPDATED",
+            14,
+            4,
+            "B-is-clearly-better",
+            completed_by=backend,
+            updated_by={"id": 5},
+            parent_prediction=502,
+        )
+        unchanged = annotation_event(
+            "ANNOTATION_UPDATED",
+            15,
+            5,
+            "Tie",
+            completed_by=backend,
+            updated_by=backend,
+            parent_prediction=503,
+        )
+        answers = [
+            client.post("/webhook", json=e).json()["status"]
+            for e in (own, own_as_object, unchanged)
+        ]
         client.post("/webhook", json=human)
+        client.post("/webhook", json=corrected)
         labels = model.store.human_labels(PROJECT)
     assert all("own annotation" in answer for answer in answers)
-    assert [x.annotation_id for x in labels] == [13]
+    assert [x.annotation_id for x in labels] == [13, 14]
+    assert [x.annotator for x in labels] == [4, 5]
     assert any(path.endswith("/whoami") or "whoami" in path for path in label_studio.paths())
 
 
