@@ -118,21 +118,24 @@ class BatchJudging:
         when it is not batched (or was left out of its import's batches, or ``alone``
         asks for it before they were sent): the caller judges it now."""
         project_id, task_id = record.project_id, record.task_id
+        # The claims first: a batch taken by the API is stored with its requests in one
+        # transaction, so requests not seen after a claim seen sent are not in it.
+        batch = record.import_batch
+        claims = self.store.import_batches(project_id, batch) if batch is not None else []
         items = self.store.batch_items(project_id, task_id)
         if items:
             if any(item.outcome is None for item in items):
                 return WAITING
             return self._from_items(comparison, items)
-        if record.import_batch is None or not self.batched(settings, len(members)):
+        if batch is None or not self.batched(settings, len(members)):
             return None
-        claims = self.store.import_batches(project_id, record.import_batch)
         if claims:
             return WAITING if any(c.status == "submitting" for c in claims) else None
         if alone:
             return None
-        if self.store.unread_in_import(project_id, record.import_batch):
+        if self.store.unread_in_import(project_id, batch):
             return WAITING  # the worker reading the import's last task sends its batches
-        return WAITING if self._submit(project_id, record.import_batch, members) else None
+        return WAITING if self._submit(project_id, batch, members) else None
 
     def _from_items(self, comparison: Comparison, items: Sequence[JudgeBatchItem]) -> PanelResult:
         """Each judge's result from the task's batch answers; an order the batch did not

@@ -220,6 +220,9 @@ class Pipeline:
     ) -> list[DecisionRecord]:
         """Decide the task's import if all of it is judged, else the task alone if it is
         of a small import or ``alone``; returns the decisions made now."""
+        own = self._candidates(project_id, [task_id])
+        if own is None:  # waiting for its batch's answers: its import is not all judged
+            return []
         router = self.routers.for_project(project_id)
         policy = self._policy(project_id, settings, config, router)
         members = self.store.import_of(project_id, task_id)
@@ -229,10 +232,7 @@ class Pipeline:
                 return self._decide_tasks(project_id, members, batch, policy, router)
             if not alone:
                 return []
-        alone_candidate = self._candidates(project_id, [task_id])
-        if alone_candidate is None:  # waiting for its batch's answers
-            return []
-        return self._decide_tasks(project_id, [task_id], alone_candidate, policy, router)
+        return self._decide_tasks(project_id, [task_id], own, policy, router)
 
     def _policy(
         self, project_id: int, settings: Settings, config: PreferenceConfig, router: Router
