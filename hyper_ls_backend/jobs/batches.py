@@ -81,16 +81,18 @@ class BatchJudging:
     def for_panel(
         cls, settings: Settings, store: Store, panel: JudgePanel | None
     ) -> BatchJudging | None:
-        """None when batching is off or not every judge speaks the Anthropic API."""
-        if panel is None or settings.hyper_judge_batch is BatchMode.OFF:
+        """None when not every judge speaks the Anthropic API (or there is no judge);
+        whether an import is batched is the project's ``HYPER_JUDGE_BATCH``."""
+        if panel is None:
             return None
         transports = build_transports(settings, os.environ)  # the panel's, unlimited
         if not all(isinstance(t, AnthropicTransport) for t in transports):
-            log.warning(
-                "HYPER_JUDGE_BATCH=%s: not every judge speaks the Anthropic API, so imports "
-                "are judged call by call at the standard price",
-                settings.hyper_judge_batch.value,
-            )
+            if settings.hyper_judge_batch is not BatchMode.OFF:
+                log.warning(
+                    "HYPER_JUDGE_BATCH=%s: not every judge speaks the Anthropic API, so "
+                    "imports are judged call by call at the standard price",
+                    settings.hyper_judge_batch.value,
+                )
             return None
         clients = tuple(MessageBatches(t) for t in transports)  # type: ignore[arg-type]
         return cls(settings, store, panel, clients)

@@ -248,3 +248,18 @@ def test_a_batch_the_api_lost_is_judged_call_by_call(
     (record,) = model.store.batches_of(PROJECT)
     assert record.status == "gone"
     assert message_calls(llm) == 2 * N and not model.store.undecided_tasks()
+
+
+def test_a_project_may_turn_batching_on_when_the_backend_has_it_off(
+    tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
+) -> None:
+    model = HyperModel.build(batch_settings(tmp_path, llm, hyper_judge_batch="off"), immediate=True)
+    model.start()
+    try:
+        model.setup(PROJECT, CONFIG_5POINT, {"hyper_judge_batch": "on"})
+        import_tasks(model, [task(i, "a") for i in range(1, 4)])
+        model.pipeline.batches.poll()
+    finally:
+        model.stop()
+
+    assert len(llm.batches) == 1 and message_calls(llm) == 0
