@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
 from hyper_ls_backend.core.comparison import Comparison, Label
@@ -37,7 +39,10 @@ from hyper_ls_backend.core.preference import (
     PreferenceEncoder,
 )
 from hyper_ls_backend.core.proxy_rm import ProxyRewardModel, preference_targets
-from hyper_ls_backend.eval.crossval import group_bootstrap
+from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.core.strategies import judge_errors, make_strategy
+from hyper_ls_backend.eval.campaign import paired_difference
+from hyper_ls_backend.eval.crossval import group_bootstrap, summarize
 
 CYCLE_STYLES = 5
 STYLE_VOCABULARY = np.array([[f"s{s}w{i}" for i in range(20)] for s in range(CYCLE_STYLES)])
@@ -154,6 +159,89 @@ def held_out_accuracy(
     }
 
 
+def second_opinion(p_a: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+    """A preference model's disagreement with the judge, weighted by its confidence: for a
+    decisive judge label, ``max(0, 2 P(the other side) - 1)`` (0 when it agrees or cannot
+    tell, 1 when sure of the other side); for a tie, ``|2 P(A) - 1|``; 0 without a label."""
+    signal = np.zeros(len(comparisons))
+    for i, c in enumerate(comparisons):
+        if c.judge_label is Label.A:
+            signal[i] = max(0.0, 1.0 - 2.0 * p_a[i])
+        elif c.judge_label is Label.B:
+            signal[i] = max(0.0, 2.0 * p_a[i] - 1.0)
+        elif c.judge_label is Label.TIE:
+            signal[i] = abs(2.0 * p_a[i] - 1.0)
+    return signal
+
+
+def cross_fitted_opinion(
+    pairs: EncodedPairs, comparisons: Sequence[Comparison], rows: np.ndarray, folds: int
+) -> np.ndarray:
+    """``second_opinion`` on ``rows``, each from a Bradley-Terry model fitted on the human
+    labels of the other inner folds (a model never sees the label it is scored against)."""
+    groups = [comparisons[i].group for i in rows]
+    p_a = np.zeros(len(rows))
+    for fit, held in GroupKFold(folds).split(rows, groups=groups):
+        model = BradleyTerry().fit(
+            pairs.rows(rows[fit]), [comparisons[i].first_human for i in rows[fit]]
+        )
+        p_a[held] = model.predict_proba(pairs.rows(rows[held]))
+    return second_opinion(p_a, [comparisons[i] for i in rows])
+
+
+def second_opinion_gain(
+    comparisons: Sequence[Comparison], seeds: int = 3, folds: int = 5, budget: float = 0.25
+) -> dict[str, Any]:
+    """Does the second opinion help rank the judge's errors? Grouped CV: on the training
+    folds, the default router (``judge-signals``) is fitted and a logistic model of judge
+    errors is fitted on its score alone (the recalibrated prior) and on its score plus the
+    cross-fitted second opinion; both rank the held-out fold (whose opinion comes from a
+    model fitted on all training folds). Out-of-fold AUC and capture at ``budget``
+    (share of judge errors in the top ``budget`` x random), paired over seeds."""
+    comparisons = list(comparisons)
+    rows_judged, wrong = judge_errors(comparisons)
+    judged = [comparisons[i] for i in rows_judged]
+    groups = np.array([c.group for c in judged])
+    pairs = PreferenceEncoder().transform(judged)
+    outcome: dict[str, list[float]] = {
+        k: [] for k in ("auc", "auc_with", "capture", "capture_with")
+    }
+    for seed in range(seeds):
+        scores = {"without": np.zeros(len(judged)), "with": np.zeros(len(judged))}
+        splitter = GroupKFold(folds, shuffle=True, random_state=seed)
+        for train, test in splitter.split(judged, groups=groups):
+            router = Router(make_strategy("judge-signals", seed=seed)).fit(
+                [judged[i] for i in train]
+            )
+            prior_train, _ = router.score([judged[i] for i in train])
+            prior_test, _ = router.score([judged[i] for i in test])
+            opinion_train = cross_fitted_opinion(pairs, judged, train, folds)
+            model = BradleyTerry().fit(pairs.rows(train), [judged[i].first_human for i in train])
+            opinion_test = second_opinion(
+                model.predict_proba(pairs.rows(test)), [judged[i] for i in test]
+            )
+            for key, x_train, x_test in (
+                ("without", prior_train[:, None], prior_test[:, None]),
+                ("with", np.c_[prior_train, opinion_train], np.c_[prior_test, opinion_test]),
+            ):
+                fitted = LogisticRegression().fit(x_train, wrong[train])
+                scores[key][test] = fitted.decision_function(x_test)
+        for key, suffix in (("without", ""), ("with", "_with")):
+            outcome["auc" + suffix].append(float(roc_auc_score(wrong, scores[key])))
+            top = np.argsort(-scores[key], kind="stable")[: int(budget * len(judged))]
+            outcome["capture" + suffix].append(float(wrong[top].mean() / wrong.mean()))
+    return {
+        "n_judged": len(judged),
+        "judge_error_rate": float(wrong.mean()),
+        "seeds": seeds,
+        "folds": folds,
+        "budget": budget,
+        **{key: summarize(values) for key, values in outcome.items()},
+        "auc_gain": paired_difference(outcome["auc_with"], outcome["auc"]),
+        "capture_gain": paired_difference(outcome["capture_with"], outcome["capture"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, nargs="*", metavar="DATA.jsonl")
@@ -162,8 +250,37 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument(
+        "--second-opinion",
+        action="store_true",
+        help="measure the second opinion as a judge-error signal instead",
+    )
     args = parser.parse_args()
     datasets = {path.stem: read_comparisons(path) for path in args.data}
+    if args.second_opinion:
+        gains = {
+            name: second_opinion_gain(data, args.seeds, args.folds)
+            for name, data in datasets.items()
+        }
+        args.report.write_text(json.dumps(gains, indent=1) + "\n", encoding="utf-8")
+        for name, gain in gains.items():
+            print(
+                name,
+                json.dumps(
+                    {
+                        k: gain[k]
+                        for k in (
+                            "auc",
+                            "auc_with",
+                            "capture",
+                            "capture_with",
+                            "auc_gain",
+                            "capture_gain",
+                        )
+                    }
+                ),
+            )
+        return
     if args.synthetic:
         datasets["cyclic-synthetic"] = cyclic_comparisons(1_000, seed=0)
     report = {

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from hyper_ls_backend.core.comparison import Comparison, Label
+from hyper_ls_backend.core.ppm import MixScorer
 from hyper_ls_backend.core.preference import (
     BradleyTerry,
     GeneralPreferenceModel,
@@ -14,7 +17,11 @@ from hyper_ls_backend.core.preference import (
     probability,
 )
 from hyper_ls_backend.core.proxy_rm import ranking_accuracy
+from hyper_ls_backend.core.router import Router
+from hyper_ls_backend.core.strategies import PPMStrategy
 from hyper_ls_backend.eval.preference import cyclic_comparisons
+
+from .conftest import SMALL_PPM
 
 MODELS = {
     "bradley-terry": lambda seed=0: BradleyTerry(),
@@ -148,3 +155,18 @@ def test_bradley_terry_predicts_held_out_mtbench_humans(mtbench):
     test = [c for c in mtbench if c.group in held_out]
     model = BradleyTerry().fit(train, [c.first_human for c in train])
     assert ranking_accuracy(model.margin(test), [c.reference_label for c in test]) > 0.6
+
+
+@pytest.mark.parametrize("proxy_rm", ["bradley-terry", "gpm"])
+def test_the_ppm_scores_mixes_with_a_preference_model_and_keeps_the_choice(proxy_rm, comparisons):
+    strategy = PPMStrategy(**{**SMALL_PPM, "n_mixes": 12}, proxy_rm=proxy_rm)
+    router = Router(strategy).fit(comparisons)
+    assert router.strategy.training_["n_mixes"] == 24
+    assert 0.0 < router.strategy.training_["target_mean"] < 1.0
+    loaded = Router.from_dict(json.loads(json.dumps(router.to_dict())))
+    assert loaded.strategy.get_params()["proxy_rm"] == proxy_rm
+
+
+def test_an_unknown_proxy_reward_model_is_refused(comparisons):
+    with pytest.raises(ValueError, match="unknown proxy reward model"):
+        MixScorer(comparisons[:20], comparisons[20:40], proxy_rm="elo")
