@@ -11,9 +11,9 @@ response (``PairEncoder``) and of the prompt, so nothing needs downloaded weight
   v(y) = W^T [phi(y), 1] of dimension 2k and P(a > b) = sigmoid(v(a)^T R v(b)), with R
   block-diagonal, blocks lambda_l [[0, -1], [1, 0]]. R is skew-symmetric, so the score of
   (b, a) is minus that of (a, b): P(a > b) + P(b > a) = 1 by construction, yet a cycle is
-  expressible (three responses at 120 degrees in one block). The block scales lambda_l are
-  learned per block, or, with ``gate=True``, computed from the prompt (k x softmax of a
-  linear map of its n-grams: which preference dimensions matter depends on what was asked).
+  expressible (three responses at 120 degrees in one block). The block scales lambda_l
+  are k x softmax of a learned bias per block, or, with ``gate=True``, of a linear map of
+  the prompt's n-grams (which preference dimensions matter depends on what was asked).
   A constant coordinate lets GPM nest Bradley-Terry (v = (1, r) in one block gives
   r(a) - r(b)). The fit is not convex: it starts from a seeded draw of unit scale (a
   small draw, or a start at the Bradley-Terry solution, stays near the saddle at zero and
