@@ -241,9 +241,9 @@ class GeneralPreferenceModel(PreferenceModel):
     k:
         Number of 2-dimensional blocks (the embedding has dimension 2k).
     alpha:
-        L2 penalty on the embedding map, the gate and the log block scales.
+        L2 penalty on the embedding map and on the scales' softmax logits (gate and bias).
     gate:
-        Block scales from the prompt (k x softmax) instead of one learned scale per block.
+        Block scales from the prompt instead of one learned bias per block.
     seed:
         The draw the embedding map starts from.
     init_scale:
