@@ -227,7 +227,9 @@ class Pipeline:
         policy = self._policy(project_id, settings, config, router)
         members = self.store.import_of(project_id, task_id)
         if len(members) >= policy.min_batch:
-            batch = self._candidates(project_id, members)
+            # One count first: reading the whole import for each of its tasks is quadratic.
+            unready = self.store.unready_in_import_of(project_id, task_id, self.judge is not None)
+            batch = None if unready else self._candidates(project_id, members)
             if batch is not None:
                 return self._decide_tasks(project_id, members, batch, policy, router)
             if not alone:

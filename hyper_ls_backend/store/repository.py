@@ -257,6 +257,36 @@ class Store:
 
     # -- judge batches (jobs/batches.py) ---------------------------------------------------
 
+    def unready_in_import_of(self, project_id: int, task_id: int, judged: bool) -> int:
+        """Tasks of ``task_id``'s import not ready to decide: not yet read, or (``judged``)
+        readable but without a judge output. One count, however big the import."""
+        with self.session() as s:
+            batch = s.scalar(
+                select(TaskRecord.import_batch).where(
+                    TaskRecord.project_id == project_id, TaskRecord.task_id == task_id
+                )
+            )
+            if batch is None:
+                return 0
+            unread = TaskRecord.comparison.is_(None) & TaskRecord.problem.is_(None)
+            waiting = unread
+            if judged:
+                output = select(JudgeOutput.task_id).where(
+                    JudgeOutput.project_id == project_id,
+                    JudgeOutput.task_id == TaskRecord.task_id,
+                )
+                waiting = unread | (TaskRecord.comparison.is_not(None) & ~output.exists())
+            return (
+                s.scalar(
+                    select(func.count()).where(
+                        TaskRecord.project_id == project_id,
+                        TaskRecord.import_batch == batch,
+                        waiting,
+                    )
+                )
+                or 0
+            )
+
     def unread_in_import(self, project_id: int, import_batch: int) -> int:
         """Tasks of the import not yet read (neither a comparison nor a problem stored)."""
         with self.session() as s:
