@@ -167,8 +167,8 @@ def route_file(
 
     ``fit_on_inputs``: ``router``'s strategy learns nothing and takes its reference from
     the inputs, as ``Router.fit`` on them would (the router returned is the fitted one).
-    A bad line raises one ``DatasetError`` for the file before ``out`` is created; so does
-    an empty file (``n`` is then 0 and nothing is written). ``progress`` is called with the
+    A bad line raises one ``DatasetError`` for the file before ``out`` is created; a file
+    without comparisons creates nothing and says ``n`` 0. ``progress`` is called with the
     number of comparisons read, then written, chunk by chunk.
     """
     with tempfile.TemporaryFile(dir=out.parent, prefix=".route-spool-") as spool:
