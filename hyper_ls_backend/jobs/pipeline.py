@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,8 @@ from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Route
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
-from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
+from hyper_ls_backend.lm.batch import map_bounded
+from hyper_ls_backend.ls.client import LabelStudioClient, Predicted, TaskGone, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
     parse_label_config,
@@ -121,14 +123,97 @@ class Pipeline:
             self.on_decided(project_id, others)
         return decision
 
-    def _route_task(
-        self, project_id: int, task_id: int, alone: bool
-    ) -> tuple[DecisionRecord | None, list[DecisionRecord]]:
+    def route_tasks(self, project_id: int, task_ids: Sequence[int]) -> list[int]:
+        """Route a queue job's chunk of tasks as ``route_task`` routes each, but all at
+        once: every task is read, tagged and judged at the same time (the process's one LM
+        limiter bounds the requests in flight, not this worker thread), then the chunk's
+        decisions are written back together (the predictions in one bulk import). Returns
+        the tasks that failed, each logged; the others are done."""
+        settings, config = self._project(project_id)
+        failed: list[int] = []
+
+        def prepare(task_id: int) -> None:
+            try:
+                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                    if self.store.decision(project_id, task_id) is None:
+                        record = self.store.task(project_id, task_id)
+                        self._prepare(project_id, record, config, settings, alone=False)
+            except Exception:
+                log.exception("routing task %d of project %d failed", task_id, project_id)
+                failed.append(task_id)
+
+        map_bounded(prepare, task_ids, max(1, len(task_ids)))
+        made: set[int] = set()
+        for task_id in task_ids:  # in order: a small import's tasks are decided one by one
+            if task_id in failed:
+                continue
+            try:
+                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                    if self.store.decision(project_id, task_id) is None:
+                        decided = self._decide(project_id, task_id, settings, config, False)
+                        made.update(d.task_id for d in decided)
+            except Exception:
+                log.exception("deciding task %d of project %d failed", task_id, project_id)
+                failed.append(task_id)
+        if self.label_studio is not None:
+            done = [task_id for task_id in task_ids if task_id not in failed]
+            failed += self._write_chunk(project_id, done, made, config, settings)
+        others = sorted(made - set(task_ids))
+        if others and self.on_decided is not None:
+            self.on_decided(project_id, others)
+        return failed
+
+    def _project(self, project_id: int) -> tuple[Settings, PreferenceConfig]:
         project = self.store.project(project_id)
         if project is None:
             raise LookupError(f"project {project_id} is unknown: was the backend connected?")
-        settings = self.settings.for_project(project.extra_params)
-        config = parse_label_config(project.label_config)
+        return self.settings.for_project(project.extra_params), parse_label_config(
+            project.label_config
+        )
+
+    def _write_chunk(
+        self,
+        project_id: int,
+        task_ids: Sequence[int],
+        made: set[int],
+        config: PreferenceConfig,
+        settings: Settings,
+    ) -> list[int]:
+        """Write back the chunk's decisions not yet written (``made``: just decided, so
+        nothing of them can be in Label Studio yet); returns the tasks that failed."""
+        stripes = sorted({hash((project_id, task_id)) % LOCK_STRIPES for task_id in task_ids})
+        with ExitStack() as held:
+            for stripe in stripes:
+                held.enter_context(self._task_locks[stripe])
+            records = {r.task_id: r for r in self.store.tasks(project_id, task_ids)}
+            items = [
+                (decision, self._write_item(decision, records[t].payload, settings, t in made))
+                for t in task_ids
+                if (decision := self.store.decision(project_id, t)) is not None
+                and decision.written_at is None
+            ]
+            try:
+                predicted = self.label_studio.predict_many(
+                    project_id, config, [item for _, item in items]
+                )
+            except Exception:
+                log.exception("writing the predictions of project %d in bulk failed", project_id)
+                return [decision.task_id for decision, _ in items]
+            failed = []
+            for decision, item in items:
+                try:
+                    self._write_back(decision, item, config, settings, predicted.get(item.task_id))
+                except Exception:
+                    log.exception(
+                        "writing back task %d of project %d failed", item.task_id, project_id
+                    )
+                    failed.append(item.task_id)
+            return failed
+
+    def _route_task(
+        self, project_id: int, task_id: int, alone: bool
+    ) -> tuple[DecisionRecord | None, list[DecisionRecord]]:
+        settings, config = self._project(project_id)
         record = self.store.task(project_id, task_id)
         decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
@@ -137,7 +222,8 @@ class Pipeline:
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
             fresh = any(m.task_id == task_id for m in made)
-            self._write_back(decision, record.payload, config, settings, fresh=fresh)
+            item = self._write_item(decision, record.payload, settings, fresh)
+            self._write_back(decision, item, config, settings)
         return decision, made
 
     def _prepare(
@@ -311,28 +397,31 @@ class Pipeline:
         output = self.store.judge_output(decision.project_id, decision.task_id)
         return verdicts_of(output) if output is not None else []
 
-    def _write_back(
-        self,
-        decision: DecisionRecord,
-        payload: dict[str, Any],
-        config: PreferenceConfig,
-        settings: Settings,
-        fresh: bool,
-    ) -> None:
-        label = decision.judge_label
-        item = WriteBack(
+    def _write_item(
+        self, decision: DecisionRecord, payload: dict[str, Any], settings: Settings, fresh: bool
+    ) -> WriteBack:
+        return WriteBack(
             task=payload,
             route=decision.route,
             score=decision.score,
             reason=summarize(decision, self._verdicts(decision)),
             model_version=decision.model_version,
-            label=label,
+            label=decision.judge_label,
             confidence=decision.judge_confidence,
             annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
             fresh=fresh,
         )
+
+    def _write_back(
+        self,
+        decision: DecisionRecord,
+        item: WriteBack,
+        config: PreferenceConfig,
+        settings: Settings,
+        predicted: Predicted | None = None,
+    ) -> None:
         try:
-            written = self.label_studio.write(config, item)
+            written = self.label_studio.write(config, item, predicted)
         except TaskGone:
             # Deleted in Label Studio: the decision stays ours, there is nothing to show.
             log.warning(

@@ -25,8 +25,10 @@ from hyper_ls_backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHUNK = 5
-"""Tasks per job: small, so many workers share an import and progress is visible."""
+CHUNK = 20
+"""Tasks per job, judged at once (``Pipeline.route_tasks``): with the worker threads, how
+many tasks can be in progress (8 x 20 keeps 320 LM requests waiting for the shared limit
+of ``HYPER_JUDGE_CONCURRENCY``), and how many predictions go in one bulk write."""
 RETRIES, RETRY_DELAY = 5, 5
 
 
@@ -101,13 +103,7 @@ class JobQueue:
             # One task that fails (Label Studio down, task deleted) must not hold back the
             # others of its chunk: route them all, then fail the job so huey retries it
             # (tasks already routed and written are skipped on the retry).
-            failed = []
-            for task_id in task_ids:
-                try:
-                    pipeline.route_task(project_id, task_id)
-                except Exception:
-                    log.exception("routing task %d of project %d failed", task_id, project_id)
-                    failed.append(task_id)
+            failed = pipeline.route_tasks(project_id, task_ids)
             if failed:
                 raise RuntimeError(f"project {project_id}: tasks {failed} failed, retrying")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -80,6 +80,10 @@ class WriteBack:
     write-back need not look for an earlier prediction or annotation first."""
 
     @property
+    def task_id(self) -> int:
+        return int(self.task["id"])
+
+    @property
     def project_id(self) -> int | None:
         """The task's project, as Label Studio sends it with every task (webhook, /predict)."""
         project = self.task.get("project")
@@ -89,6 +93,14 @@ class WriteBack:
 @dataclass(frozen=True)
 class Written:
     prediction_id: int | None = None
+    annotation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """A task's prediction from this backend, and the annotation made from it if any."""
+
+    prediction_id: int
     annotation_id: int | None = None
 
 
@@ -167,13 +179,96 @@ class LabelStudioClient:
     def connect(cls, url: str, api_key: str, timeout: float = 30.0) -> LabelStudioClient:
         return cls(LabelStudio(base_url=url, api_key=api_key, timeout=timeout))
 
-    def write(self, config: PreferenceConfig, item: WriteBack) -> Written:
-        """Write one decision. The route fields go last, so a task that shows a route in
-        Label Studio (and in the HyPER tabs) already carries its prediction and annotation,
-        and an AI-routed task leaves the labelling stream before it shows up as routed."""
-        task_id = int(item.task["id"])
+    def predict_many(
+        self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]
+    ) -> dict[int, Predicted]:
+        """The predictions of a chunk of decisions, in bulk: those of its AI-routed tasks
+        that have none yet are created in one ``import_predictions`` call, and every
+        prediction's id (with the annotation made from it, if there is one already) read
+        back in one list of the chunk's tasks. Returns them by task id, for ``write``.
+
+        Label Studio validates imported predictions against the config and drops those it
+        rejects (``created`` says how many it kept); it refuses the whole import when one
+        of its tasks was deleted. A task left without its prediction either way is simply
+        not in the answer: ``write`` then creates it on its own, and fails or finds the task
+        gone for that task alone. A chunk with a single prediction to make skips all this.
+        """
+        wanted = [item for item in items if item.route is Route.AI and item.label is not None]
+        if len(wanted) < 2:
+            return {}
+        found = {} if all(item.fresh for item in wanted) else self._predicted(project_id, wanted)
+        missing = [item for item in wanted if item.task_id not in found]
+        if not missing:
+            return found
+        request = [
+            {
+                "task": item.task_id,
+                "result": prediction_result(config, item.label, strength_for(item.confidence)),
+                "score": item.confidence if item.confidence is not None else 0.5,
+                "model_version": item.model_version,
+            }
+            for item in missing
+            if item.label is not None
+        ]
+        try:
+            created = self.sdk.projects.import_predictions(id=project_id, request=request).created
+        except ApiError as error:
+            if error.status_code != 400:
+                raise
+            log.warning(
+                "Label Studio refused the predictions of %d tasks of project %d at once "
+                "(HTTP 400: a task deleted?): writing them one by one",
+                len(missing),
+                project_id,
+            )
+            return found
+        if created != len(request):
+            log.warning(
+                "Label Studio kept %s of %d predictions imported into project %d: the "
+                "others are written one by one",
+                created,
+                len(request),
+                project_id,
+            )
+        return self._predicted(project_id, wanted)
+
+    def _predicted(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Predicted]:
+        """Each item's prediction (of its model version) and the annotation made from it,
+        read with the items' tasks in one list call."""
+        versions = {item.task_id: item.model_version for item in items}
+        selected = {"selectedItems": {"all": False, "included": sorted(versions)}}
+        found: dict[int, Predicted] = {}
+        for task in self.sdk.tasks.list(
+            project=project_id, fields="all", query=json.dumps(selected), resolve_uri=False
+        ):
+            if task.id not in versions:
+                continue
+            ids = sorted(
+                int(extra["id"])
+                for prediction in task.predictions or []
+                if prediction.model_version == versions[task.id]
+                and "id" in (extra := prediction.model_extra or {})
+            )
+            if not ids:
+                continue
+            annotations = [
+                int(a["id"]) for a in task.annotations or [] if a.get("parent_prediction") == ids[0]
+            ]
+            found[task.id] = Predicted(ids[0], annotations[0] if annotations else None)
+        return found
+
+    def write(
+        self, config: PreferenceConfig, item: WriteBack, predicted: Predicted | None = None
+    ) -> Written:
+        """Write one decision (``predicted``: its prediction, from ``predict_many``). The
+        route fields go last, so a task that shows a route in Label Studio (and in the HyPER
+        tabs) already carries its prediction and annotation, and an AI-routed task leaves
+        the labelling stream before it shows up as routed."""
+        task_id = item.task_id
         with _task_gone_on_missing(task_id):
-            written = self._prefill(config, item) if item.route is Route.AI else Written()
+            written = (
+                self._prefill(config, item, predicted) if item.route is Route.AI else Written()
+            )
             self._add_fields(
                 task_id,
                 item.project_id,
@@ -218,25 +313,34 @@ class LabelStudioClient:
                 return task.data or {}
         raise TaskGone(task_id)
 
-    def _prefill(self, config: PreferenceConfig, item: WriteBack) -> Written:
+    def _prefill(
+        self, config: PreferenceConfig, item: WriteBack, predicted: Predicted | None
+    ) -> Written:
+        """The prediction (``predicted``, else found or created now) and, in annotate
+        mode, the annotation made from it (found, else created now)."""
         if item.label is None:
             return Written()
-        task_id = int(item.task["id"])
+        task_id = item.task_id
         result = prediction_result(config, item.label, strength_for(item.confidence))
-        prediction_id = (None if item.fresh else self._existing_prediction(task_id, item)) or (
-            self.sdk.predictions.create(
-                task=task_id,
-                result=result,
-                score=item.confidence if item.confidence is not None else 0.5,
-                model_version=item.model_version,
-            ).id
-        )
+        if predicted is None:
+            prediction_id = (None if item.fresh else self._existing_prediction(task_id, item)) or (
+                self.sdk.predictions.create(
+                    task=task_id,
+                    result=result,
+                    score=item.confidence if item.confidence is not None else 0.5,
+                    model_version=item.model_version,
+                ).id
+            )
+            annotation_id = None
+            if item.annotate and not item.fresh:
+                annotation_id = self._existing_annotation(task_id, prediction_id)
+            predicted = Predicted(prediction_id, annotation_id)
         if not item.annotate:
-            return Written(prediction_id)
-        annotation_id = (
-            None if item.fresh else self._existing_annotation(task_id, prediction_id)
-        ) or self._annotate(task_id, result, prediction_id)
-        return Written(prediction_id, annotation_id)
+            return Written(predicted.prediction_id)
+        annotation_id = predicted.annotation_id or self._annotate(
+            task_id, result, predicted.prediction_id
+        )
+        return Written(predicted.prediction_id, annotation_id)
 
     def _annotate(self, task_id: int, result: list[dict[str, Any]], prediction_id: int) -> int:
         judge = self.judge_user_id()

@@ -42,8 +42,8 @@ from hyper_ls_backend.settings import Settings
 
 pytestmark = pytest.mark.label_studio
 
-THREADS = Settings.model_fields["threads"].default
-"""The backend's worker threads (not set by the tests)."""
+CONCURRENCY = Settings.model_fields["hyper_judge_concurrency"].default
+"""The backend's LM requests in flight at most (not set by the tests)."""
 
 EXPECTED_CHOICE = {**PLANS, "biased": "Tie"}
 """The 5-point choice a task's judge plan ends as: a consistent answer as given (strength
@@ -313,10 +313,11 @@ def test_a_backend_killed_mid_import_loses_nothing_and_routes_nothing_twice(
 
     before = check_state()
 
-    # The judge was paid once per task and order, but for the tasks in flight at the kill
-    # (at most one per worker thread) which are judged again after the restart.
+    # The judge was paid once per task and order, but for the tasks in flight at the kill,
+    # which are judged again after the restart: at most one per LM request slot (their
+    # orders take the slots first come first served, so few are left half-asked).
     judged_twice = [t for t in ids if max(judge.attempts(f"c{ids.index(t)}").values()) > 1]
-    assert len(judged_twice) <= THREADS, judged_twice
+    assert len(judged_twice) <= CONCURRENCY, judged_twice
 
     # Once routed, the duplicated webhook changes nothing either.
     jobs_before = finished_jobs(backend)

@@ -31,6 +31,8 @@ from server.harness import (
 from services import PostgresServer, RedisServer
 
 from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.jobs.queue import CHUNK
+from hyper_ls_backend.lm.batch import INITIAL_WINDOW
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
 from hyper_ls_backend.settings import Settings
@@ -247,6 +249,40 @@ def test_a_new_queue_runs_the_jobs_another_enqueued_without_any_resume(
         restarted.queue.stop()
     assert restarted.store.decision_counts() == {(PROJECT, "human"): 3, (PROJECT, "ai"): 9}
     assert dict(judge.calls) == {f"task {i}": 2 for i in range(1, 13)}
+
+
+def test_lm_requests_in_flight_are_bounded_by_the_shared_limit_not_by_worker_threads(
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel], queue: dict[str, Any]
+) -> None:
+    """Two worker threads, HYPER_JUDGE_CONCURRENCY 12: each job judges its chunk's tasks
+    at once, so the import keeps 12 requests in flight (not 2 threads x 2 orders), and the
+    one limiter the tasks share never lets more through."""
+    llm.responder = ScriptedJudge(delay=0.2)
+    settings = judge_settings(
+        tmp_path, llm.base_url, threads=2, hyper_judge_concurrency=12, **queue
+    )
+    model = start(settings, models)
+    model.setup(PROJECT, CONFIG_5POINT, None)
+    model.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, 41)])))
+    wait_until(lambda: all_routed(model, 40), timeout=60, what="40 tasks routed")
+    assert llm.max_in_flight == 12
+
+
+def test_a_chunk_is_tagged_and_judged_at_once_on_one_worker_thread(
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+) -> None:
+    """One worker thread, one chunk: every task's tag and both orders in flight together."""
+    llm.responder = ScriptedJudge(delay=0.3)
+    settings = judge_settings(
+        tmp_path, llm.base_url, threads=1, hyper_tagger=True, hyper_judge_concurrency=64
+    )
+    model = start(settings, models)
+    model.setup(PROJECT, CONFIG_5POINT, None)
+    n = CHUNK
+    model.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, n + 1)])))
+    wait_until(lambda: all_routed(model, n), timeout=60, what=f"{n} tasks routed")
+    assert len(llm.requests) == 3 * n  # a tag and two orders each
+    assert llm.max_in_flight > 2 * INITIAL_WINDOW  # past the slow start: all at once
 
 
 @pytest.mark.postgres

@@ -225,6 +225,10 @@ class FakeLabelStudio:
         self.deleted_tasks: set[int] = set()
         """Tasks deleted in this Label Studio: writes to them answer as a real one does (404,
         or 400 naming the task for a new prediction)."""
+        self.predictions: dict[int, list[dict[str, Any]]] = {}
+        """Predictions created, by task (one by one or imported in bulk)."""
+        self.annotations: dict[int, list[dict[str, Any]]] = {}
+        """Annotations created, by task."""
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self._ids = iter(range(1000, 10**6))
         self._lock = threading.Lock()
@@ -265,6 +269,8 @@ class FakeLabelStudio:
             return 200, self.users
         if method == "GET" and route == "/api/tasks":  # the Data Manager list, by task id
             query = json.loads(parse_qs(urlsplit(path).query)["query"][0])
+            if "selectedItems" in query:  # several tasks, with predictions and annotations
+                return 200, {"tasks": self._selected(query["selectedItems"]["included"])}
             (rule,) = query["filters"]["items"]
             assert rule["filter"] == "filter:tasks:id" and rule["operator"] == "equal", rule
             task_id = int(rule["value"])
@@ -282,6 +288,14 @@ class FakeLabelStudio:
             return 200, []
         if method == "GET" and re.fullmatch(r"/api/tasks/\d+/annotations", route):
             return 200, []
+        if method == "POST" and re.fullmatch(r"/api/projects/\d+/import/predictions", route):
+            if any(p["task"] in self.deleted_tasks for p in body):
+                return 400, {"detail": "contains invalid task field"}
+            with self._lock:
+                for prediction in body:
+                    created = {"id": next(self._ids), **prediction}
+                    self.predictions.setdefault(prediction["task"], []).append(created)
+            return 201, {"created": len(body)}
         posted_task = (body or {}).get("task") if route == "/api/predictions" else None
         if method == "POST" and posted_task in self.deleted_tasks:
             return 400, {"validation_errors": {"task": ["Invalid pk - object does not exist."]}}
@@ -292,9 +306,25 @@ class FakeLabelStudio:
             route == "/api/predictions" or re.fullmatch(r"/api/tasks/\d+/annotations", route)
         ):
             with self._lock:
-                new_id = next(self._ids)
-            return 201, {"id": new_id, **(body or {})}
+                created = {"id": next(self._ids), **(body or {})}
+                if annotated:
+                    self.annotations.setdefault(int(annotated.group(1)), []).append(created)
+                else:
+                    self.predictions.setdefault(created["task"], []).append(created)
+            return 201, created
         return 404, {"detail": f"fake Label Studio: no route for {method} {route}"}
+
+    def _selected(self, task_ids: list[int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": task_id,
+                "data": self.tasks.get(task_id, {}),
+                "predictions": self.predictions.get(task_id, []),
+                "annotations": self.annotations.get(task_id, []),
+            }
+            for task_id in task_ids
+            if task_id not in self.deleted_tasks
+        ]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
