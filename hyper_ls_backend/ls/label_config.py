@@ -279,11 +279,8 @@ def _pairwise_config(control: PairwiseTag, fields: list[_TextField]) -> Preferen
     response_a, response_b = sides
     rest = [field for field in fields if field not in (response_a, response_b)]
     prompt, context = _prompt_and_context(rest)
-    return PreferenceConfig(
-        prompt_key=prompt.key if prompt else None,
-        response_a_key=response_a.key,
-        response_b_key=response_b.key,
-        context_keys=tuple(field.key for field in context),
+    return _config(
+        (prompt, response_a, response_b, context),
         control_name=control.name,
         to_name=control.name,  # a <Pairwise> result names the control itself
         options=tuple(ChoiceOption(side, label, None) for side, label in _PAIRWISE_SIDES.items()),
@@ -292,15 +289,26 @@ def _pairwise_config(control: PairwiseTag, fields: list[_TextField]) -> Preferen
 
 
 def _choices_config(control: ChoicesTag, fields: list[_TextField]) -> PreferenceConfig:
-    prompt, response_a, response_b, context = _assign_texts(fields)
+    texts = _assign_texts(fields)
+    return _config(
+        texts,
+        control_name=control.name,
+        to_name=control.to_name[0],
+        options=_read_options(control, texts[1], texts[2]),
+    )
+
+
+def _config(
+    texts: tuple[_TextField | None, _TextField, _TextField, list[_TextField]], **control: Any
+) -> PreferenceConfig:
+    """The config of (prompt, response A, response B, context) and a control's fields."""
+    prompt, response_a, response_b, context = texts
     return PreferenceConfig(
         prompt_key=prompt.key if prompt else None,
         response_a_key=response_a.key,
         response_b_key=response_b.key,
         context_keys=tuple(field.key for field in context),
-        control_name=control.name,
-        to_name=control.to_name[0],
-        options=_read_options(control, response_a, response_b),
+        **control,
     )
 
 
