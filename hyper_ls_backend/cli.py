@@ -846,7 +846,7 @@ def show_simulation(outcome: dict) -> None:
     for row in outcome["results"]:
         low, high = row["capture_ratio_ci95"]
         table.add_row(
-            row["strategy"],
+            escape(row["strategy"]),  # hyper[gpm] is not markup
             f"{row['budget']:.2f}",
             f"{row['human_share']:.2f}",
             f"{row['capture_ratio']['mean']:.2f} ± {row['capture_ratio']['std']:.2f} "
