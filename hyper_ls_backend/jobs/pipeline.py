@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,34 +235,41 @@ class Pipeline:
         settings: Settings,
         alone: bool,
     ) -> None:
-        """Read and judge the task, each step only if it has not been done (and stored)."""
+        """Read and judge the task, each step only if it has not been done (and stored).
+        A task judged call by call is tagged while it is judged (the tagger's request in
+        flight with the judge's); one of a batched import is read first, since its batch
+        goes once the whole import is read."""
         task_id = record.task_id
+        unjudged = self.judge is not None and self.store.judge_output(project_id, task_id) is None
         if record.comparison is None and record.problem is None:
-            comparison = self._read(project_id, task_id, record.payload, config)
+            try:
+                comparison = task_to_comparison(record.payload, config)
+            except ValueError as error:
+                self.store.save_comparison(project_id, task_id, None, str(error))
+                return
+            if self.tagger is not None and comparison.prompt.strip():  # nothing to tag else
+                with ThreadPoolExecutor(max_workers=1) as beside:
+                    tagging = beside.submit(self.tagger.tag, comparison.prompt)
+                    if unjudged and self._judged_call_by_call(settings, record):
+                        self._judge(project_id, record, comparison, settings, alone)
+                        unjudged = False
+                    comparison = comparison.with_tags(tagging.result().tags)
+            self.store.save_comparison(
+                project_id, task_id, comparison.model_dump(mode="json"), None
+            )
         elif record.comparison is not None:
             comparison = Comparison.model_validate(record.comparison)
         else:
-            comparison = None
-        if (
-            comparison is not None
-            and self.judge is not None
-            and self.store.judge_output(project_id, task_id) is None
-        ):
+            return
+        if unjudged:
             self._judge(project_id, record, comparison, settings, alone)
 
-    def _read(
-        self, project_id: int, task_id: int, payload: dict[str, Any], config: PreferenceConfig
-    ) -> Comparison | None:
-        try:
-            comparison = task_to_comparison(payload, config)
-        except ValueError as error:
-            self.store.save_comparison(project_id, task_id, None, str(error))
-            return None
-        if self.tagger is not None and comparison.prompt.strip():  # nothing to tag without
-            tagged = self.tagger.tag(comparison.prompt)
-            comparison = comparison.with_tags(tagged.tags)
-        self.store.save_comparison(project_id, task_id, comparison.model_dump(mode="json"), None)
-        return comparison
+    def _judged_call_by_call(self, settings: Settings, record: TaskRecord) -> bool:
+        """Whether the task's import is judged call by call, not in Message Batches."""
+        if self.batches is None or record.import_batch is None:
+            return True
+        members = self.store.import_of(record.project_id, record.task_id)
+        return not self.batches.batched(settings, len(members))
 
     def _judge(
         self,

@@ -255,8 +255,8 @@ def test_lm_requests_in_flight_are_bounded_by_the_shared_limit_not_by_worker_thr
     tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel], queue: dict[str, Any]
 ) -> None:
     """Two worker threads, HYPER_JUDGE_CONCURRENCY 12: each job judges its chunk's tasks
-    at once, so the import keeps 12 requests in flight (not 2 threads x 2 orders), and the
-    one limiter the tasks share never lets more through."""
+    at once, so the import has more requests in flight than 2 threads x 2 orders, and the
+    one limiter the tasks share never lets more than 12 through."""
     llm.responder = ScriptedJudge(delay=0.2)
     settings = judge_settings(
         tmp_path, llm.base_url, threads=2, hyper_judge_concurrency=12, **queue
@@ -265,7 +265,7 @@ def test_lm_requests_in_flight_are_bounded_by_the_shared_limit_not_by_worker_thr
     model.setup(PROJECT, CONFIG_5POINT, None)
     model.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, 41)])))
     wait_until(lambda: all_routed(model, 40), timeout=60, what="40 tasks routed")
-    assert llm.max_in_flight == 12
+    assert 2 * 2 < llm.max_in_flight <= 12
 
 
 def test_a_chunk_is_tagged_and_judged_at_once_on_one_worker_thread(
