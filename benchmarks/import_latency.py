@@ -1,6 +1,7 @@
 """Import benchmark: webhook acknowledge latency, and time from import to all-routed.
 
     python benchmarks/import_latency.py [--tasks 1000] [--judge-ms 300] [--concurrent 50]
+        [--concurrency C] [--storm-s 30]
 
 Runs the real backend (``hyper-ls serve``, SQLite state and queue) as a subprocess with the
 judge pointed at a local fake Anthropic Messages API that answers after ``--judge-ms``
@@ -10,7 +11,15 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    ``/webhook`` at the same moment; reports p50/p99/max of the acknowledgements;
 2. import to all-routed: starts a real Label Studio 1.23.2 (``make label-studio``), connects
    the backend with ``hyper-ls connect``'s code, imports ``--tasks`` tasks through the SDK,
-   and times until every task is routed and until every decision is written back.
+   and times until every task is routed and until every decision is written back, against
+   the judge-bound time (tasks x 2 orders x judge time / ``--concurrency``, the backend's
+   ``HYPER_JUDGE_CONCURRENCY``).
+
+``--storm-s S``: for the first S seconds of the import the judge refuses every other call
+with HTTP 429 (``retry-after: 1``); the report counts the refusals, the tasks whose judge
+failed (there must be none) and the most attempts any call made. The load average
+(``/proc/loadavg``) before and after each part is reported with it: other work on the
+machine slows Label Studio and the backend alike.
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's fakes and harnesses
 
-from e2e.backend import BackendProcess, comparison_data, start_fake_judge  # noqa: E402
+from e2e.backend import BackendProcess, ScriptedJudge, comparison_data  # noqa: E402
 from e2e.label_studio import run_label_studio  # noqa: E402
 from label_studio_sdk import LabelStudio  # noqa: E402
+from lm.fake_llm_server import FakeLLMServer, Recorded, Reply, anthropic_error  # noqa: E402
 
 from hyper_ls_backend.ls import configs  # noqa: E402
 from hyper_ls_backend.ls.setup import connect_project  # noqa: E402
@@ -39,6 +49,50 @@ from hyper_ls_backend.settings import Settings  # noqa: E402
 
 CONFIG = configs.read("preference_5point")
 TASKS_PER_WEBHOOK = 20
+STORM_RETRY_AFTER = "1"
+LS_START_TIMEOUT = 600.0
+"""Label Studio starts in about 30 s on an idle machine, minutes on a loaded one."""
+
+
+class Storm:
+    """The scripted judge, but refusing every other call with 429 while the storm lasts
+    (from ``start()`` for ``seconds``)."""
+
+    def __init__(self, judge: ScriptedJudge, seconds: float) -> None:
+        self.judge, self.seconds = judge, seconds
+        self.refused = 0
+        self._calls = 0
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._until = time.monotonic() + self.seconds
+
+    def __call__(self, request: Recorded) -> Reply:
+        with self._lock:
+            self._calls += 1
+            refuse = time.monotonic() < self._until and self._calls % 2 == 0
+            self.refused += refuse
+        if refuse:
+            return anthropic_error(429, "storm", retry_after=STORM_RETRY_AFTER)
+        return self.judge(request)
+
+
+def load() -> float:
+    """The 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def backend_env(judge_url: str, concurrency: int | None) -> dict[str, str]:
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-bench",
+        "HYPER_JUDGE_BASE_URL": judge_url,
+        "HYPER_TAGGER": "false",
+        "HYPER_JUDGE_BATCH": "off",  # call by call: the Message Batches path is not timed here
+    }
+    if concurrency is not None:
+        env["HYPER_JUDGE_CONCURRENCY"] = str(concurrency)
+    return env
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -52,13 +106,12 @@ def decisions(backend: BackendProcess) -> tuple[int, int]:
     return decided, written
 
 
-def webhook_latency(judge_url: str, concurrent: int, work: Path) -> dict[str, float]:
-    env = {
-        "ANTHROPIC_API_KEY": "sk-ant-bench",
-        "HYPER_JUDGE_BASE_URL": judge_url,
-        "HYPER_TAGGER": "false",
-    }
+def webhook_latency(
+    judge_url: str, concurrent: int, concurrency: int | None, work: Path
+) -> dict[str, float]:
+    env = backend_env(judge_url, concurrency)
     backend = BackendProcess(env, work / "webhook-model", work / "webhook.log").start()
+    before = load()
     try:
         setup = {"project": "1.0", "schema": CONFIG}
         assert backend.request("POST", "/setup", setup)[0] == 200
@@ -85,6 +138,8 @@ def webhook_latency(judge_url: str, concurrent: int, work: Path) -> dict[str, fl
     finally:
         backend.stop()
     return {
+        "load_before": before,
+        "load_after": load(),
         "webhooks": concurrent,
         "tasks_per_webhook": TASKS_PER_WEBHOOK,
         "p50_ms": round(1000 * statistics.median(latencies), 1),
@@ -93,12 +148,27 @@ def webhook_latency(judge_url: str, concurrent: int, work: Path) -> dict[str, fl
     }
 
 
-def import_to_routed(judge_url: str, n_tasks: int, work: Path) -> dict[str, float]:
-    with run_label_studio() as ls:
+def judge_failures(backend: BackendProcess) -> tuple[int, int]:
+    """(tasks whose judge output records an error, the most attempts of any one call)."""
+    failed, most = 0, 0
+    for error, calls in backend.query("select error, calls from judge_outputs"):
+        failed += error is not None
+        most = max([most, *(call["attempts"] for call in json.loads(calls))])
+    return failed, most
+
+
+def import_to_routed(
+    judge_url: str,
+    n_tasks: int,
+    concurrency: int | None,
+    judge_s: float,
+    storm: Storm | None,
+    work: Path,
+) -> dict[str, float]:
+    slots = concurrency or Settings().hyper_judge_concurrency
+    with run_label_studio(timeout=LS_START_TIMEOUT) as ls:
         env = {
-            "ANTHROPIC_API_KEY": "sk-ant-bench",
-            "HYPER_JUDGE_BASE_URL": judge_url,
-            "HYPER_TAGGER": "false",
+            **backend_env(judge_url, concurrency),
             "LABEL_STUDIO_URL": ls.url,
             "LABEL_STUDIO_API_KEY": ls.api_key,
         }
@@ -108,7 +178,10 @@ def import_to_routed(judge_url: str, n_tasks: int, work: Path) -> dict[str, floa
             project = connect_project(settings, backend.url, None, "benchmark", CONFIG)
             client = LabelStudio(base_url=ls.url, api_key=ls.api_key, timeout=120)
             data = [{"data": comparison_data(f"t{i}")} for i in range(n_tasks)]
+            before = load()
             started = time.perf_counter()
+            if storm is not None:
+                storm.start()
             client.projects.import_tasks(id=project, request=data)
             imported = time.perf_counter() - started
             routed_at = written_at = None
@@ -120,15 +193,28 @@ def import_to_routed(judge_url: str, n_tasks: int, work: Path) -> dict[str, floa
                 if written >= n_tasks:
                     written_at = now
                 time.sleep(0.5)
+            failed, most_attempts = judge_failures(backend)
         finally:
             backend.stop()
-    return {
+    bound = n_tasks * 2 * judge_s / slots
+    report = {
         "tasks": n_tasks,
+        "concurrency": slots,
+        "load_before": before,
+        "load_after": load(),
+        "judge_bound_s": round(bound, 1),
         "import_call_s": round(imported, 1),
         "all_routed_s": round(routed_at, 1),
         "all_written_back_s": round(written_at, 1),
+        "routed_vs_bound": round(routed_at / bound, 2),
+        "written_vs_bound": round(written_at / bound, 2),
         "routed_per_s": round(n_tasks / routed_at, 1),
+        "judge_failed_tasks": failed,
+        "most_attempts_per_call": most_attempts,
     }
+    if storm is not None:
+        report |= {"storm_s": storm.seconds, "storm_refusals": storm.refused}
+    return report
 
 
 def main() -> None:
@@ -136,21 +222,43 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--judge-ms", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument(
+        "--concurrency", type=int, help="HYPER_JUDGE_CONCURRENCY (default: the setting's)"
+    )
+    parser.add_argument(
+        "--storm-s", type=float, default=0.0, help="429 for every other call this long"
+    )
     parser.add_argument("--skip-import", action="store_true", help="webhook latency only")
+    parser.add_argument("--skip-webhook", action="store_true", help="import only")
     args = parser.parse_args()
-    server, judge = start_fake_judge(slow_s=30.0)
+    judge = ScriptedJudge(slow_s=30.0)
     judge.delay_s = args.judge_ms / 1000
+    storm = Storm(judge, args.storm_s) if args.storm_s > 0 else None
+    server = FakeLLMServer()
+    server.responder = storm or judge
+    server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            report = {
+            report: dict[str, object] = {
                 "benchmark": "import_latency",
                 "judge_ms": args.judge_ms,
                 "threads": int(os.environ.get("THREADS", Settings().threads)),
-                "webhook": webhook_latency(server.base_url, args.concurrent, work),
             }
+            if not args.skip_webhook:
+                report["webhook"] = webhook_latency(
+                    server.base_url, args.concurrent, args.concurrency, work
+                )
+                print(json.dumps(report["webhook"]), file=sys.stderr, flush=True)
             if not args.skip_import:
-                report["import"] = import_to_routed(server.base_url, args.tasks, work)
+                report["import"] = import_to_routed(
+                    server.base_url,
+                    args.tasks,
+                    args.concurrency,
+                    judge.delay_s,
+                    storm,
+                    work,
+                )
     finally:
         server.stop()
     report |= {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))}
