@@ -1,0 +1,107 @@
+"""The bulk write-back against a real Label Studio: a chunk's predictions in one
+``import_predictions``, read back with their ids, annotations made from them, and a replay
+of the same write-back (a restart) that adds nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from label_studio_sdk import LabelStudio
+
+from e2e.backend import comparison_data
+from e2e.conftest import CONFIG_5POINT
+from e2e.reading import annotations, check_ai_task, import_tasks, ls_tasks, predictions
+from hyper_ls_backend.core.comparison import Label
+from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.ls.client import ROUTE_FIELD, LabelStudioClient, TaskGone, WriteBack
+from hyper_ls_backend.ls.label_config import parse_label_config
+
+pytestmark = pytest.mark.label_studio
+
+CONFIG = CONFIG_5POINT.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def project(ls_client: LabelStudio) -> Iterator[int]:
+    """A project with the shipped 5-point config and no backend connected (no webhook)."""
+    created = ls_client.projects.create(title="e2e: bulk write-back", label_config=CONFIG)
+    yield created.id
+    ls_client.projects.delete(id=created.id)
+
+
+def item(task_id: int, route: Route, fresh: bool = True) -> WriteBack:
+    return WriteBack(
+        task={"id": task_id},
+        route=route,
+        score=0.5,
+        reason=f"{route.value}: e2e",
+        model_version="e2e-v1",
+        label=Label.A if route is Route.AI else None,
+        confidence=0.9 if route is Route.AI else None,
+        fresh=fresh,
+    )
+
+
+def write_all(
+    client: LabelStudioClient, project: int, items: list[WriteBack]
+) -> tuple[list[int], dict[int, tuple[int | None, int | None]]]:
+    """The pipeline's chunk write: predictions in bulk, then each task. (The tasks whose
+    prediction the bulk step made or found, every task's prediction and annotation ids.)"""
+    config = parse_label_config(CONFIG)
+    predicted = client.predict_many(project, config, items)
+    written = {i.task_id: client.write(config, i, predicted.get(i.task_id)) for i in items}
+    ids = {task_id: (w.prediction_id, w.annotation_id) for task_id, w in written.items()}
+    return sorted(predicted), ids
+
+
+def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
+    ls_client: LabelStudio, project: int
+) -> None:
+    ids = import_tasks(ls_client, project, [comparison_data(f"bulk{i}") for i in range(8)])
+    routes = [Route.AI] * 6 + [Route.HUMAN] * 2
+    client = LabelStudioClient(ls_client)
+
+    bulk, first = write_all(client, project, [item(t, r) for t, r in zip(ids, routes, strict=True)])
+    # a restart replays the same write-back, no longer fresh: it finds everything
+    found, again = write_all(
+        client, project, [item(t, r, fresh=False) for t, r in zip(ids, routes, strict=True)]
+    )
+
+    assert bulk == found == ids[:6]  # one import made them, read back with their ids
+    assert first == again
+    assert all(None not in first[t] for t in ids[:6])
+    assert all(first[t] == (None, None) for t in ids[6:])
+    tasks = {t.id: t for t in ls_tasks(ls_client, project)}
+    for task_id in ids[:6]:
+        assert check_ai_task(tasks[task_id]) == "A-is-clearly-better"
+        assert tasks[task_id].data[ROUTE_FIELD] == "ai"
+    for task_id in ids[6:]:
+        task = tasks[task_id]
+        assert predictions(task) == [] and annotations(task) == []
+        assert task.data[ROUTE_FIELD] == "human"
+
+
+def test_a_task_deleted_before_its_bulk_write_leaves_the_rest_of_the_chunk_written(
+    ls_client: LabelStudio, project: int
+) -> None:
+    ids = import_tasks(ls_client, project, [comparison_data(f"gone{i}") for i in range(4)])
+    ls_client.tasks.delete(id=str(ids[1]))
+    client = LabelStudioClient(ls_client)
+    config = parse_label_config(CONFIG)
+    items = [item(task_id, Route.AI) for task_id in ids]
+
+    predicted = client.predict_many(project, config, items)  # refused as a whole: none made
+    outcomes = {}
+    for i in items:
+        try:
+            outcomes[i.task_id] = client.write(config, i, predicted.get(i.task_id))
+        except TaskGone:
+            outcomes[i.task_id] = None
+
+    assert predicted == {}
+    assert outcomes[ids[1]] is None
+    tasks = {t.id: t for t in ls_tasks(ls_client, project)}
+    assert sorted(tasks) == [ids[0], *ids[2:]]
+    for task in tasks.values():
+        assert check_ai_task(task) == "A-is-clearly-better"
