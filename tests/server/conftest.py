@@ -29,7 +29,10 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def policy(attempts: int, rate_limit_wait: float) -> RetryPolicy:
         return RetryPolicy(
-            attempts=attempts, initial_wait=0.001, max_wait=0.01, rate_limit_wait=rate_limit_wait
+            attempts=attempts,
+            initial_wait=0.001,
+            max_wait=0.01,
+            rate_limit_wait=rate_limit_wait / 1000,
         )
 
     monkeypatch.setattr(build_module, "RetryPolicy", policy)
