@@ -346,7 +346,8 @@ def campaign_status(**changes: Any) -> ProjectStatus:
         "ai_label_accuracy": ai_label_accuracy(3, measured),
         "agreement_by_tag": {},
         "spend": {"cost_usd": 0.01, "human_label_usd": 0.5, "human_cost_saved_usd": 1.5}
-        | {"input_tokens": 10, "output_tokens": 2},
+        | {"input_tokens": 10, "output_tokens": 2}
+        | {"comparisons_judged": 4, "cost_per_1000_comparisons_usd": 2.5},
         "router_versions": [],
         "training": Training(every=50, labels_since_last=0, last=None),
         "top_features": [],
