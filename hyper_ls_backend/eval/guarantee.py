@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import beta
 from sklearn.model_selection import GroupShuffleSplit
 
+from hyper_ls_backend.core.calibration import usable
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.core.dataset import judge_views
 from hyper_ls_backend.core.guarantee import AgreementGuarantee, naive_threshold
@@ -47,17 +48,17 @@ def score_views(comparisons: Sequence[Comparison], router: Router) -> list[Score
     of the comparisons that have human labels and a judge label."""
     views = []
     for name, view in judge_views(comparisons).items():
-        usable = [c for c in view if c.human and judge_signals(c).ai_label is not None]
-        labels = [judge_signals(c).ai_label for c in usable]
-        humans = [[h == label for h in c.human] for c, label in zip(usable, labels, strict=True)]
-        scores, _ = router.score(usable)
+        kept = usable(view)
+        labels = [judge_signals(c).ai_label for c in kept]
+        humans = [[h == label for h in c.human] for c, label in zip(kept, labels, strict=True)]
+        scores, _ = router.score(kept)
         views.append(
             ScoredView(
                 name=name,
                 scores=np.asarray(scores, dtype=float),
                 agreement=np.array([np.mean(h) for h in humans]),
                 humans=humans,
-                groups=np.array([c.group for c in usable]),
+                groups=np.array([c.group for c in kept]),
             )
         )
     return views
