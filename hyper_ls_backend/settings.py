@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     # Label Studio
     label_studio_url: str = "http://localhost:8080"
     label_studio_api_key: SecretStr | None = None
+    label_studio_judge_api_key: SecretStr | None = Field(
+        default=None,
+        description="a token of the Label Studio user the judge's annotations are credited "
+        "to; with it they are made in bulk (one call per import, not one per task)",
+    )
 
     # Where state lives
     model_dir: Path = Path("./model_dir")

@@ -88,7 +88,9 @@ NO_TIE_REASON = (
     "left unlabelled: the judges say tie, this project's control has no tie, and the "
     "budget is spent"
 )
-CERTIFIED_REASON = "certified: scores {score:.3f} <= {threshold:.3f}, where {promise}"
+CERTIFIED_REASON = (
+    "certified: scores at most {threshold:.3f} (this one {score:.3f}), where {promise}"
+)
 ABOVE_THRESHOLD_REASON = (
     "above the certified threshold ({score:.3f} > {threshold:.3f}): no guarantee for the judge here"
 )

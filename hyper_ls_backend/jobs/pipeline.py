@@ -22,12 +22,12 @@ answers, and are decided together as soon as the last of them is judged.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
 from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Route
@@ -35,7 +35,7 @@ from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
 from hyper_ls_backend.lm.batch import map_bounded
-from hyper_ls_backend.ls.client import LabelStudioClient, Predicted, TaskGone, WriteBack
+from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack, Written
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
     parse_label_config,
@@ -49,7 +49,12 @@ log = logging.getLogger(__name__)
 
 NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
 REASONS_IN_SUMMARY = 2
+FIGURES = re.compile(r"\s*(?:\[[^\]]*\]|\([^)]*\d[^)]*\))")
+"""A reason's figures: "(0.55)", "(0.2-0.4)", "[judge_confidence -0.120]"."""
 LOCK_STRIPES = 256
+WRITE_SLICE = 2_000
+"""Decisions written back in one go: Label Studio takes a slice's predictions,
+annotations and fields in a few bulk calls, each growing with the slice."""
 
 
 class RouterRegistry:
@@ -158,7 +163,7 @@ class Pipeline:
                 failed.append(task_id)
         if self.label_studio is not None:
             done = [task_id for task_id in task_ids if task_id not in failed]
-            failed += self._write_chunk(project_id, done, made, config, settings)
+            failed += self._write_decided(project_id, done, made, config, settings)
         others = sorted(made - set(task_ids))
         if others and self.on_decided is not None:
             self.on_decided(project_id, others)
@@ -172,7 +177,14 @@ class Pipeline:
             project.label_config
         )
 
-    def _write_chunk(
+    def write_back(self, project_id: int, task_ids: Sequence[int]) -> list[int]:
+        """Write back the tasks' decisions not yet written, in bulk (``_write_decided``);
+        returns the tasks that failed. The queue's write job, for tasks decided along with
+        others (``on_decided``)."""
+        settings, config = self._project(project_id)
+        return self._write_decided(project_id, task_ids, set(), config, settings)
+
+    def _write_decided(
         self,
         project_id: int,
         task_ids: Sequence[int],
@@ -180,36 +192,34 @@ class Pipeline:
         config: PreferenceConfig,
         settings: Settings,
     ) -> list[int]:
-        """Write back the chunk's decisions not yet written (``made``: just decided, so
-        nothing of them can be in Label Studio yet); returns the tasks that failed."""
-        stripes = sorted({hash((project_id, task_id)) % LOCK_STRIPES for task_id in task_ids})
-        with ExitStack() as held:
-            for stripe in stripes:
-                held.enter_context(self._task_locks[stripe])
-            records = {r.task_id: r for r in self.store.tasks(project_id, task_ids)}
-            items = [
-                (decision, self._write_item(decision, records[t].payload, settings, t in made))
-                for t in task_ids
-                if (decision := self.store.decision(project_id, t)) is not None
-                and decision.written_at is None
-            ]
-            try:
-                predicted = self.label_studio.predict_many(
-                    project_id, config, [item for _, item in items]
-                )
-            except Exception:
-                log.exception("writing the predictions of project %d in bulk failed", project_id)
-                return [decision.task_id for decision, _ in items]
-            failed = []
-            for decision, item in items:
+        """Write back the decisions of ``task_ids`` not yet written (``made``: just decided,
+        so nothing of them can be in Label Studio yet), ``WRITE_SLICE`` at a time, each in
+        a few bulk calls (``LabelStudioClient.write_many``); returns the tasks that failed."""
+        failed: list[int] = []
+        for start in range(0, len(task_ids), WRITE_SLICE):
+            chunk = task_ids[start : start + WRITE_SLICE]
+            stripes = sorted({hash((project_id, task_id)) % LOCK_STRIPES for task_id in chunk})
+            with ExitStack() as held:
+                for stripe in stripes:
+                    held.enter_context(self._task_locks[stripe])
+                decisions = [
+                    decision
+                    for t in chunk
+                    if (decision := self.store.decision(project_id, t)) is not None
+                    and decision.written_at is None
+                ]
+                items = [self._write_item(d, settings, d.task_id in made) for d in decisions]
                 try:
-                    self._write_back(decision, item, config, settings, predicted.get(item.task_id))
+                    written = self.label_studio.write_many(project_id, config, items)
                 except Exception:
                     log.exception(
-                        "writing back task %d of project %d failed", item.task_id, project_id
+                        "writing back %d tasks of project %d failed", len(items), project_id
                     )
-                    failed.append(item.task_id)
-            return failed
+                    failed += [decision.task_id for decision in decisions]
+                    continue
+                for decision in decisions:
+                    self._mark_written(decision, written.get(decision.task_id), settings)
+        return failed
 
     def _route_task(
         self, project_id: int, task_id: int, alone: bool
@@ -223,8 +233,9 @@ class Pipeline:
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
             fresh = any(m.task_id == task_id for m in made)
-            item = self._write_item(decision, record.payload, settings, fresh)
-            self._write_back(decision, item, config, settings)
+            item = self._write_item(decision, settings, fresh)
+            written = self.label_studio.write_many(project_id, config, [item])
+            self._mark_written(decision, written.get(task_id), settings)
         return decision, made
 
     def _prepare(
@@ -405,11 +416,9 @@ class Pipeline:
         output = self.store.judge_output(decision.project_id, decision.task_id)
         return verdicts_of(output) if output is not None else []
 
-    def _write_item(
-        self, decision: DecisionRecord, payload: dict[str, Any], settings: Settings, fresh: bool
-    ) -> WriteBack:
+    def _write_item(self, decision: DecisionRecord, settings: Settings, fresh: bool) -> WriteBack:
         return WriteBack(
-            task=payload,
+            task_id=decision.task_id,
             route=decision.route,
             score=decision.score,
             reason=summarize(decision, self._verdicts(decision)),
@@ -420,32 +429,27 @@ class Pipeline:
             fresh=fresh,
         )
 
-    def _write_back(
-        self,
-        decision: DecisionRecord,
-        item: WriteBack,
-        config: PreferenceConfig,
-        settings: Settings,
-        predicted: Predicted | None = None,
+    def _mark_written(
+        self, decision: DecisionRecord, written: Written | None, settings: Settings
     ) -> None:
-        try:
-            written = self.label_studio.write(config, item, predicted)
-        except TaskGone:
-            # Deleted in Label Studio: the decision stays ours, there is nothing to show.
+        """Record what the write-back made for the decision (``written`` None: the task was
+        deleted in Label Studio, the decision stays ours and there is nothing to show)."""
+        if written is None:
             log.warning(
                 "task %d of project %d was deleted in Label Studio before its decision "
                 "was written back",
                 decision.task_id,
                 decision.project_id,
             )
-            self.store.mark_written(decision.project_id, decision.task_id)
-            return
-        if decision.route is Route.HUMAN and settings.hyper_annotators:
+        elif decision.route is Route.HUMAN and settings.hyper_annotators:
             self.label_studio.assign(
                 decision.project_id, decision.task_id, settings.hyper_annotators
             )
         self.store.mark_written(
-            decision.project_id, decision.task_id, written.prediction_id, written.annotation_id
+            decision.project_id,
+            decision.task_id,
+            written.prediction_id if written else None,
+            written.annotation_id if written else None,
         )
 
 
@@ -456,19 +460,17 @@ def verdicts_of(output: JudgeOutput) -> list[JudgeVerdict]:
 
 def summarize(decision: DecisionRecord, verdicts: Sequence[JudgeVerdict] = ()) -> str:
     """The short ``hyper_reason`` annotators and team leads see in the Data Manager; with a
-    panel, every judge's own answer follows."""
-    reasons = "; ".join(decision.reasons[:REASONS_IN_SUMMARY])
+    panel, every judge's own answer follows. Without the reasons' figures (``FIGURES``), so
+    that an import's tasks share few values: Label Studio sets a field in bulk once per
+    value. The figures are in the decision (``hyper-ls export``), the judge's confidence in
+    the prediction's score."""
+    reasons = "; ".join(FIGURES.sub("", r) for r in decision.reasons[:REASONS_IN_SUMMARY])
     panel = (
         " | judges: " + ", ".join(f"{v.model} {v.label or 'failed'}" for v in verdicts)
         if len(verdicts) > 1
         else ""
     )
     if decision.route is Route.AI:
-        confidence = (
-            f", confidence {decision.judge_confidence:.2f}"
-            if decision.judge_confidence is not None
-            else ""
-        )
         who = "judges say" if len(verdicts) > 1 else "judge says"
-        return f"AI: {who} {decision.judge_label}{confidence} ({reasons}){panel}"
+        return f"AI: {who} {decision.judge_label} ({reasons}){panel}"
     return f"human: {reasons}{panel}"

@@ -1,9 +1,10 @@
-"""Writing decisions back into Label Studio through label-studio-sdk.
+"""Writing decisions back into Label Studio through label-studio-sdk, in bulk.
 
 Every write is idempotent so a restart can replay it: the task's data fields are set (not
 appended), and a prediction or annotation is created only if the task does not already
 carry one from this backend. The backend's annotations are credited to a user of their own
-(``JUDGE_EMAIL``), not to the person whose API token the backend uses.
+(the owner of ``LABEL_STUDIO_JUDGE_API_KEY``, else ``JUDGE_EMAIL``), not to the person
+whose API token the backend uses.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
-from label_studio_sdk.core.request_options import RequestOptions
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
 from hyper_ls_backend.core.comparison import Label
@@ -29,6 +30,13 @@ from hyper_ls_backend.ls.label_config import PreferenceConfig, Strength, predict
 log = logging.getLogger(__name__)
 
 ROUTE_FIELD, SCORE_FIELD, REASON_FIELD = "hyper_route", "hyper_score", "hyper_reason"
+SCORE_DECIMALS = 2
+"""``hyper_score`` as the Data Manager shows and sorts it: each distinct value costs the
+write-back one call (``LabelStudioClient._set_fields``), so it is kept to 101 values."""
+LIST_PAGE = 1000
+"""Tasks per page when the write-back lists the tasks it wrote."""
+WRITE_THREADS = 8
+"""Annotations written one by one go from this many threads at once."""
 TABS = {"HyPER: human queue": "human", "HyPER: AI-labelled": "ai"}
 CLEAR_CONFIDENCE = 0.8
 """Judge confidence from which a pre-filled answer says "clearly" rather than "slightly"."""
@@ -38,9 +46,6 @@ reserved never to resolve (RFC 2606): no mail can reach it, and the user has no 
 so nobody can log in as it."""
 JUDGE_NAME = ("HyPER", "judge")
 """First and last name Label Studio shows for the judge's annotations."""
-AS_STORED: RequestOptions = {"additional_query_parameters": {"resolve_uri": "false"}}
-"""Read a task's data as stored: by default Label Studio turns storage URIs (``s3://...``)
-into its own proxy links, which written back would replace the user's URIs."""
 
 
 class TaskGone(LookupError):
@@ -65,9 +70,7 @@ def _task_gone_on_missing(task_id: int) -> Iterator[None]:
 class WriteBack:
     """What one routed task gets in Label Studio."""
 
-    task: dict[str, Any]
-    """The task as the backend received it: only its id and project are used, its data is
-    read again from Label Studio when the route fields are added (see ``_add_fields``)."""
+    task_id: int
     route: Route
     score: float
     reason: str
@@ -77,17 +80,17 @@ class WriteBack:
     annotate: bool = True
     fresh: bool = False
     """The decision was just made: nothing can have been written for it yet, so the
-    write-back need not look for an earlier prediction or annotation first."""
+    write-back need not look for an earlier prediction first."""
 
-    @property
-    def task_id(self) -> int:
-        return int(self.task["id"])
 
-    @property
-    def project_id(self) -> int | None:
-        """The task's project, as Label Studio sends it with every task (webhook, /predict)."""
-        project = self.task.get("project")
-        return project if isinstance(project, int) else None
+def route_fields(item: WriteBack) -> dict[str, str | float]:
+    """The fields a decision adds to its task's data (the Data Manager's columns, and the
+    route its tabs filter on)."""
+    return {
+        ROUTE_FIELD: item.route.value,
+        SCORE_FIELD: round(item.score, SCORE_DECIMALS),
+        REASON_FIELD: item.reason,
+    }
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,13 @@ def strength_for(confidence: float | None) -> Strength:
 class LabelStudioClient:
     """The backend's view of one Label Studio server (a thin layer over the SDK)."""
 
-    def __init__(self, client: LabelStudio) -> None:
+    def __init__(self, client: LabelStudio, judge_client: LabelStudio | None = None) -> None:
         self.sdk = client
+        self.judge_sdk = judge_client
+        """The judge's own Label Studio user's client (``LABEL_STUDIO_JUDGE_API_KEY``):
+        its annotations are then made in bulk, credited to that user."""
         self._assignment_unavailable = False
+        self._fields_one_by_one = False
         self._judge_lock = threading.Lock()
         self._judge_id: int | None = None
         self._judge_refused = False
@@ -124,7 +131,8 @@ class LabelStudioClient:
         return int(self.sdk.users.whoami().id)
 
     def judge_user_id(self) -> int | None:
-        """The judge's own Label Studio user, created on first use if it does not exist.
+        """The judge's own Label Studio user: the owner of the judge's token if it has one,
+        else the user ``JUDGE_EMAIL``, created on first use if it does not exist.
 
         Label Studio's open-source API hands out no token for another user, but an
         annotation created with ``completed_by`` is credited to that user (see the README),
@@ -145,6 +153,9 @@ class LabelStudioClient:
     def _judge(self, create: bool) -> int | None:
         with self._judge_lock:
             if self._judge_id is not None or self._judge_refused:
+                return self._judge_id
+            if self.judge_sdk is not None:
+                self._judge_id = int(self.judge_sdk.users.whoami().id)
                 return self._judge_id
             try:
                 self._judge_id = self._find_judge()
@@ -176,70 +187,67 @@ class LabelStudioClient:
         return None
 
     @classmethod
-    def connect(cls, url: str, api_key: str, timeout: float = 30.0) -> LabelStudioClient:
-        return cls(LabelStudio(base_url=url, api_key=api_key, timeout=timeout))
+    def connect(
+        cls, url: str, api_key: str, judge_api_key: str | None = None, timeout: float = 30.0
+    ) -> LabelStudioClient:
+        def client(key: str) -> LabelStudio:
+            return LabelStudio(base_url=url, api_key=key, timeout=timeout)
 
-    def predict_many(
+        return cls(client(api_key), client(judge_api_key) if judge_api_key else None)
+
+    def write_many(
         self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]
-    ) -> dict[int, Predicted]:
-        """The predictions of a chunk of decisions, in bulk: those of its AI-routed tasks
-        that have none yet are created in one ``import_predictions`` call, and every
-        prediction's id (with the annotation made from it, if there is one already) read
-        back in one list of the chunk's tasks. Returns them by task id, for ``write``.
+    ) -> dict[int, Written]:
+        """Write decisions of one project in as few calls as Label Studio allows; returns
+        what each task got, for every task still in Label Studio (a deleted one is simply
+        not in the answer).
 
-        Label Studio validates imported predictions against the config and drops those it
-        rejects (``created`` says how many it kept); it refuses the whole import when one
-        of its tasks was deleted. A task left without its prediction either way is simply
-        not in the answer: ``write`` then creates it on its own, and fails or finds the task
-        gone for that task alone. A chunk with a single prediction to make skips all this.
+        Label Studio (one Django process) answers a few writes a second on a small machine,
+        so what is done per task bounds an import (``benchmarks/label_studio_writes.py``):
+        one call per task per kind of write would cost minutes for a thousand tasks, where
+        one call for all of them costs a fraction of a second. So:
+
+        1. the AI-routed tasks' predictions: one ``import_predictions`` (those already made
+           are found first, unless every decision is ``fresh``);
+        2. the annotations made from them (annotate mode): one Data Manager action
+           "predictions to annotations" when the judge has a token of its own, else one
+           call per task crediting the judge's user (``_annotate_each``);
+        3. the route fields: the Data Manager action "add or modify data field", once per
+           field and value (``_set_fields``), the route last, so a task that shows a route
+           already carries its prediction and annotation;
+        4. one list of the tasks reads back the ids.
         """
-        wanted = [item for item in items if item.route is Route.AI and item.label is not None]
-        if len(wanted) < 2:
-            return {}
-        found = {} if all(item.fresh for item in wanted) else self._predicted(project_id, wanted)
-        missing = [item for item in wanted if item.task_id not in found]
-        if not missing:
-            return found
-        request = [
-            {
-                "task": item.task_id,
-                "result": prediction_result(config, item.label, strength_for(item.confidence)),
-                "score": item.confidence if item.confidence is not None else 0.5,
-                "model_version": item.model_version,
-            }
-            for item in missing
-            if item.label is not None
-        ]
-        try:
-            created = self.sdk.projects.import_predictions(id=project_id, request=request).created
-        except ApiError as error:
-            if error.status_code != 400:
-                raise
-            log.warning(
-                "Label Studio refused the predictions of %d tasks of project %d at once "
-                "(HTTP 400: a task deleted?): writing them one by one",
-                len(missing),
-                project_id,
+        ai = [item for item in items if item.route is Route.AI and item.label is not None]
+        if ai:
+            made = {} if all(item.fresh for item in ai) else self._carried(project_id, ai)
+            self._import_predictions(
+                project_id, config, [item for item in ai if made.get(item.task_id) is None]
             )
-            return found
-        if created != len(request):
-            log.warning(
-                "Label Studio kept %s of %d predictions imported into project %d: the "
-                "others are written one by one",
-                created,
-                len(request),
-                project_id,
-            )
-        return self._predicted(project_id, wanted)
+            annotate = [item for item in ai if item.annotate]
+            if annotate and self.judge_sdk is not None:
+                self._convert(project_id, annotate)
+            elif annotate:
+                self._annotate_each(project_id, config, annotate)
+        self._set_fields(project_id, items)
+        carried = self._carried(project_id, items)
+        return {
+            task_id: Written(found.prediction_id, found.annotation_id) if found else Written()
+            for task_id, found in carried.items()
+        }
 
-    def _predicted(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Predicted]:
-        """Each item's prediction (of its model version) and the annotation made from it,
-        read with the items' tasks in one list call."""
+    def _carried(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Predicted | None]:
+        """For each of the items' tasks still in Label Studio, its prediction of the item's
+        model version and the annotation made from it (None: no prediction), read in one
+        list of the tasks."""
         versions = {item.task_id: item.model_version for item in items}
         selected = {"selectedItems": {"all": False, "included": sorted(versions)}}
-        found: dict[int, Predicted] = {}
+        found: dict[int, Predicted | None] = {}
         for task in self.sdk.tasks.list(
-            project=project_id, fields="all", query=json.dumps(selected), resolve_uri=False
+            project=project_id,
+            fields="all",
+            query=json.dumps(selected),
+            resolve_uri=False,
+            page_size=LIST_PAGE,
         ):
             if task.id not in versions:
                 continue
@@ -250,6 +258,7 @@ class LabelStudioClient:
                 and "id" in (extra := prediction.model_extra or {})
             )
             if not ids:
+                found[task.id] = None
                 continue
             annotations = [
                 int(a["id"]) for a in task.annotations or [] if a.get("parent_prediction") == ids[0]
@@ -257,109 +266,163 @@ class LabelStudioClient:
             found[task.id] = Predicted(ids[0], annotations[0] if annotations else None)
         return found
 
-    def write(
-        self, config: PreferenceConfig, item: WriteBack, predicted: Predicted | None = None
-    ) -> Written:
-        """Write one decision (``predicted``: its prediction, from ``predict_many``). The
-        route fields go last, so a task that shows a route in Label Studio (and in the HyPER
-        tabs) already carries its prediction and annotation, and an AI-routed task leaves
-        the labelling stream before it shows up as routed."""
-        task_id = item.task_id
-        with _task_gone_on_missing(task_id):
-            written = (
-                self._prefill(config, item, predicted) if item.route is Route.AI else Written()
+    def _import_predictions(
+        self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]
+    ) -> None:
+        """The items' predictions in one ``import_predictions``. Label Studio validates
+        them against the config and drops those it rejects (``created`` says how many it
+        kept); it refuses the whole import when one of its tasks was deleted: they are then
+        made one by one, and a deleted task's is skipped."""
+        request = [
+            {
+                "task": item.task_id,
+                "result": prediction_result(config, item.label, strength_for(item.confidence)),
+                "score": item.confidence if item.confidence is not None else 0.5,
+                "model_version": item.model_version,
+            }
+            for item in items
+            if item.label is not None
+        ]
+        if not request:
+            return
+        try:
+            created = self.sdk.projects.import_predictions(id=project_id, request=request).created
+        except ApiError as error:
+            if error.status_code != 400:
+                raise
+            log.warning(
+                "Label Studio refused the predictions of %d tasks of project %d at once "
+                "(HTTP 400: a task deleted?): writing them one by one",
+                len(request),
+                project_id,
             )
-            self._add_fields(
-                task_id,
-                item.project_id,
-                {
-                    ROUTE_FIELD: item.route.value,
-                    SCORE_FIELD: round(item.score, 4),
-                    REASON_FIELD: item.reason,
-                },
+            for prediction in request:
+                with suppress(TaskGone), _task_gone_on_missing(prediction["task"]):
+                    self.sdk.predictions.create(**prediction)
+            return
+        if created != len(request):
+            log.warning(
+                "Label Studio kept %s of %d predictions imported into project %d: the "
+                "others are written one by one",
+                created,
+                len(request),
+                project_id,
             )
-        return written
+            carried = self._carried(project_id, items)
+            for prediction in request:
+                if prediction["task"] in carried and carried[prediction["task"]] is None:
+                    with suppress(TaskGone), _task_gone_on_missing(prediction["task"]):
+                        self.sdk.predictions.create(**prediction)
 
-    def _add_fields(self, task_id: int, project_id: int | None, fields: dict[str, Any]) -> None:
-        """Set ``fields`` in the task's data, keeping every other field as it is now.
+    def _convert(self, project_id: int, items: Sequence[WriteBack]) -> None:
+        """The items' predictions made into annotations by the Data Manager action
+        "predictions to annotations", called with the judge's token so Label Studio
+        credits the judge's user; a prediction already annotated is left as it is (the
+        action converts only predictions without an annotation), so a retry adds none."""
+        by_version: dict[str, list[int]] = defaultdict(list)
+        for item in items:
+            by_version[item.model_version].append(item.task_id)
+        for version, task_ids in by_version.items():
+            self.judge_sdk.actions.create(
+                id="predictions_to_annotations",
+                project=project_id,
+                selected_items={"all": False, "included": task_ids},
+                request_options={"additional_body_parameters": {"model_version": version}},
+            )
 
-        Label Studio has no partial update of ``data``: a PATCH replaces the whole dict
-        (``tasks/api.py`` ``TaskAPI`` with the plain ``TaskSimpleSerializer``), ``meta``
-        likewise, and the Data Manager tabs filter on ``data.*`` only, so the route fields
-        must be in ``data``. The task is therefore read just before it is written, not taken
-        from the copy received at import. Label Studio offers no conditional write (no
-        version or ETag to check), so one race remains: an edit saved in Label Studio
-        between this read and the PATCH (one round trip) is overwritten.
+    def _annotate_each(
+        self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]
+    ) -> None:
+        """One annotation per task, from its prediction, credited to the judge's user
+        (``completed_by``): Label Studio's open-source API has no bulk annotation that
+        names its author, so without a token of the judge's own this costs a call per
+        task (see the README). Tasks deleted meanwhile are skipped."""
+        carried = self._carried(project_id, items)
+        judge = self.judge_user_id()
+        author = {"completed_by": judge} if judge is not None else {}
+
+        def annotate(item: WriteBack) -> None:
+            found = carried.get(item.task_id)
+            if found is None or found.annotation_id is not None or item.label is None:
+                return
+            result = prediction_result(config, item.label, strength_for(item.confidence))
+            with suppress(TaskGone), _task_gone_on_missing(item.task_id):
+                self.sdk.annotations.create(
+                    id=item.task_id,
+                    result=result,
+                    parent_prediction=found.prediction_id,
+                    ground_truth=False,
+                    **author,
+                )
+
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            list(pool.map(annotate, items))
+
+    def _set_fields(self, project_id: int, items: Sequence[WriteBack]) -> None:
+        """Set the route fields in the tasks' data, keeping every other field as it is.
+
+        Label Studio has no partial update of ``data`` through the task API (a PATCH
+        replaces the whole dict, and the Data Manager tabs filter on ``data.*`` only), but
+        its Data Manager action "add or modify data field" sets one field to one value in
+        every selected task, on the server: Label Studio reads and writes each task's data
+        itself (``jsonb_set`` on PostgreSQL), so an edit made in Label Studio meanwhile is
+        kept. One call per field and value: the values are kept few (``route_fields``).
+        A Label Studio without the action gets the fields task by task (``_patch_fields``).
         """
-        current = self._current_data(task_id, project_id)
-        self.sdk.tasks.update(id=str(task_id), data={**current, **fields})
+        groups: dict[tuple[str, str | float], list[int]] = defaultdict(list)
+        for item in items:
+            for name, value in route_fields(item).items():
+                groups[(name, value)].append(item.task_id)
+        for (name, value), task_ids in sorted(
+            groups.items(), key=lambda group: group[0][0] == ROUTE_FIELD
+        ):
+            if self._fields_one_by_one:
+                break
+            try:
+                self.sdk.actions.create(
+                    id="add_data_field",
+                    project=project_id,
+                    selected_items={"all": False, "included": task_ids},
+                    request_options={
+                        "additional_body_parameters": {
+                            "value_name": name,
+                            "value_type": "Number" if isinstance(value, float) else "String",
+                            "value": value,
+                        }
+                    },
+                )
+            except ApiError as error:
+                if not 400 <= error.status_code < 500:
+                    raise
+                self._fields_one_by_one = True
+                log.warning(
+                    "Label Studio refused the Data Manager action that sets a data field "
+                    "(HTTP %d): the route fields are written task by task",
+                    error.status_code,
+                )
+        if self._fields_one_by_one:
+            for item in items:
+                with suppress(TaskGone):
+                    self._patch_fields(project_id, item)
 
-    def _current_data(self, task_id: int, project_id: int | None) -> dict[str, Any]:
-        """The task's data as stored now. Read from the project's task list: a task read on
-        its own (``GET /api/tasks/ID``) that has no prediction makes Label Studio call the
-        backend's ``/predict`` (and ``/setup``) first, a round trip back into this process
-        for every human-routed task. Only a task received without its project is read so."""
-        if project_id is None:
-            return self.sdk.tasks.get(id=str(task_id), request_options=AS_STORED).data or {}
+    def _patch_fields(self, project_id: int, item: WriteBack) -> None:
+        """The route fields of one task: its data read just before it is replaced (Label
+        Studio offers no conditional write, so an edit saved between the read and the
+        PATCH, one round trip, is lost)."""
         by_id = Filters.create(
             Filters.AND,
-            [Filters.item(Column.id, Operator.EQUAL, Type.Number, Filters.value(task_id))],
+            [Filters.item(Column.id, Operator.EQUAL, Type.Number, Filters.value(item.task_id))],
         )
         page = self.sdk.tasks.list(
             project=project_id, query=json.dumps({"filters": by_id}), resolve_uri=False
         )
-        for task in page.items or []:
-            if task.id == task_id:
-                return task.data or {}
-        raise TaskGone(task_id)
-
-    def _prefill(
-        self, config: PreferenceConfig, item: WriteBack, predicted: Predicted | None
-    ) -> Written:
-        """The prediction (``predicted``, else found or created now) and, in annotate
-        mode, the annotation made from it (found, else created now)."""
-        if item.label is None:
-            return Written()
-        task_id = item.task_id
-        result = prediction_result(config, item.label, strength_for(item.confidence))
-        if predicted is None:
-            prediction_id = (None if item.fresh else self._existing_prediction(task_id, item)) or (
-                self.sdk.predictions.create(
-                    task=task_id,
-                    result=result,
-                    score=item.confidence if item.confidence is not None else 0.5,
-                    model_version=item.model_version,
-                ).id
-            )
-            annotation_id = None
-            if item.annotate and not item.fresh:
-                annotation_id = self._existing_annotation(task_id, prediction_id)
-            predicted = Predicted(prediction_id, annotation_id)
-        if not item.annotate:
-            return Written(predicted.prediction_id)
-        annotation_id = predicted.annotation_id or self._annotate(
-            task_id, result, predicted.prediction_id
+        current = next(
+            (task.data or {} for task in page.items or [] if task.id == item.task_id), None
         )
-        return Written(predicted.prediction_id, annotation_id)
-
-    def _annotate(self, task_id: int, result: list[dict[str, Any]], prediction_id: int) -> int:
-        judge = self.judge_user_id()
-        author = {"completed_by": judge} if judge is not None else {}
-        return self.sdk.annotations.create(
-            id=task_id, result=result, parent_prediction=prediction_id, ground_truth=False, **author
-        ).id
-
-    def _existing_prediction(self, task_id: int, item: WriteBack) -> int | None:
-        for prediction in self.sdk.predictions.list(task=task_id):
-            if prediction.model_version == item.model_version:
-                return prediction.id
-        return None
-
-    def _existing_annotation(self, task_id: int, prediction_id: int) -> int | None:
-        for annotation in self.sdk.annotations.list(id=task_id):
-            if annotation.parent_prediction == prediction_id:
-                return annotation.id
-        return None
+        if current is None:
+            raise TaskGone(item.task_id)
+        with _task_gone_on_missing(item.task_id):
+            self.sdk.tasks.update(id=str(item.task_id), data={**current, **route_fields(item)})
 
     def ensure_tabs(self, project_id: int) -> None:
         """Create the two Data Manager tabs filtered on ``data.hyper_route`` (once)."""

@@ -47,9 +47,13 @@ class HyperModel:
             else load_default_router()
         )
         judge, tagger = build_panel_and_tagger(settings, tag_cache=store)
-        key = settings.label_studio_api_key
+        key, judge_key = settings.label_studio_api_key, settings.label_studio_judge_api_key
         label_studio = (
-            LabelStudioClient.connect(settings.label_studio_url, key.get_secret_value())
+            LabelStudioClient.connect(
+                settings.label_studio_url,
+                key.get_secret_value(),
+                judge_key.get_secret_value() if judge_key else None,
+            )
             if key
             else None
         )

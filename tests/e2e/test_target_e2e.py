@@ -99,7 +99,7 @@ def test_audits_certify_a_target_and_later_ai_labels_pass_its_threshold(
     ai = [t for t in new if t.data[ROUTE_FIELD] == "ai"]
     assert ai, "the certified threshold let the judge label nothing"
     for task in ai:
-        assert task.data[SCORE_FIELD] <= threshold + 1e-4  # hyper_score is rounded
+        assert task.data[SCORE_FIELD] <= threshold + 0.005  # hyper_score has 2 decimals
         assert "certified: scores " in task.data[REASON_FIELD]
     assert all(plan_of(t) != "tie" for t in ai)  # the judge's ties score above it
 

@@ -318,22 +318,24 @@ def test_decisions_are_written_back_to_label_studio(
     assert ai.written_at is not None and human.written_at is not None
     assert ai.prediction_id is not None and ai.annotation_id is not None
     assert human.prediction_id is None and human.annotation_id is None
-    patches = {path: body for method, path, _, body in label_studio.requests if method == "PATCH"}
-    data_1 = next(body for path, body in patches.items() if "/tasks/1" in path)["data"]
-    data_2 = next(body for path, body in patches.items() if "/tasks/2" in path)["data"]
+    data_1, data_2 = label_studio.tasks[1], label_studio.tasks[2]
     assert data_1["hyper_route"] == "ai" and data_1["prompt"].startswith("[judge:b]")
     assert data_2["hyper_route"] == "human" and "judge failed" in data_2["hyper_reason"]
-    assert data_1["edited"] and data_2["edited"], "the data as Label Studio holds it now"
-    (prediction,) = [
-        body
-        for method, path, _, body in label_studio.requests
-        if method == "POST" and "/predictions" in path
-    ]
-    assert prediction["task"] == 1
-    assert prediction["result"][0]["value"] == {"choices": ["B"]}
-    task_1_writes = [m for m, p, _, _ in label_studio.requests if "/tasks/1/" in p + "/"]
-    # the route shows once the annotation exists, and the data is read just before it
-    assert task_1_writes == ["POST", "GET", "PATCH"]
+    assert data_1["edited"] and data_2["edited"], "set in the data as Label Studio holds it"
+    (prediction,) = label_studio.predictions[1]
+    assert (
+        prediction["result"][0]["value"] == {"choices": ["B"]} and 2 not in label_studio.predictions
+    )
+    posts = [(p, b) for m, p, _, b in label_studio.requests if m == "POST"]
+    annotated = next(
+        i for i, (p, _) in enumerate(posts) if p.startswith("/api/tasks/1/annotations")
+    )
+    routed = next(
+        i
+        for i, (p, b) in enumerate(posts)
+        if "add_data_field" in p and b["value_name"] == "hyper_route"
+    )
+    assert annotated < routed, "the route shows once the annotation exists"
     assert not model.store.unwritten_decisions()
 
 

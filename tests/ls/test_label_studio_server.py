@@ -11,7 +11,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Route
-from hyper_ls_backend.ls.client import LabelStudioClient, TaskGone, WriteBack
+from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import (
     Strength,
     parse_label_config,
@@ -100,23 +100,34 @@ def test_a_broken_config_is_refused(client: LabelStudio) -> None:
 
 
 @pytest.mark.parametrize("route", ["ai", "human"])
-def test_writing_to_a_deleted_task_raises_task_gone(client: LabelStudio, route: str) -> None:
-    """Label Studio answers 404 for the task and annotation, but 400 for a prediction."""
+def test_a_task_deleted_before_its_write_back_is_left_out_and_the_others_written(
+    client: LabelStudio, route: str
+) -> None:
+    """Label Studio refuses a bulk prediction import naming a deleted task (400), and its
+    Data Manager actions skip it: the write-back goes on for the others."""
     project = client.projects.create(title="hyper-ls deleted", label_config=SHIPPED["3way"])
     assert project.id is not None
-    client.projects.import_tasks(id=project.id, request=[{"data": TASK}])
-    (task,) = list(client.tasks.list(project=project.id))
-    client.tasks.delete(id=str(task.id))
-    item = WriteBack(
-        task={"id": task.id, "data": TASK},
-        route=Route(route),
-        score=0.5,
-        reason="test",
-        model_version="test",
-        label=Label.A,
-        fresh=True,
+    client.projects.import_tasks(id=project.id, request=[{"data": TASK}, {"data": TASK}])
+    kept, deleted = sorted(task.id for task in client.tasks.list(project=project.id))
+    client.tasks.delete(id=str(deleted))
+    items = [
+        WriteBack(
+            task_id=task_id,
+            route=Route(route),
+            score=0.5,
+            reason="test",
+            model_version="test",
+            label=Label.A,
+            fresh=True,
+        )
+        for task_id in (kept, deleted)
+    ]
+
+    written = LabelStudioClient(client).write_many(
+        project.id, parse_label_config(SHIPPED["3way"]), items
     )
 
-    with pytest.raises(TaskGone):
-        LabelStudioClient(client).write(parse_label_config(SHIPPED["3way"]), item)
+    assert list(written) == [kept]
+    assert client.tasks.get(id=str(kept)).data["hyper_route"] == route
+    assert (written[kept].annotation_id is not None) is (route == "ai")
     client.projects.delete(id=project.id)

@@ -19,7 +19,6 @@ from hyper_ls_backend.ls.client import (
     ROUTE_FIELD,
     SCORE_FIELD,
     LabelStudioClient,
-    TaskGone,
     WriteBack,
 )
 from hyper_ls_backend.ls.label_config import (
@@ -139,43 +138,38 @@ def project(sdk: LabelStudio) -> Iterator[int]:
     sdk.projects.delete(id=created.id)
 
 
+def _item(task_id: int, route: Route = Route.AI, **overrides: Any) -> WriteBack:
+    fields: dict[str, Any] = {
+        "task_id": task_id,
+        "route": route,
+        "score": 0.61234,
+        "reason": "test",
+        "model_version": "test",
+        "label": Label.A,
+        "confidence": 0.9,
+        "fresh": True,
+    }
+    return WriteBack(**(fields | overrides))
+
+
 @pytest.mark.label_studio
-@pytest.mark.parametrize("named", [True, False], ids=["with-project", "without-project"])
 @pytest.mark.parametrize("route", list(Route))
 def test_write_back_keeps_what_was_edited_in_label_studio_after_import(
-    sdk: LabelStudio, project: int, route: Route, named: bool
+    sdk: LabelStudio, project: int, route: Route
 ) -> None:
-    """Label Studio sends every task with its project (read from the project's list); one
-    without is read on its own."""
+    """The route fields are set by Label Studio itself in each task's data (the Data
+    Manager action), so a field edited, added or removed after the import stays so."""
     imported = {**_task()["data"], "source": "batch-1"}
     sdk.projects.import_tasks(id=project, request=[{"data": imported}])
     (task,) = list(sdk.tasks.list(project=project))
-    received = {"id": task.id, "data": dict(imported)}  # the copy the webhook brought
-    if named:
-        received["project"] = project
     edited = {**imported, "prompt": "Why is the sky blue at noon?", "reviewed_by": "ana"}
     del edited["source"]
     sdk.tasks.update(id=str(task.id), data=edited)
-    item = WriteBack(
-        task=received,
-        route=route,
-        score=0.61234,
-        reason="test",
-        model_version="test",
-        label=Label.A,
-        confidence=0.9,
-        fresh=True,
-    )
 
-    LabelStudioClient(sdk).write(parse_label_config(SHIPPED["5point"]), item)
+    LabelStudioClient(sdk).write_many(project, STANDARD, [_item(task.id, route)])
 
     data = sdk.tasks.get(id=str(task.id)).data
-    assert data == {
-        **edited,
-        ROUTE_FIELD: route.value,
-        SCORE_FIELD: 0.6123,
-        REASON_FIELD: "test",
-    }
+    assert data == {**edited, ROUTE_FIELD: route.value, SCORE_FIELD: 0.61, REASON_FIELD: "test"}
 
 
 @pytest.mark.label_studio
@@ -183,18 +177,8 @@ def test_the_judge_annotates_as_its_own_user_created_once(sdk: LabelStudio, proj
     sdk.projects.import_tasks(id=project, request=[{"data": _task()["data"]}])
     (task,) = list(sdk.tasks.list(project=project))
     first, second = LabelStudioClient(sdk), LabelStudioClient(sdk)
-    item = WriteBack(
-        task={"id": task.id, "data": task.data},
-        route=Route.AI,
-        score=0.2,
-        reason="test",
-        model_version="test",
-        label=Label.B,
-        confidence=0.9,
-        fresh=True,
-    )
 
-    written = first.write(parse_label_config(SHIPPED["5point"]), item)
+    written = first.write_many(project, STANDARD, [_item(task.id, label=Label.B)])[task.id]
 
     judge = second.judge_user_id()  # another client (a restarted backend) finds the same user
     assert [u.id for u in sdk.users.list() if u.email == JUDGE_EMAIL] == [judge]
@@ -203,6 +187,33 @@ def test_the_judge_annotates_as_its_own_user_created_once(sdk: LabelStudio, proj
     assert second.is_backend_user(judge) and second.is_backend_user(second.user_id)
     human = sdk.users.create(username="ann", email="annotator-write-back@example.com")
     assert not second.is_backend_user(human.id)
+
+
+@pytest.mark.label_studio
+def test_with_a_token_of_its_own_the_judge_annotates_in_bulk_under_its_name(
+    label_studio: LabelStudioServer, sdk: LabelStudio, project: int
+) -> None:
+    """With ``LABEL_STUDIO_JUDGE_API_KEY`` the annotations are made by one Data Manager
+    action, credited to that token's owner; written again, nothing is added."""
+    token = label_studio.create_user("judge-bulk@example.com")
+    sdk.projects.import_tasks(id=project, request=[{"data": _task()["data"]}] * 3)
+    ids = sorted(task.id for task in sdk.tasks.list(project=project))
+    client = LabelStudioClient.connect(label_studio.url, label_studio.api_key, token)
+    items = [_item(task_id) for task_id in ids]
+    users = len(sdk.users.list())
+
+    first = client.write_many(project, STANDARD, items)
+    again = client.write_many(project, STANDARD, [_item(t, fresh=False) for t in ids])
+
+    judge = client.judge_user_id()
+    assert judge != client.user_id and client.is_backend_user(judge)
+    assert first == again and sorted(first) == ids
+    for task_id in ids:
+        annotations = sdk.annotations.list(id=task_id)
+        assert [(a.id, a.completed_by) for a in annotations] == [
+            (first[task_id].annotation_id, judge)
+        ]
+    assert len(sdk.users.list()) == users  # no judge user of the backend's own made
 
 
 def test_a_token_that_may_not_create_users_annotates_as_its_owner(
@@ -214,18 +225,8 @@ def test_a_token_that_may_not_create_users_annotates_as_its_owner(
     fake.users_refused = True
     try:
         client = LabelStudioClient.connect(fake.url, "token")
-        for task_id in (1, 2):
-            item = WriteBack(
-                task={"id": task_id, "data": {}},
-                route=Route.AI,
-                score=0.1,
-                reason="test",
-                model_version="test",
-                label=Label.A,
-                fresh=True,
-            )
-            written = client.write(parse_label_config(SHIPPED["5point"]), item)
-            assert written.annotation_id is not None
+        written = client.write_many(7, STANDARD, [_item(1), _item(2)])
+        assert all(w.annotation_id is not None for w in written.values()) and len(written) == 2
         assert client.is_backend_user(fake.user_id) and not client.is_backend_user(5)
     finally:
         fake.stop()
@@ -235,32 +236,58 @@ def test_a_token_that_may_not_create_users_annotates_as_its_owner(
     assert len(refused) == 1
 
 
-def test_a_task_with_its_project_is_read_from_the_project_list_not_on_its_own() -> None:
-    """Read on its own, a task with no prediction makes Label Studio call the backend's
-    /predict first; read from the list, it does not."""
+def test_fields_are_set_once_per_field_and_value_and_a_deleted_task_left_out() -> None:
     fake = FakeLabelStudio().start()
+    fake.tasks = {t: {"prompt": f"edited {t}"} for t in (1, 2, 3)}
+    fake.deleted_tasks = {3}
+    items = [
+        _item(1, Route.HUMAN, score=0.801, reason="doubtful"),
+        _item(2, Route.HUMAN, score=0.7991, reason="doubtful"),
+        _item(3, Route.HUMAN, score=0.1, reason="other"),
+    ]
+    try:
+        written = LabelStudioClient.connect(fake.url, "token").write_many(7, STANDARD, items)
+    finally:
+        fake.stop()
+    assert sorted(written) == [1, 2]
+    assert fake.tasks[1] == {
+        "prompt": "edited 1",
+        ROUTE_FIELD: "human",
+        SCORE_FIELD: 0.8,
+        REASON_FIELD: "doubtful",
+    }
+    actions = [(p, b) for m, p, _, b in fake.requests if "/api/dm/actions" in p]
+    set_fields = [(b["value_name"], b["value"], b["selectedItems"]["included"]) for _, b in actions]
+    assert set_fields == [
+        (SCORE_FIELD, 0.8, [1, 2]),
+        (REASON_FIELD, "doubtful", [1, 2]),
+        (SCORE_FIELD, 0.1, [3]),
+        (REASON_FIELD, "other", [3]),
+        (ROUTE_FIELD, "human", [1, 2, 3]),
+    ]
+    assert not [m for m, *_ in fake.requests if m == "PATCH"]
+
+
+def test_a_label_studio_without_the_action_gets_the_fields_task_by_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each task's data is then read (from the project's list, which does not make Label
+    Studio call the backend's /predict as reading one task does) just before its PATCH."""
+    fake = FakeLabelStudio().start()
+    fake.actions_refused = True
     fake.tasks = {1: {"prompt": "edited in Label Studio"}}
     fake.deleted_tasks = {2}
     try:
         client = LabelStudioClient.connect(fake.url, "token")
-        config = parse_label_config(SHIPPED["5point"])
-        for task_id in (1, 2):
-            item = WriteBack(
-                task={"id": task_id, "project": 7, "data": {"prompt": "as imported"}},
-                route=Route.HUMAN,
-                score=0.9,
-                reason="test",
-                model_version="test",
-            )
-            if task_id == 2:
-                with pytest.raises(TaskGone):
-                    client.write(config, item)
-            else:
-                client.write(config, item)
+        written = client.write_many(7, STANDARD, [_item(1, Route.HUMAN), _item(2, Route.HUMAN)])
+        client.write_many(7, STANDARD, [_item(1, Route.HUMAN)])
     finally:
         fake.stop()
+    assert list(written) == [1]
+    patches = [body for method, _, _, body in fake.requests if method == "PATCH"]
+    assert len(patches) == 2 and patches[0]["data"]["prompt"] == "edited in Label Studio"
+    assert patches[0]["data"][ROUTE_FIELD] == "human"
     reads = [path for method, path, _, _ in fake.requests if method == "GET"]
-    assert len(reads) == 2 and all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
-    (patch,) = [body for method, _, _, body in fake.requests if method == "PATCH"]
-    assert patch["data"]["prompt"] == "edited in Label Studio"
-    assert patch["data"][ROUTE_FIELD] == "human"
+    assert all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
+    refused = [r for r in caplog.records if "refused the Data Manager action" in r.getMessage()]
+    assert len(refused) == 1

@@ -230,6 +230,11 @@ class FakeLabelStudio:
         self.annotations: dict[int, list[dict[str, Any]]] = {}
         """Annotations created, by task."""
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.judge_tokens: dict[str, int] = {}
+        """API tokens of other users (token: user id): an annotation made by the Data
+        Manager action "predictions to annotations" is credited to its caller."""
+        self.actions_refused = False
+        """Answer 400 to Data Manager actions, as a Label Studio without them would."""
         self._ids = iter(range(1000, 10**6))
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -255,10 +260,21 @@ class FakeLabelStudio:
     def paths(self, method: str | None = None) -> list[str]:
         return [path for m, path, _, _ in self.requests if method in (None, m)]
 
-    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def _caller(self, headers: dict[str, str]) -> int:
+        token = headers.get("authorization", "").split(" ")[-1]
+        return self.judge_tokens.get(token, self.user_id)
+
+    def _answer(
+        self, method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, Any]:
         route = path.split("?", 1)[0].rstrip("/")
         if route.endswith("/current-user/whoami"):
-            return 200, {"id": self.user_id, "email": "backend@example.com", "username": "hyper"}
+            return 200, {"id": self._caller(headers), "email": "backend@example.com"}
+        if method == "POST" and route == "/api/dm/actions":
+            if self.actions_refused:
+                return 400, {"detail": "Can't find the action in registered actions"}
+            action = parse_qs(urlsplit(path).query)["id"][0]
+            return self._act(action, body, self._caller(headers))
         if route == "/api/users":
             if self.users_refused:
                 return 403, {"detail": "You do not have permission to perform this action."}
@@ -317,6 +333,35 @@ class FakeLabelStudio:
             return 201, created
         return 404, {"detail": f"fake Label Studio: no route for {method} {route}"}
 
+    def _act(self, action: str, body: dict[str, Any], caller: int) -> tuple[int, Any]:
+        """The two Data Manager actions the write-back uses, as Label Studio runs them."""
+        tasks = [t for t in body["selectedItems"]["included"] if t not in self.deleted_tasks]
+        with self._lock:
+            if action == "add_data_field":
+                cast = float if body["value_type"] == "Number" else str
+                for task_id in tasks:
+                    self.tasks.setdefault(task_id, {})[body["value_name"]] = cast(body["value"])
+                return 200, {"detail": f"Updated {len(tasks)} tasks"}
+            assert action == "predictions_to_annotations", action
+            made = 0
+            for task_id in tasks:
+                annotated = {a.get("parent_prediction") for a in self.annotations.get(task_id, [])}
+                for prediction in self.predictions.get(task_id, []):
+                    if prediction.get("model_version") != body.get("model_version"):
+                        continue
+                    if prediction["id"] in annotated:
+                        continue
+                    self.annotations.setdefault(task_id, []).append(
+                        {
+                            "id": next(self._ids),
+                            "result": prediction["result"],
+                            "parent_prediction": prediction["id"],
+                            "completed_by": caller,
+                        }
+                    )
+                    made += 1
+            return 200, {"detail": f"Created {made} annotations"}
+
     def _selected(self, task_ids: list[int]) -> list[dict[str, Any]]:
         return [
             {
@@ -340,7 +385,7 @@ class FakeLabelStudio:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with server._lock:
                     server.requests.append((self.command, self.path, headers, body))
-                status, answer = server._answer(self.command, self.path, body)
+                status, answer = server._answer(self.command, self.path, body, headers)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
