@@ -1,7 +1,7 @@
 """Import benchmark: webhook acknowledge latency, and time from import to all-routed.
 
     python benchmarks/import_latency.py [--tasks 1000] [--judge-ms 300] [--concurrent 50]
-        [--concurrency C] [--storm-s 30]
+        [--concurrency C] [--storm-s 30] [--judge-token]
 
 Runs the real backend (``hyper-ls serve``, SQLite state and queue) as a subprocess with the
 judge pointed at a local fake Anthropic Messages API that answers after ``--judge-ms``
@@ -14,6 +14,10 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    and times until every task is routed and until every decision is written back, against
    the judge-bound time (tasks x 2 orders x judge time / ``--concurrency``, the backend's
    ``HYPER_JUDGE_CONCURRENCY``).
+
+``--judge-token``: the judge gets a Label Studio user of its own with a token
+(``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are made in bulk; without it they are
+made one by one, credited to the judge's user by ``completed_by``.
 
 ``--storm-s S``: for the first S seconds of the import the judge refuses every other call
 with HTTP 429 (``retry-after: 1``); the report counts the refusals, the tasks whose judge
@@ -164,6 +168,7 @@ def import_to_routed(
     judge_s: float,
     storm: Storm | None,
     work: Path,
+    judge_token: bool,
 ) -> dict[str, float]:
     slots = concurrency or Settings().hyper_judge_concurrency
     with run_label_studio(timeout=LS_START_TIMEOUT) as ls:
@@ -172,6 +177,8 @@ def import_to_routed(
             "LABEL_STUDIO_URL": ls.url,
             "LABEL_STUDIO_API_KEY": ls.api_key,
         }
+        if judge_token:  # the judge's own Label Studio user: annotations made in bulk
+            env["LABEL_STUDIO_JUDGE_API_KEY"] = ls.create_user("judge@example.com")
         backend = BackendProcess(env, work / "import-model", work / "import.log").start()
         try:
             settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.api_key)
@@ -200,6 +207,7 @@ def import_to_routed(
     report = {
         "tasks": n_tasks,
         "concurrency": slots,
+        "judge_token": judge_token,
         "load_before": before,
         "load_after": load(),
         "judge_bound_s": round(bound, 1),
@@ -227,6 +235,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--storm-s", type=float, default=0.0, help="429 for every other call this long"
+    )
+    parser.add_argument(
+        "--judge-token",
+        action="store_true",
+        help="give the judge a Label Studio user and token (LABEL_STUDIO_JUDGE_API_KEY)",
     )
     parser.add_argument("--skip-import", action="store_true", help="webhook latency only")
     parser.add_argument("--skip-webhook", action="store_true", help="import only")
@@ -258,6 +271,7 @@ def main() -> None:
                     judge.delay_s,
                     storm,
                     work,
+                    args.judge_token,
                 )
     finally:
         server.stop()

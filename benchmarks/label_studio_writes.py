@@ -49,7 +49,7 @@ MODEL_VERSION = "benchmark"
 class _Acknowledge(BaseHTTPRequestHandler):
     received = 0
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).received += 1
         self.send_response(200)
@@ -170,7 +170,9 @@ def main() -> None:
                     id="predictions_to_annotations",
                     project=project,
                     selected_items=selected,
-                    request_options={"additional_body_parameters": {"model_version": MODEL_VERSION}},
+                    request_options={
+                        "additional_body_parameters": {"model_version": MODEL_VERSION}
+                    },
                 ),
             ),
             timed(
