@@ -9,6 +9,12 @@ SQLite the project's lock is the database's write lock, taken when every transac
 (``BEGIN IMMEDIATE``); on PostgreSQL a transaction-scoped advisory lock on the project id
 (a project row need not exist). Those are the two databases supported.
 
+On SQLite the threads of one process also take turns for that write lock among
+themselves (``Store.session``), a read that writes nothing (``Store.read``) takes neither,
+and imports recorded at once share a transaction (``Store.record_tasks``); while a request
+is answered (``Store.serving``) the other threads' database calls wait. So a webhook waits
+for the one transaction under way, not for every worker's.
+
 A database made by an earlier version starts as is: columns added since are added to it on
 start (``add_missing_columns``), all nullable.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     inspect,
     make_url,
     select,
@@ -54,10 +61,19 @@ from hyper_ls_backend.store.schema import (
     TaskRecord,
     utcnow,
 )
+from hyper_ls_backend.store.writers import GroupCommit, RequestsFirst, WriterTurns
 
 PROJECT_LOCK_CLASS = 0x68_79_70_65
 """First key of the PostgreSQL advisory locks on projects (the second is the project id),
 so they cannot collide with another application's locks on the same database."""
+REQUEST_PATIENCE = 0.2
+"""Seconds a background database call waits at most for requests being answered."""
+READ_ONLY = "hyper_read_only"
+"""Execution option of ``Store.read``'s transactions: on SQLite they begin deferred."""
+
+
+Import = tuple[int, Sequence[dict[str, Any]]]
+"""A project id and the tasks imported into it."""
 
 
 class Labelled(NamedTuple):
@@ -87,7 +103,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            reading = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -102,11 +119,13 @@ def _lock_project(s: Session, project_id: int) -> None:
 def _upsert(s: Session, model: type[Base], **values: Any) -> None:
     """Insert the row, or update these columns of the row with its primary key. One
     statement: concurrent saves of one key cannot collide, as a read-then-insert would."""
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     keys = [column.name for column in model.__table__.primary_key]
     updates = {name: value for name, value in values.items() if name not in keys}
     s.execute(
-        insert(model).values(**values).on_conflict_do_update(index_elements=keys, set_=updates)
+        dialect.insert(model)
+        .values(**values)
+        .on_conflict_do_update(index_elements=keys, set_=updates)
     )
 
 
@@ -141,11 +160,48 @@ class Store:
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         self._ledger_lock = threading.Lock()
+        self._requests = RequestsFirst(patience=REQUEST_PATIENCE)
+        on_sqlite = self.engine.dialect.name == "sqlite"
+        self._writers = WriterTurns() if on_sqlite else None
+        self._imports = GroupCommit(self._record_imports) if on_sqlite else None
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around the answer to a request: the database serves this thread first
+        (``RequestsFirst``, ``WriterTurns``) until it leaves."""
+        with self._requests.serving():
+            yield
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        """A transaction that holds the project's lock (see the module's docstring).
+
+        On SQLite the process's threads take turns (``WriterTurns``: in order of arrival,
+        urgent ones first) before they ask SQLite for its write lock, so none of them waits
+        in SQLite's busy handler. That handler polls, sleeping 1, 2, 5... then 100 ms
+        between tries, and a newcomer's first try can take the lock from a thread asleep:
+        with 50 webhooks arriving at once beside the worker threads, one webhook waited
+        1.4 s for a transaction of a few milliseconds. Other processes on the same file
+        (``WORKERS`` > 1, the CLI) still meet at SQLite's lock. On PostgreSQL, where
+        writers to different projects do not wait for each other, there are no turns.
+        """
+        self._requests.wait()
+        urgent = self._requests.urgent
+        turn = self._writers.turn(urgent) if self._writers is not None else nullcontext()
+        with turn, self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction for reads only: on SQLite it begins deferred and takes no lock (in
+        WAL mode a reader sees the last commit and never waits for a writer). Anything
+        that writes, or reads to decide what to write, uses ``session``."""
+        self._requests.wait()
+        with self._reads.begin() as session:
             yield session
 
     # -- projects --------------------------------------------------------------------------
@@ -159,33 +215,69 @@ class Store:
             s.add(project)
 
     def project(self, project_id: int) -> Project | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(Project, project_id)
 
     # -- tasks -----------------------------------------------------------------------------
 
     def record_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> int:
         """Remember imported tasks (once each), the new ones as one import; returns how
-        many were new."""
-        ids = [int(t["id"]) for t in tasks]
+        many were new, once they are committed.
+
+        On SQLite the imports recorded by several threads at once share transactions
+        (``GroupCommit``): 50 webhooks arriving together, each waiting its turn for a
+        transaction and an fsync of its own, kept the last of them waiting 0.7 s.
+        """
+        if self._imports is None:
+            return self._record_imports([(project_id, tasks)])[0]
+        return self._imports.submit((project_id, tasks))
+
+    def _record_imports(self, imports: Sequence[Import]) -> list[int]:
+        """``record_tasks`` of each import, in order, in one transaction: whatever the
+        number of imports, per project one read of the tasks already known and of the last
+        import's number, and one insert of every new task."""
+        ids: dict[int, set[int]] = {}
+        for project_id, tasks in imports:
+            ids.setdefault(project_id, set()).update(int(t["id"]) for t in tasks)
         with self.session() as s:
-            _lock_project(s, project_id)
-            in_project = TaskRecord.project_id == project_id
-            known = set(
-                s.scalars(select(TaskRecord.task_id).where(in_project, TaskRecord.task_id.in_(ids)))
-            )
-            fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known}
-            batch = (s.scalar(select(func.max(TaskRecord.import_batch)).where(in_project)) or 0) + 1
-            s.add_all(
-                TaskRecord(project_id=project_id, task_id=tid, payload=task, import_batch=batch)
-                for tid, task in fresh.items()
-            )
-        return len(fresh)
+            known, last_import = {}, {}
+            for project_id in sorted(ids):  # locks taken in one order: no deadlock
+                _lock_project(s, project_id)
+                in_project = TaskRecord.project_id == project_id
+                known[project_id] = set(
+                    s.scalars(
+                        select(TaskRecord.task_id).where(
+                            in_project, TaskRecord.task_id.in_(ids[project_id])
+                        )
+                    )
+                )
+                last_import[project_id] = (
+                    s.scalar(select(func.max(TaskRecord.import_batch)).where(in_project)) or 0
+                )
+            rows, counts = [], []
+            for project_id, tasks in imports:
+                fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known[project_id]}
+                if fresh:
+                    last_import[project_id] += 1
+                    known[project_id].update(fresh)
+                rows.extend(
+                    {
+                        "project_id": project_id,
+                        "task_id": task_id,
+                        "payload": task,
+                        "import_batch": last_import[project_id],
+                    }
+                    for task_id, task in fresh.items()
+                )
+                counts.append(len(fresh))
+            if rows:  # Core's executemany: ORM objects cost a webhook more than the rest
+                s.connection().execute(insert(TaskRecord.__table__), rows)
+        return counts
 
     def import_of(self, project_id: int, task_id: int) -> list[int]:
         """The tasks of the import ``task_id`` came in, by id; only itself when it has no
         recorded import (stored by an earlier version)."""
-        with self.session() as s:
+        with self.read() as s:
             batch = s.scalar(
                 select(TaskRecord.import_batch).where(
                     TaskRecord.project_id == project_id, TaskRecord.task_id == task_id
@@ -202,7 +294,7 @@ class Store:
             )
 
     def tasks(self, project_id: int, task_ids: Sequence[int]) -> list[TaskRecord]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(TaskRecord)
@@ -212,12 +304,12 @@ class Store:
             )
 
     def task(self, project_id: int, task_id: int) -> TaskRecord | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(TaskRecord, (project_id, task_id))
 
     def undecided_tasks(self) -> list[tuple[int, int]]:
         """(project, task) pairs received but not yet routed, oldest first."""
-        with self.session() as s:
+        with self.read() as s:
             rows = s.execute(
                 select(TaskRecord.project_id, TaskRecord.task_id)
                 .outerjoin(
@@ -244,7 +336,7 @@ class Store:
             _upsert(s, JudgeOutput, project_id=project_id, task_id=task_id, **fields)
 
     def judge_outputs(self, project_id: int, task_ids: Sequence[int]) -> dict[int, JudgeOutput]:
-        with self.session() as s:
+        with self.read() as s:
             outputs = s.scalars(
                 select(JudgeOutput).where(
                     JudgeOutput.project_id == project_id, JudgeOutput.task_id.in_(task_ids)
@@ -260,7 +352,7 @@ class Store:
     def unready_in_import_of(self, project_id: int, task_id: int, judged: bool) -> int:
         """Tasks of ``task_id``'s import not ready to decide: not yet read, or (``judged``)
         readable but without a judge output. One count, however big the import."""
-        with self.session() as s:
+        with self.read() as s:
             batch = s.scalar(
                 select(TaskRecord.import_batch).where(
                     TaskRecord.project_id == project_id, TaskRecord.task_id == task_id
@@ -289,7 +381,7 @@ class Store:
 
     def unread_in_import(self, project_id: int, import_batch: int) -> int:
         """Tasks of the import not yet read (neither a comparison nor a problem stored)."""
-        with self.session() as s:
+        with self.read() as s:
             return (
                 s.scalar(
                     select(func.count()).where(
@@ -361,7 +453,7 @@ class Store:
             return sorted({(record.project_id, record.import_batch) for record in stale})
 
     def import_tasks(self, project_id: int, import_batch: int) -> list[int]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(TaskRecord.task_id)
@@ -381,7 +473,7 @@ class Store:
             record.status, record.error = "refused", error
 
     def unhandled_refusals(self) -> list[JudgeBatchRecord]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(JudgeBatchRecord).where(
@@ -403,7 +495,7 @@ class Store:
             return tasks
 
     def import_batches(self, project_id: int, import_batch: int) -> list[JudgeBatchRecord]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(JudgeBatchRecord).where(
@@ -415,7 +507,7 @@ class Store:
 
     def open_batches(self) -> list[JudgeBatchRecord]:
         """Batches sent and not yet read back, oldest first."""
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(JudgeBatchRecord)
@@ -426,7 +518,7 @@ class Store:
 
     def batch_items(self, project_id: int, task_id: int) -> list[JudgeBatchItem]:
         """The task's requests in every batch."""
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(JudgeBatchItem).where(
@@ -460,7 +552,7 @@ class Store:
             )
 
     def batches_of(self, project_id: int) -> list[JudgeBatchRecord]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(JudgeBatchRecord)
@@ -471,7 +563,7 @@ class Store:
 
     def batch_spend(self, project_id: int) -> dict[str, float]:
         """What the project's answered batch requests cost, and would have at list price."""
-        with self.session() as s:
+        with self.read() as s:
             calls, cost, listed, tokens_in, tokens_out = s.execute(
                 select(
                     func.count(),
@@ -557,11 +649,11 @@ class Store:
         )
 
     def decision(self, project_id: int, task_id: int) -> DecisionRecord | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.get(DecisionRecord, (project_id, task_id))
 
     def unwritten_decisions(self) -> list[DecisionRecord]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(DecisionRecord)
@@ -583,7 +675,7 @@ class Store:
             record.prediction_id, record.annotation_id = prediction_id, annotation_id
 
     def decision_counts(self) -> dict[tuple[int, Route], int]:
-        with self.session() as s:
+        with self.read() as s:
             rows = s.execute(
                 select(DecisionRecord.project_id, DecisionRecord.route, func.count()).group_by(
                     DecisionRecord.project_id, DecisionRecord.route
@@ -636,7 +728,7 @@ class Store:
             return count
 
     def human_labels(self, project_id: int) -> list[HumanLabel]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(HumanLabel).where(
@@ -646,7 +738,7 @@ class Store:
             )
 
     def label_count(self, project_id: int) -> int:
-        with self.session() as s:
+        with self.read() as s:
             return (
                 s.scalar(
                     select(func.count()).where(
@@ -660,7 +752,7 @@ class Store:
         """Every readable task with human labels, as HyPER pairs records (the stored
         comparison, its judge verdict, its human votes oldest first), each with whether its
         decision was an audit and the audit's inclusion probability."""
-        with self.session() as s:
+        with self.read() as s:
             labels = s.execute(
                 select(HumanLabel.task_id, HumanLabel.label)
                 .where(HumanLabel.project_id == project_id, HumanLabel.deleted.is_(False))
@@ -710,7 +802,7 @@ class Store:
 
     def seen_comparisons(self, project_id: int) -> list[dict[str, Any]]:
         """Every readable task as a pairs record with its judges' verdicts (if judged)."""
-        with self.session() as s:
+        with self.read() as s:
             rows = s.execute(
                 select(TaskRecord.comparison, JudgeOutput.verdict, JudgeOutput.verdicts)
                 .outerjoin(
@@ -728,7 +820,7 @@ class Store:
     def route_counts(self, project_id: int) -> dict[str, int]:
         """Decisions by kind (``human`` by the router, ``audit``, ``forced``, ``ai``) and
         the number of tasks received."""
-        with self.session() as s:
+        with self.read() as s:
             rows = s.execute(
                 select(
                     DecisionRecord.route, DecisionRecord.audit, DecisionRecord.forced, func.count()
@@ -745,7 +837,7 @@ class Store:
         return counts
 
     def lm_spend(self, project_id: int) -> dict[str, float]:
-        with self.session() as s:
+        with self.read() as s:
             judged, cost, tokens_in, tokens_out = s.execute(
                 select(
                     func.count(),
@@ -764,7 +856,7 @@ class Store:
     def forced_unreadable(self, project_id: int) -> int:
         """Tasks forced to humans because they could not be read (the other forced tasks
         had no usable judge verdict)."""
-        with self.session() as s:
+        with self.read() as s:
             return (
                 s.scalar(
                     select(func.count())
@@ -784,7 +876,7 @@ class Store:
             )
 
     def router_versions(self, project_id: int) -> list[RouterVersion]:
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(RouterVersion)
@@ -861,7 +953,7 @@ class Store:
 
     def certifications(self, project_id: int) -> list[CertificationRecord]:
         """The project's certification looks, oldest first."""
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(CertificationRecord)
@@ -872,7 +964,7 @@ class Store:
 
     def refits(self, project_id: int) -> list[RefitRecord]:
         """The project's refits, oldest first."""
-        with self.session() as s:
+        with self.read() as s:
             return list(
                 s.scalars(
                     select(RefitRecord)
@@ -882,7 +974,7 @@ class Store:
             )
 
     def active_router(self, project_id: int) -> RouterVersion | None:
-        with self.session() as s:
+        with self.read() as s:
             return s.scalar(
                 select(RouterVersion).where(
                     RouterVersion.project_id == project_id, RouterVersion.active.is_(True)
@@ -892,7 +984,7 @@ class Store:
     # -- tagger cache (the lm layer's TagCache protocol) -----------------------------------
 
     def get(self, key: str) -> dict[str, str] | None:
-        with self.session() as s:
+        with self.read() as s:
             entry = s.get(TagCacheEntry, key)
             return dict(entry.tags) if entry else None
 

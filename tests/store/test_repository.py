@@ -19,6 +19,7 @@ from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Decision, LedgerState, Route
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.repository import add_missing_columns
+from hyper_ls_backend.store.schema import Project
 
 P = 7
 
@@ -291,6 +292,46 @@ def test_concurrent_record_tasks_of_the_same_tasks_all_succeed(open_store: OpenS
         fresh = list(pool.map(record, range(9)))
     assert sum(fresh) == 50
     assert len(stores[0].undecided_tasks()) == 50
+
+
+def test_imports_recorded_in_one_transaction_are_each_an_import_of_their_own(
+    store: Store,
+) -> None:
+    first = [{"id": 2, "data": {"prompt": "first"}}]
+    counts = store._record_imports(
+        [(P, tasks(1) + first), (P, tasks(2, 3)), (P, tasks(1, 2)), (P + 1, tasks(1))]
+    )
+    assert counts == [2, 1, 0, 1]
+    assert store.import_of(P, 1) == [1, 2] and store.import_of(P, 3) == [3]
+    assert store.import_of(P + 1, 1) == [1]
+    assert store.task(P, 2).payload == first[0]  # the first payload is kept
+    assert store.record_tasks(P, tasks(4)) == 1
+    assert store.import_of(P, 4) == [4]
+
+
+def test_imports_recorded_from_many_threads_at_once_stay_apart(store: Store) -> None:
+    barrier = threading.Barrier(16)
+
+    def record(c: int) -> int:
+        barrier.wait()
+        return store.record_tasks(P, tasks(*range(10 * c, 10 * c + 10)))
+
+    with ThreadPoolExecutor(16) as pool:
+        fresh = list(pool.map(record, range(32)))
+    assert fresh == [10] * 32
+    imports = [store.import_of(P, 10 * c) for c in range(32)]
+    assert imports == [list(range(10 * c, 10 * c + 10)) for c in range(32)]
+
+
+def test_a_read_does_not_wait_for_a_write_under_way(store: Store) -> None:
+    store.save_project(P, "<View/>", {})
+    with store.session() as s:
+        s.add(Project(id=P + 1, label_config="", extra_params={}))
+        s.flush()
+        start = time.perf_counter()
+        assert store.project(P) is not None and store.project(P + 1) is None  # not committed
+        assert time.perf_counter() - start < 5  # SQLite's busy timeout is 30 s
+    assert store.project(P + 1) is not None
 
 
 def test_undecided_tasks_are_the_received_ones_without_a_decision_oldest_first(

@@ -1,0 +1,157 @@
+"""How the threads of one process share the database: background work waits while a
+request is answered (``RequestsFirst``); on a database that takes one writer at a time
+(SQLite) writers take turns, a request's write first (``WriterTurns``), and writes of one
+kind made at once share a transaction (``GroupCommit``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class RequestsFirst:
+    """Background database work waits while requests are answered.
+
+    Worker threads share the interpreter lock with the threads answering requests, and
+    while judging an import they spend most of it in database calls. So a request answered
+    ``serving()`` makes every other thread's next database call wait until no request is
+    being answered, for at most ``patience`` seconds (background work is delayed, never
+    stopped). A thread answering a request never waits here, and its writes are urgent.
+    """
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self._lock = threading.Lock()
+        self._serving = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._local = threading.local()
+
+    @property
+    def urgent(self) -> bool:
+        """Whether this thread is answering a request."""
+        return getattr(self._local, "serving", False)
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._lock:
+            self._serving += 1
+            self._idle.clear()
+        self._local.serving = True
+        try:
+            yield
+        finally:
+            self._local.serving = False
+            with self._lock:
+                self._serving -= 1
+                if not self._serving:
+                    self._idle.set()
+
+    def wait(self) -> None:
+        """Called before a database call: wait while other threads answer requests."""
+        if not self.urgent:
+            self._idle.wait(self.patience)
+
+
+class WriterTurns:
+    """A lock handed from one writer to the next in order of arrival, except that a
+    writer a request waits for (``urgent``) goes before every background writer waiting.
+
+    A plain lock lets whichever thread the scheduler runs first take it: a webhook's
+    transaction waited 1.2 s behind the worker threads storing the tasks they read, one
+    transaction each. Here it waits for the transaction under way, then goes. Each waiter
+    sleeps on a lock of its own, released when its turn comes, so a release wakes one
+    thread, not all of them.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._urgent: deque[threading.Lock] = deque()
+        self._background: deque[threading.Lock] = deque()
+
+    @contextmanager
+    def turn(self, urgent: bool = False) -> Iterator[None]:
+        self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self, urgent: bool) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            wake = threading.Lock()
+            wake.acquire()
+            (self._urgent if urgent else self._background).append(wake)
+        wake.acquire()  # the writer before hands over: ``_held`` stays True
+
+    def _release(self) -> None:
+        with self._mutex:
+            waiting = self._urgent or self._background
+            if waiting:
+                waiting.popleft().release()
+            else:
+                self._held = False
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Runs the writes of concurrent callers together, each caller returning once its own
+    write has committed.
+
+    ``write(items)`` makes the writes of several calls in one transaction, in the order
+    given, and returns one result per item. ``submit(item)`` queues the item and waits for
+    the transaction holding it: the first caller commits its item alone; the callers who
+    arrive while that transaction runs wait for it, and the first of them then commits all
+    of their items together. There is no timer: a caller alone waits for nothing. So N
+    callers at once pay for a few transactions (and fsyncs) instead of N.
+
+    If a shared transaction fails, each of its items is written again in a transaction of
+    its own, so an item that cannot be written fails only its own caller.
+    """
+
+    def __init__(self, write: Callable[[Sequence[Item]], Sequence[Result]]) -> None:
+        self._write = write
+        self._queued: list[tuple[Item, Future[Result]]] = []
+        self._queue_lock = threading.Lock()
+        self._committing = threading.Lock()
+        """Held by the caller whose transaction runs; the next holder takes the queue."""
+
+    def submit(self, item: Item) -> Result:
+        done: Future[Result] = Future()
+        with self._queue_lock:
+            self._queued.append((item, done))
+        with self._committing:
+            if not done.done():  # no earlier transaction took it: lead the next one
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._commit(batch)
+        return done.result()
+
+    def _commit(self, batch: list[tuple[Item, Future[Result]]]) -> None:
+        try:
+            results = self._write([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} writes")
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0][1].set_exception(error)
+            else:
+                for call in batch:
+                    self._commit([call])
+        except BaseException as error:  # interrupted: no waiting caller is left hanging
+            for _, done in batch:
+                done.set_exception(error)
+            raise
+        else:
+            for (_, done), result in zip(batch, results, strict=True):
+                done.set_result(result)

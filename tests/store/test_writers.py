@@ -1,0 +1,171 @@
+"""How threads share the database: requests first, writers in turns, group commit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from hyper_ls_backend.store.writers import GroupCommit, RequestsFirst, WriterTurns
+
+
+def started(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+# -- WriterTurns ----------------------------------------------------------------------------
+
+
+def test_an_urgent_writer_goes_before_background_writers_that_came_first() -> None:
+    turns = WriterTurns()
+    order: list[str] = []
+    release = threading.Event()
+
+    def first() -> None:
+        with turns.turn():
+            release.wait()
+
+    def writer(name: str, urgent: bool) -> Callable[[], None]:
+        def write() -> None:
+            with turns.turn(urgent):
+                order.append(name)
+
+        return write
+
+    threads = [started(first)]
+    wait_for(lambda: turns._held)
+    for queued, name in enumerate(("background-1", "background-2"), start=1):
+        threads.append(started(writer(name, urgent=False)))
+        wait_for(lambda queued=queued: len(turns._background) == queued)
+    threads.append(started(writer("urgent", urgent=True)))
+    wait_for(lambda: len(turns._urgent) == 1)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["urgent", "background-1", "background-2"]
+    assert not turns._held
+
+
+def test_a_writer_alone_takes_its_turn_at_once_and_turns_survive_an_error() -> None:
+    turns = WriterTurns()
+    with pytest.raises(ValueError), turns.turn():
+        raise ValueError("the transaction failed")
+    done = threading.Event()
+
+    def write() -> None:
+        with turns.turn():
+            done.set()
+
+    started(write)
+    assert done.wait(timeout=5)
+    wait_for(lambda: not turns._held)
+
+
+# -- GroupCommit ----------------------------------------------------------------------------
+
+
+class Recorder:
+    """A ``write`` that records its batches; the first one waits until ``go`` is set."""
+
+    def __init__(self, bad: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.go = threading.Event()
+        self.bad = bad
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        if len(self.batches) == 1:
+            self.go.wait(timeout=10)
+        if self.bad in items:
+            raise ValueError(f"cannot write {self.bad}")
+        return [item * 10 for item in items]
+
+
+def submit_all(group: GroupCommit[int, int], items: Sequence[int]) -> dict[int, object]:
+    """Submit ``items[0]``, then the rest while its transaction runs; every outcome."""
+    outcomes: dict[int, object] = {}
+
+    def submit(item: int) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                outcomes[item] = group.submit(item)
+            except ValueError as error:
+                outcomes[item] = error
+
+        return run
+
+    threads = [started(submit(items[0]))]
+    wait_for(lambda: len(group._write.batches) == 1)  # type: ignore[attr-defined]
+    for item in items[1:]:
+        threads.append(started(submit(item)))
+    wait_for(lambda: len(group._queued) == len(items) - 1)
+    group._write.go.set()  # type: ignore[attr-defined]
+    for thread in threads:
+        thread.join(timeout=10)
+    return outcomes
+
+
+def test_callers_arriving_during_a_transaction_share_the_next_one() -> None:
+    write = Recorder()
+    outcomes = submit_all(GroupCommit(write), [1, 2, 3, 4, 5])
+    assert write.batches[0] == [1]
+    assert sorted(write.batches[1]) == [2, 3, 4, 5] and len(write.batches) == 2
+    assert outcomes == {1: 10, 2: 20, 3: 30, 4: 40, 5: 50}
+
+
+def test_an_item_that_cannot_be_written_fails_only_its_caller() -> None:
+    write = Recorder(bad=4)
+    outcomes = submit_all(GroupCommit(write), [1, 2, 3, 4, 5])
+    assert isinstance(outcomes.pop(4), ValueError)
+    assert outcomes == {1: 10, 2: 20, 3: 30, 5: 50}
+    assert sorted(write.batches[1]) == [2, 3, 4, 5]  # together first, then one by one
+    assert sorted(map(tuple, write.batches[2:])) == [(2,), (3,), (4,), (5,)]
+
+
+# -- RequestsFirst --------------------------------------------------------------------------
+
+
+def test_background_calls_wait_while_a_request_is_answered() -> None:
+    requests = RequestsFirst(patience=10.0)
+    answered, waited = threading.Event(), threading.Event()
+    leave = threading.Event()
+
+    def answer() -> None:
+        with requests.serving():
+            requests.wait()  # the request's own calls never wait
+            answered.set()
+            leave.wait(timeout=10)
+
+    started(answer)
+    assert answered.wait(timeout=5)
+    started(lambda: (requests.wait(), waited.set()))
+    assert not waited.wait(timeout=0.2)
+    leave.set()
+    assert waited.wait(timeout=5)
+    assert not requests.urgent
+
+
+def test_background_calls_wait_no_longer_than_their_patience() -> None:
+    requests = RequestsFirst(patience=0.05)
+    with requests.serving():
+        assert requests.urgent
+        waited: list[float] = []
+
+        def background() -> None:
+            start = time.monotonic()
+            requests.wait()
+            waited.append(time.monotonic() - start)
+
+        started(background).join(timeout=5)
+    assert 0.04 < waited[0] < 2.0
