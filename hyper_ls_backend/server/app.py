@@ -161,7 +161,8 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
     @app.post("/webhook")
     def webhook(event: WebhookEvent, model: Backend) -> dict[str, str]:
         metrics.WEBHOOKS.labels(event.action).inc()
-        outcome = model.webhook(event)
+        with model.store.serving():  # the workers' database calls wait for the answer
+            outcome = model.webhook(event)
         return {"status": outcome}
 
     def campaign(project: int, model: HyperModel) -> ProjectStatus:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -70,6 +71,35 @@ def test_webhook_stores_the_tasks_before_enqueuing_them(tmp_path: Path) -> None:
     assert seen == [True] * 12
     assert "12 new" in outcome
     assert model.queue.pending() == 1  # one dispatch job, not run: no consumer was started
+
+
+def test_each_webhooks_tasks_are_committed_when_it_is_acknowledged(tmp_path: Path) -> None:
+    """Many webhooks at once share transactions; each is answered only after its own
+    tasks are committed: another connection to the database sees them at that moment."""
+    settings = make_settings(tmp_path)
+    database = f"file:{settings.model_dir / 'hyper.sqlite3'}?mode=ro"
+    missing: dict[int, list[int]] = {}
+    statuses: list[int] = []
+    with serve(settings, immediate=False) as (client, _):
+        client.post("/setup", json=setup_body())
+        barrier = threading.Barrier(12)
+
+        def send(c: int) -> None:
+            ids = list(range(100 * c + 1, 100 * c + 21))
+            barrier.wait()
+            response = client.post("/webhook", json=tasks_created([task(i) for i in ids]))
+            statuses.append(response.status_code)
+            with sqlite3.connect(database, uri=True) as other:
+                stored = {t for (t,) in other.execute("select task_id from tasks")}
+            missing[c] = sorted(set(ids) - stored)
+
+        threads = [threading.Thread(target=send, args=(c,)) for c in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * 12
+    assert missing == {c: [] for c in range(12)}
 
 
 def test_webhook_for_an_unknown_project_sets_it_up_from_the_payloads_config(
