@@ -203,6 +203,12 @@ def import_to_routed(
             failed, most_attempts = judge_failures(backend)
         finally:
             backend.stop()
+    # the backend logs each bulk write-back: how long its parts took
+    write_backs = [
+        line.split("wrote back ", 1)[1]
+        for line in (work / "import.log").read_text().splitlines()
+        if "wrote back " in line
+    ]
     bound = n_tasks * 2 * judge_s / slots
     report = {
         "tasks": n_tasks,
@@ -219,6 +225,7 @@ def import_to_routed(
         "routed_per_s": round(n_tasks / routed_at, 1),
         "judge_failed_tasks": failed,
         "most_attempts_per_call": most_attempts,
+        "write_backs": write_backs,
     }
     if storm is not None:
         report |= {"storm_s": storm.seconds, "storm_refusals": storm.refused}

@@ -115,6 +115,10 @@ class ExportRow(Comparison):
     ai_confidence: float | None = None
     router_version: str | None = None
     """The router version that decided the task."""
+    score: float | None = None
+    """The router's score when it decided (``hyper_score``, to full precision)."""
+    reasons: list[str] = Field(default_factory=list)
+    """Why it was routed so, with the figures ``hyper_reason`` leaves out."""
 
 
 class TrlRow(BaseModel):
@@ -304,6 +308,8 @@ def build_row(
             "ai_label": decision.judge_label if decision else None,
             "ai_confidence": decision.judge_confidence if decision else None,
             "router_version": decision.model_version if decision else None,
+            "score": decision.score if decision else None,
+            "reasons": list(decision.reasons) if decision else [],
         }
     )
     if votes:

@@ -182,6 +182,7 @@ def test_an_untouched_ai_prefill_is_the_judges_label(campaign: Campaign) -> None
         0.9,
     )
     assert row.judge.label == Label.A and [j.model for j in row.judges] == ["judge-1"]
+    assert (row.score, row.reasons) == (0.5, ["test"])  # with the figures hyper_reason drops
 
 
 def test_a_person_who_changes_the_prefill_gives_a_human_label_credited_to_them(

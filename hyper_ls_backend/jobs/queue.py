@@ -32,6 +32,10 @@ CHUNK = 20
 many tasks can be in progress (8 x 20 keeps 320 LM requests waiting for the shared limit
 of ``HYPER_JUDGE_CONCURRENCY``), and how many predictions go in one bulk write."""
 RETRIES, RETRY_DELAY = 5, 5
+IDLE_POLL_MAX = 0.5
+"""Longest sleep of an idle worker thread between looks at the queue (huey's default is
+10 s, its backoff from 0.1 s): an import's write-back is one job enqueued when its last
+task is decided, and seconds of nobody looking are seconds added to every import."""
 
 
 class QueueStorage(SqliteStorage):
@@ -161,7 +165,11 @@ class JobQueue:
         if self.huey.immediate:
             return
         self._consumer = EmbeddedConsumer(
-            self.huey, workers=self._threads, worker_type="thread", periodic=False
+            self.huey,
+            workers=self._threads,
+            worker_type="thread",
+            periodic=False,
+            max_delay=IDLE_POLL_MAX,
         )
         self._consumer.start()
         if self._poller is not None:

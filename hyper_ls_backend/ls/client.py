@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -217,19 +218,38 @@ class LabelStudioClient:
            already carries its prediction and annotation;
         4. one list of the tasks reads back the ids.
         """
+        if not items:  # an empty selection is every task of the project to Label Studio
+            return {}
+        started = time.perf_counter()
         ai = [item for item in items if item.route is Route.AI and item.label is not None]
         if ai:
             made = {} if all(item.fresh for item in ai) else self._carried(project_id, ai)
             self._import_predictions(
                 project_id, config, [item for item in ai if made.get(item.task_id) is None]
             )
-            annotate = [item for item in ai if item.annotate]
-            if annotate and self.judge_sdk is not None:
-                self._convert(project_id, annotate)
-            elif annotate:
-                self._annotate_each(project_id, config, annotate)
-        self._set_fields(project_id, items)
+        predicted = time.perf_counter()
+        annotate = [item for item in ai if item.annotate]
+        if annotate and self.judge_sdk is not None:
+            self._convert(project_id, annotate)
+        elif annotate:
+            self._annotate_each(project_id, config, annotate)
+        annotated = time.perf_counter()
+        calls = self._set_fields(project_id, items)
+        fields = time.perf_counter()
         carried = self._carried(project_id, items)
+        log.info(
+            "project %d: wrote back %d decisions in %.1f s (predictions %.1f s, %d "
+            "annotations %.1f s, fields %.1f s in %d calls, read back %.1f s)",
+            project_id,
+            len(items),
+            time.perf_counter() - started,
+            predicted - started,
+            len(annotate),
+            annotated - predicted,
+            fields - annotated,
+            calls,
+            time.perf_counter() - fields,
+        )
         return {
             task_id: Written(found.prediction_id, found.annotation_id) if found else Written()
             for task_id, found in carried.items()
@@ -239,6 +259,8 @@ class LabelStudioClient:
         """For each of the items' tasks still in Label Studio, its prediction of the item's
         model version and the annotation made from it (None: no prediction), read in one
         list of the tasks."""
+        if not items:
+            return {}
         versions = {item.task_id: item.model_version for item in items}
         selected = {"selectedItems": {"all": False, "included": sorted(versions)}}
         found: dict[int, Predicted | None] = {}
@@ -358,7 +380,7 @@ class LabelStudioClient:
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             list(pool.map(annotate, items))
 
-    def _set_fields(self, project_id: int, items: Sequence[WriteBack]) -> None:
+    def _set_fields(self, project_id: int, items: Sequence[WriteBack]) -> int:
         """Set the route fields in the tasks' data, keeping every other field as it is.
 
         Label Studio has no partial update of ``data`` through the task API (a PATCH
@@ -368,6 +390,7 @@ class LabelStudioClient:
         itself (``jsonb_set`` on PostgreSQL), so an edit made in Label Studio meanwhile is
         kept. One call per field and value: the values are kept few (``route_fields``).
         A Label Studio without the action gets the fields task by task (``_patch_fields``).
+        Returns the number of calls made.
         """
         groups: dict[tuple[str, str | float], list[int]] = defaultdict(list)
         for item in items:
@@ -404,6 +427,8 @@ class LabelStudioClient:
             for item in items:
                 with suppress(TaskGone):
                     self._patch_fields(project_id, item)
+            return len(items)
+        return len(groups)
 
     def _patch_fields(self, project_id: int, item: WriteBack) -> None:
         """The route fields of one task: its data read just before it is replaced (Label

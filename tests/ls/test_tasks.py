@@ -291,3 +291,13 @@ def test_a_label_studio_without_the_action_gets_the_fields_task_by_task(
     assert all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
     refused = [r for r in caplog.records if "refused the Data Manager action" in r.getMessage()]
     assert len(refused) == 1
+
+
+def test_nothing_to_write_makes_no_call() -> None:
+    """Label Studio reads an empty selection as every task of the project."""
+    fake = FakeLabelStudio().start()
+    try:
+        assert LabelStudioClient.connect(fake.url, "token").write_many(7, STANDARD, []) == {}
+    finally:
+        fake.stop()
+    assert fake.requests == []
