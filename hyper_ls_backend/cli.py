@@ -457,12 +457,22 @@ def connect(args: argparse.Namespace) -> None:
             "start it (README: Get a Label Studio running) or set LABEL_STUDIO_URL"
         ) from None
     except ApiError as error:
+        keys = "LABEL_STUDIO_API_KEY" + (
+            " and LABEL_STUDIO_JUDGE_API_KEY" if settings.label_studio_judge_api_key else ""
+        )
         raise UsageProblem(
             f"Label Studio at {settings.label_studio_url} answered {error.status_code}: "
-            f"{error.body} (check LABEL_STUDIO_API_KEY)"
+            f"{error.body} (check {keys})"
         ) from None
     err.print(
         f"project {project_id} at {settings.label_studio_url} is routed by {args.backend_url}"
+    )
+    err.print(
+        "the judge's annotations are made in bulk, as the owner of LABEL_STUDIO_JUDGE_API_KEY"
+        if settings.label_studio_judge_api_key
+        else "the judge's annotations are made one by one, as the user HyPER judge (set "
+        "LABEL_STUDIO_JUDGE_API_KEY to a token of a user of the judge's for one call per "
+        "import: README)"
     )
 
 

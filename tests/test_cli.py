@@ -490,6 +490,19 @@ def test_connect_reads_the_shipped_configs_by_name_from_any_directory(monkeypatc
     assert "A-is-clearly-better" in given[0]
 
 
+def test_connect_says_how_the_judge_annotations_will_be_made(monkeypatch, capsys):
+    record_connect(monkeypatch)
+    assert main(["connect"]) == 0
+    assert "one by one, as the user HyPER judge (set LABEL_STUDIO_JUDGE_API_KEY" in flat(
+        capsys.readouterr().err
+    )
+    monkeypatch.setenv("LABEL_STUDIO_JUDGE_API_KEY", "judge-token")
+    assert main(["connect"]) == 0
+    message = flat(capsys.readouterr().err)
+    assert "made in bulk, as the owner of LABEL_STUDIO_JUDGE_API_KEY" in message
+    assert "judge-token" not in message
+
+
 def test_connect_names_the_shipped_configs_when_the_label_config_is_unknown(monkeypatch, capsys):
     given = record_connect(monkeypatch)
     assert main(["connect", "--label-config", "preference_7point"]) == 2
@@ -670,4 +683,4 @@ def test_connect_without_label_studio_or_with_a_bad_token_says_so(monkeypatch, c
         server.shutdown()
     message = flat(capsys.readouterr().err)
     assert f"Label Studio at {url} answered 401: " in message
-    assert "Invalid token." in message and "check LABEL_STUDIO_API_KEY" in message
+    assert "Invalid token." in message and "check LABEL_STUDIO_API_KEY)" in message

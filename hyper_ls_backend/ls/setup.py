@@ -19,14 +19,18 @@ def connect_project(
     label_config: str,
 ) -> int:
     """Create (or update) the project, install the config, connect the backend, add tabs,
-    and make sure the judge has its own user to credit its annotations to.
+    and make sure the judge has its own user to credit its annotations to (the owner of
+    ``LABEL_STUDIO_JUDGE_API_KEY``, checked here, else the one the backend creates).
 
     ``maximum_annotations=1`` makes an AI-labelled task leave the labeling stream once the
     backend annotates it.
     """
     parse_label_config(label_config)  # fail here, not in Label Studio, on an unusable config
+    judge_key = settings.label_studio_judge_api_key
     client = LabelStudioClient.connect(
-        settings.label_studio_url, settings.label_studio_api_key.get_secret_value()
+        settings.label_studio_url,
+        settings.label_studio_api_key.get_secret_value(),
+        judge_key.get_secret_value() if judge_key else None,
     )
     sdk = client.sdk
     if project_id is None:

@@ -1,6 +1,6 @@
-"""The bulk write-back against a real Label Studio: a chunk's predictions in one
-``import_predictions``, read back with their ids, annotations made from them, and a replay
-of the same write-back (a restart) that adds nothing."""
+"""The bulk write-back against a real Label Studio: predictions in one
+``import_predictions``, annotations made from them, the route fields by the Data Manager
+action, ids read back, and a replay of the same write-back (a restart) that adds nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from e2e.conftest import CONFIG_5POINT
 from e2e.reading import annotations, check_ai_task, import_tasks, ls_tasks, predictions
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Route
-from hyper_ls_backend.ls.client import ROUTE_FIELD, LabelStudioClient, TaskGone, WriteBack
+from hyper_ls_backend.ls.client import ROUTE_FIELD, LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import parse_label_config
 
 pytestmark = pytest.mark.label_studio
@@ -32,7 +32,7 @@ def project(ls_client: LabelStudio) -> Iterator[int]:
 
 def item(task_id: int, route: Route, fresh: bool = True) -> WriteBack:
     return WriteBack(
-        task={"id": task_id},
+        task_id=task_id,
         route=route,
         score=0.5,
         reason=f"{route.value}: e2e",
@@ -45,14 +45,11 @@ def item(task_id: int, route: Route, fresh: bool = True) -> WriteBack:
 
 def write_all(
     client: LabelStudioClient, project: int, items: list[WriteBack]
-) -> tuple[list[int], dict[int, tuple[int | None, int | None]]]:
-    """The pipeline's chunk write: predictions in bulk, then each task. (The tasks whose
-    prediction the bulk step made or found, every task's prediction and annotation ids.)"""
-    config = parse_label_config(CONFIG)
-    predicted = client.predict_many(project, config, items)
-    written = {i.task_id: client.write(config, i, predicted.get(i.task_id)) for i in items}
-    ids = {task_id: (w.prediction_id, w.annotation_id) for task_id, w in written.items()}
-    return sorted(predicted), ids
+) -> dict[int, tuple[int | None, int | None]]:
+    """The pipeline's write-back of a decided import: each task's prediction and annotation
+    ids, for the tasks still in Label Studio."""
+    written = client.write_many(project, parse_label_config(CONFIG), items)
+    return {task_id: (w.prediction_id, w.annotation_id) for task_id, w in written.items()}
 
 
 def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
@@ -62,14 +59,13 @@ def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
     routes = [Route.AI] * 6 + [Route.HUMAN] * 2
     client = LabelStudioClient(ls_client)
 
-    bulk, first = write_all(client, project, [item(t, r) for t, r in zip(ids, routes, strict=True)])
+    first = write_all(client, project, [item(t, r) for t, r in zip(ids, routes, strict=True)])
     # a restart replays the same write-back, no longer fresh: it finds everything
-    found, again = write_all(
+    again = write_all(
         client, project, [item(t, r, fresh=False) for t, r in zip(ids, routes, strict=True)]
     )
 
-    assert bulk == found == ids[:6]  # one import made them, read back with their ids
-    assert first == again
+    assert sorted(first) == ids and first == again
     assert all(None not in first[t] for t in ids[:6])
     assert all(first[t] == (None, None) for t in ids[6:])
     tasks = {t.id: t for t in ls_tasks(ls_client, project)}
@@ -91,17 +87,11 @@ def test_a_task_deleted_before_its_bulk_write_leaves_the_rest_of_the_chunk_writt
     config = parse_label_config(CONFIG)
     items = [item(task_id, Route.AI) for task_id in ids]
 
-    predicted = client.predict_many(project, config, items)  # refused as a whole: none made
-    outcomes = {}
-    for i in items:
-        try:
-            outcomes[i.task_id] = client.write(config, i, predicted.get(i.task_id))
-        except TaskGone:
-            outcomes[i.task_id] = None
+    written = client.write_many(project, config, items)  # the bulk import is refused
 
-    assert predicted == {}
-    assert outcomes[ids[1]] is None
+    assert sorted(written) == [ids[0], *ids[2:]]  # so they were made one by one
     tasks = {t.id: t for t in ls_tasks(ls_client, project)}
     assert sorted(tasks) == [ids[0], *ids[2:]]
     for task in tasks.values():
         assert check_ai_task(task) == "A-is-clearly-better"
+        assert task.data[ROUTE_FIELD] == "ai"
