@@ -122,6 +122,7 @@ class LabelStudioClient:
         its annotations are then made in bulk, credited to that user."""
         self._assignment_unavailable = False
         self._fields_one_by_one = False
+        self._convert_refused = False
         self._judge_lock = threading.Lock()
         self._judge_id: int | None = None
         self._judge_refused = False
@@ -229,9 +230,7 @@ class LabelStudioClient:
             )
         predicted = time.perf_counter()
         annotate = [item for item in ai if item.annotate]
-        if annotate and self.judge_sdk is not None:
-            self._convert(project_id, annotate)
-        elif annotate:
+        if annotate and not self._convert(project_id, annotate):
             self._annotate_each(project_id, config, annotate)
         annotated = time.perf_counter()
         calls = self._set_fields(project_id, items)
@@ -336,21 +335,38 @@ class LabelStudioClient:
                     with suppress(TaskGone), _task_gone_on_missing(prediction["task"]):
                         self.sdk.predictions.create(**prediction)
 
-    def _convert(self, project_id: int, items: Sequence[WriteBack]) -> None:
+    def _convert(self, project_id: int, items: Sequence[WriteBack]) -> bool:
         """The items' predictions made into annotations by the Data Manager action
         "predictions to annotations", called with the judge's token so Label Studio
         credits the judge's user; a prediction already annotated is left as it is (the
-        action converts only predictions without an annotation), so a retry adds none."""
+        action converts only predictions without an annotation), so a retry adds none.
+        False when there is no judge token, or Label Studio refuses the action to it (a
+        role that may not run it, a version without it): then once per client, logged."""
+        if self.judge_sdk is None or self._convert_refused:
+            return False
         by_version: dict[str, list[int]] = defaultdict(list)
         for item in items:
             by_version[item.model_version].append(item.task_id)
         for version, task_ids in by_version.items():
-            self.judge_sdk.actions.create(
-                id="predictions_to_annotations",
-                project=project_id,
-                selected_items={"all": False, "included": task_ids},
-                request_options={"additional_body_parameters": {"model_version": version}},
-            )
+            try:
+                self.judge_sdk.actions.create(
+                    id="predictions_to_annotations",
+                    project=project_id,
+                    selected_items={"all": False, "included": task_ids},
+                    request_options={"additional_body_parameters": {"model_version": version}},
+                )
+            except ApiError as error:
+                if not 400 <= error.status_code < 500:
+                    raise
+                self._convert_refused = True
+                log.warning(
+                    'Label Studio refused the Data Manager action "predictions to '
+                    "annotations\" to the judge's token (HTTP %d): its annotations are made "
+                    "one by one",
+                    error.status_code,
+                )
+                return False
+        return True
 
     def _annotate_each(
         self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]

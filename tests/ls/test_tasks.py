@@ -301,3 +301,40 @@ def test_nothing_to_write_makes_no_call() -> None:
     finally:
         fake.stop()
     assert fake.requests == []
+
+
+def test_a_judge_token_refused_the_bulk_action_annotates_one_by_one_as_the_judge(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeLabelStudio().start()
+    fake.judge_tokens = {"judge-token": 42}
+    fake.actions_refused = True
+    try:
+        client = LabelStudioClient.connect(fake.url, "token", "judge-token")
+        written = client.write_many(7, STANDARD, [_item(1), _item(2)])
+        client.write_many(7, STANDARD, [_item(3)])
+    finally:
+        fake.stop()
+    assert sorted(written) == [1, 2] and all(w.annotation_id for w in written.values())
+    assert [a["completed_by"] for t in (1, 2, 3) for a in fake.annotations[t]] == [42, 42, 42]
+    refused = [r for r in caplog.records if "predictions to annotations" in r.getMessage()]
+    assert len(refused) == 1
+
+
+def test_a_judge_token_annotates_a_whole_write_back_in_one_action() -> None:
+    fake = FakeLabelStudio().start()
+    fake.judge_tokens = {"judge-token": 42}
+    try:
+        client = LabelStudioClient.connect(fake.url, "token", "judge-token")
+        written = client.write_many(7, STANDARD, [_item(t) for t in (1, 2, 3)])
+    finally:
+        fake.stop()
+    converted = [b for _, p, _, b in fake.requests if "predictions_to_annotations" in p]
+    assert [(b["selectedItems"]["included"], b["model_version"]) for b in converted] == [
+        ([1, 2, 3], "test")
+    ]
+    assert not [p for m, p, _, _ in fake.requests if m == "POST" and "/annotations" in p]
+    assert all(fake.annotations[t][0]["completed_by"] == 42 for t in (1, 2, 3))
+    assert {t: w.annotation_id for t, w in written.items()} == {
+        t: fake.annotations[t][0]["id"] for t in (1, 2, 3)
+    }
