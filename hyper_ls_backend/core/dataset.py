@@ -63,7 +63,7 @@ def parse_line(line: str, number: int, *, drop_labels: bool = False) -> Comparis
     with it, starting ``line N:``. ``drop_labels`` as in ``iter_comparisons``."""
     try:
         record = json.loads(line)
-        if drop_labels and isinstance(record, dict):
+        if drop_labels and isinstance(record, dict) and not record.keys().isdisjoint(LABEL_FIELDS):
             record = {k: v for k, v in record.items() if k not in LABEL_FIELDS}
         return parse_comparison(record)
     except json.JSONDecodeError as error:

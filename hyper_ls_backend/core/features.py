@@ -176,19 +176,22 @@ class Featurizer:
         comparisons: Sequence[Comparison],
         n_jobs: int = 1,
         progress: Callable[[int], None] | None = None,
+        signals: Sequence[JudgeSignals] | None = None,
     ) -> np.ndarray:
         """A float32 0/1 matrix, one row per comparison, columns in ``feature_names_``.
 
         ``n_jobs > 1`` measures texts in that many worker processes (worth it from a few
         thousand comparisons on; the pool is kept for later calls) while this process fills
         in the rows already measured. ``progress`` is called with the number of comparisons
-        done, every ``PARALLEL_CHUNK``.
+        done, every ``PARALLEL_CHUNK``. ``signals``: the comparisons' ``judge_signals``,
+        when the caller has them already (derived here otherwise).
         """
         matrix = np.zeros((len(comparisons), len(self.feature_names_)), dtype=np.float32)
         measures = []
         for row, m in enumerate(iter_measures(comparisons, n_jobs)):
             measures.append(m)
-            for name, value in self._categorical_values(comparisons[row], m).items():
+            judged = signals[row] if signals is not None else None
+            for name, value in self._categorical_values(comparisons[row], m, judged).items():
                 column = self._column.get(name)
                 if column is not None:
                     matrix[row, column] = value
@@ -211,8 +214,10 @@ class Featurizer:
             matrix[rows, offset * self.n_bins + bins] = 1.0
 
     def _categorical_values(
-        self, comparison: Comparison, measures: PairMeasures
+        self, comparison: Comparison, measures: PairMeasures, signals: JudgeSignals | None = None
     ) -> dict[str, float]:
+        if signals is None:
+            signals = judge_signals(comparison)
         flags = {
             "multi_turn": bool(comparison.context_a or comparison.context_b),
             "prompt_has_code": measures.prompt_has_code,
@@ -228,7 +233,7 @@ class Featurizer:
         pick = judge_pick(comparison, measures)
         if pick is not None:
             names.append(f"judge_pick={pick}")
-        return dict.fromkeys(names, 1.0) | signal_features(judge_signals(comparison))
+        return dict.fromkeys(names, 1.0) | signal_features(signals)
 
     # -- persistence ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ swapped [judge_consistent=no +0.654]``.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from hyper_ls_backend.core.comparison import Label
@@ -77,8 +78,20 @@ def reason(
 ) -> str:
     """One explanation: the feature in words, then ``[feature contribution]`` for tools
     (``active`` is the comparison's column in ``family``, None when it has none)."""
-    words = describe(active, signals) if active else f"no {describe(family)}"
-    return f"{words} [{active or 'no ' + family} {contribution:+.3f}]"
+    if active in QUOTING:
+        return f"{describe(active, signals)} [{active} {contribution:+.3f}]"
+    return f"{_opening(active, family)}{contribution:+.3f}]"
+
+
+QUOTING = frozenset({"judge_doubt", "panel_disagreement"})
+"""The columns whose words quote a comparison's own values (``describe``)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _opening(active: str | None, family: str) -> str:
+    """``reason`` up to its contribution, for a column whose words quote nothing."""
+    words = describe(active) if active else f"no {describe(family)}"
+    return f"{words} [{active or 'no ' + family} "
 
 
 def _panel(signals: JudgeSignals | None) -> str:

@@ -186,9 +186,13 @@ class Router:
         comparisons: Sequence[Comparison],
         n_jobs: int = 1,
         progress: Callable[[int], None] | None = None,
+        signals: Sequence[JudgeSignals] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and the feature matrix they came from."""
-        features = self.featurizer.transform(comparisons, n_jobs=n_jobs, progress=progress)
+        """Scores and the feature matrix they came from; ``signals`` as in
+        ``Featurizer.transform``."""
+        features = self.featurizer.transform(
+            comparisons, n_jobs=n_jobs, progress=progress, signals=signals
+        )
         return self.strategy.score(features, comparisons), features
 
     def explain(
@@ -219,15 +223,24 @@ class Router:
         by_family = np.zeros((len(features), len(families)))
         np.add.at(by_family.T, family_of, centred.T)
         names = self.featurizer.feature_names_
+        # Each row's families by the size of their total, strongest first (a stable sort:
+        # equal ones in family order), and the column each has on: its last nonzero one.
+        top = np.argsort(-np.abs(by_family), axis=1, kind="stable")[:, :N_REASONS]
+        rows, columns = np.nonzero(features != 0)
+        active = np.full(by_family.shape, -1, dtype=np.intp)
+        np.maximum.at(active, (rows, family_of[columns]), columns)
+        totals = np.take_along_axis(by_family, top, axis=1).tolist()
+        actives = np.take_along_axis(active, top, axis=1).tolist()
+        quoted = signals if signals else [None] * len(features)
         reasons = []
-        for i, (row, totals) in enumerate(zip(features, by_family, strict=True)):
-            active = {family_of[j]: names[j] for j in np.flatnonzero(row)}
-            top = np.argsort(-np.abs(totals), kind="stable")[:N_REASONS]
+        for top_families, top_actives, top_totals, judged in zip(
+            top.tolist(), actives, totals, quoted, strict=True
+        ):
             reasons.append(
                 [
-                    reason(active.get(f), families[f], totals[f], signals[i] if signals else None)
-                    for f in top
-                    if abs(totals[f]) > 1e-9
+                    reason(names[j] if j >= 0 else None, families[f], total, judged)
+                    for f, j, total in zip(top_families, top_actives, top_totals, strict=True)
+                    if abs(total) > 1e-9
                 ]
             )
         return reasons

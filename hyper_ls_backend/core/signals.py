@@ -88,17 +88,21 @@ def stated_strength(verdict: JudgeVerdict) -> float | None:
     return sum(ANSWER_STRENGTH[a] for a in answers) / len(answers)
 
 
+UNJUDGED = JudgeSignals(False, False, None, None, None, None, None, 0, 0, None, None, None)
+"""The signals of a comparison no judge was asked about (one instance: they are frozen)."""
+
+
 def judge_signals(comparison: Comparison) -> JudgeSignals:
     primary = comparison.judge
     if primary is None:
-        return JudgeSignals(False, False, None, None, None, None, None, 0, 0, None, None, None)
+        return UNJUDGED
     answered = [v for v in comparison.judges or [primary] if not v.failed]
     others = [v for v in comparison.panel if not v.failed]
     label = comparison.judge_label
     agreement = sum(votes(v).get(label, 0.0) for v in others) / len(others) if others else None
     return JudgeSignals(
         judged=True,
-        failed=comparison.judge_failed,
+        failed=label is None,  # comparison.judge_failed, with a judge asked
         ai_label=label,
         primary_label=primary.label,
         consistent=primary.consistent,

@@ -43,7 +43,6 @@ from hyper_ls_backend.core.dataset import (
 from hyper_ls_backend.core.policy import (
     BatchFacts,
     CampaignPolicy,
-    Candidate,
     LedgerState,
     Outcome,
     RankedPlan,
@@ -51,7 +50,7 @@ from hyper_ls_backend.core.policy import (
     budget_count,
 )
 from hyper_ls_backend.core.router import Router
-from hyper_ls_backend.core.signals import JudgeSignals
+from hyper_ls_backend.core.signals import JudgeSignals, judge_signals
 
 CHUNK_ROWS = 2_000
 """Lines per chunk: a few MB of text in flight per worker."""
@@ -262,11 +261,7 @@ def _score_chunk(task: tuple[int, list[str]]) -> ChunkFacts:
         except ValueError as error:
             problems.append((number, str(error)))
     router, policy = _state.router, _state.policy
-    scored = policy.score([Candidate(c.id, c) for c in comparisons], router, explain=False)
-    width = len(router.featurizer.feature_names_)
-    features = (
-        np.stack([s.features for s in scored]) if scored else np.zeros((0, width), dtype=np.float32)
-    )
+    scored, features = _score(comparisons, router, policy)
     encoded = [s.id.encode() for s in scored]
 
     def flags(name: str) -> np.ndarray:
@@ -285,6 +280,25 @@ def _score_chunk(task: tuple[int, list[str]]) -> ChunkFacts:
         problems=problems,
         spool=pickle.dumps(([s.signals for s in scored], features), pickle.HIGHEST_PROTOCOL),
     )
+
+
+def _score(
+    comparisons: list[Comparison], router: Router, policy: CampaignPolicy
+) -> tuple[list[Scored], np.ndarray]:
+    """``policy.score`` of the comparisons as candidates, with ``explain=False`` (their
+    reasons empty, their feature rows left out: the matrix holds them), deriving each one's
+    judge signals once, for the features and the policy both."""
+    signals = [judge_signals(c) for c in comparisons]
+    width = len(router.featurizer.feature_names_)
+    if not comparisons:
+        return [], np.zeros((0, width), dtype=np.float32)
+    scores, features = router.score(comparisons, signals=signals)
+    prefill = policy.can_prefill_tie
+    scored = [
+        Scored(c.id, float(score), [], judged, can_prefill_tie=prefill)
+        for c, score, judged in zip(comparisons, scores, signals, strict=True)
+    ]
+    return scored, features
 
 
 def _digest(data: bytes) -> int:
@@ -367,14 +381,20 @@ def _decide_chunk(task: tuple[bytes, list[str], np.ndarray, np.ndarray]) -> tupl
     plan = replace(_state.plan, outcomes=outcomes)
     reasons = router.explain_signals(features, signals)
     ledger = LedgerState()
+    prefill = policy.can_prefill_tie
     lines = []
     for row, (id_, score, why, judged) in enumerate(
-        zip(ids, scores, reasons, signals, strict=True)
+        zip(ids, scores.tolist(), reasons, signals, strict=True)
     ):
-        s = Scored(id_, float(score), why, judged, can_prefill_tie=policy.can_prefill_tie)
-        record = policy.ranked_decision(plan, row, s, ledger).to_record()
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")  # as write_jsonl
-    return "".join(lines), len(ids)
+        s = Scored(id_, score, why, judged, can_prefill_tie=prefill)
+        lines.append(_ENCODE(policy.ranked_decision(plan, row, s, ledger).to_record()))
+    lines.append("")
+    return "\n".join(lines), len(ids)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(record, ensure_ascii=False)`` (as ``write_jsonl`` writes a record), without
+making an encoder per record."""
 
 
 # -- the workers ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 import operator
 import re
 import string
-from collections import Counter
+from collections import Counter, _count_elements
 from collections.abc import Callable, Collection, Iterable
 from itertools import compress
 from typing import Any, NamedTuple
@@ -128,8 +128,18 @@ def rouge_l(tokens_a: list[str], tokens_b: list[str]) -> float:
 
 
 def _squared_norm(counts: Counter[str]) -> float:
-    # Most counts repeat (1, 1, 1, 2...): weigh each distinct count once.
-    return sum(n * _SQUARED_SUBLINEAR[c] for c, n in Counter(counts.values()).items())
+    # Most counts repeat (1, 1, 1, 2...): weigh each distinct count once, in the order
+    # ``Counter(counts.values())`` has them (the terms' order fixes the sum's last bit).
+    frequencies = _counts(counts.values())
+    return sum(map(operator.mul, frequencies.values(), _lookup(_SQUARED_SUBLINEAR, frequencies)))
+
+
+def _counts(items: Iterable[Any]) -> Counter[Any]:
+    """``Counter(items)``, without its constructor's checks (``Counter.update`` counts an
+    iterable that is not a mapping with this same C helper)."""
+    counts: Counter[Any] = Counter()
+    _count_elements(counts, items)
+    return counts
 
 
 def jaccard(set_a: set[str], set_b: set[str]) -> float:
@@ -209,7 +219,7 @@ def measure_pair(prompt: str, response_a: str, response_b: str) -> PairMeasures:
     tokens_a, tokens_b = words(response_a), words(response_b)
     len_a, len_b = len(tokens_a), len(tokens_b)
     head_a, head_b = _head(tokens_a), _head(tokens_b)
-    counts_a, counts_b = Counter(head_a), Counter(head_b)
+    counts_a, counts_b = _counts(head_a), _counts(head_b)
     longer = max(len_a, len_b)
     gap = abs(len_a - len_b) / longer if longer else 0.0
     final_a = final_number(response_a)

@@ -219,3 +219,12 @@ def test_real_data_single_rows_and_round_trip_match_the_batch(mtbench):
         np.testing.assert_array_equal(featurizer.transform([mtbench[i]])[0], batch[i])
     # real categories are frequent enough to get their own columns
     assert "category=writing" in featurizer.feature_names_
+
+
+def test_the_judge_signals_given_give_the_rows_derived_without_them(featurizer, fresh):
+    from hyper_ls_backend.core.signals import UNJUDGED, judge_signals
+
+    signals = [judge_signals(c) for c in fresh]
+    assert np.array_equal(featurizer.transform(fresh, signals=signals), featurizer.transform(fresh))
+    unjudged = [c.with_judge(None) for c in fresh[:3]]
+    assert all(judge_signals(c) is UNJUDGED for c in unjudged)

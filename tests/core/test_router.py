@@ -419,3 +419,80 @@ def test_learned_strategy_needs_judge_right_and_wrong_examples(comparisons):
 )
 def test_budget_count_is_floor_without_float_noise(share: float, n: int, expected: int) -> None:
     assert budget_count(share, n) == expected
+
+
+# -- explaining a chunk at once ---------------------------------------------------------------
+
+
+def reference_reasons(router: Router, features: np.ndarray, signals: list) -> list[list[str]]:
+    """``Router.explain_signals`` as it was written row by row, before it explained a
+    chunk at once."""
+    from hyper_ls_backend.core.reasons import reason
+
+    contributions = router.strategy.contributions(features)
+    if contributions is None:
+        return [[f"{router.strategy.name} strategy"] for _ in range(len(features))]
+    centred = contributions - router.strategy.contributions(router.feature_means_[None, :])
+    families, family_of = router._families()
+    by_family = np.zeros((len(features), len(families)))
+    np.add.at(by_family.T, family_of, centred.T)
+    names = router.featurizer.feature_names_
+    reasons = []
+    for i, (row, totals) in enumerate(zip(features, by_family, strict=True)):
+        active = {family_of[j]: names[j] for j in np.flatnonzero(row)}
+        top = np.argsort(-np.abs(totals), kind="stable")[: router_module.N_REASONS]
+        reasons.append(
+            [
+                reason(active.get(f), families[f], totals[f], signals[i] if signals else None)
+                for f in top
+                if abs(totals[f]) > 1e-9
+            ]
+        )
+    return reasons
+
+
+def judged_variously(comparisons: list[Comparison]) -> list[Comparison]:
+    """``comparisons`` with confidences, panels (some outvoting the primary), order answers,
+    ties and failures, so that every kind of reason is given."""
+    labels = ["A", "B", "tie", None]
+    varied = []
+    for i, comparison in enumerate(comparisons):
+        primary = JudgeVerdict.model_validate(
+            {
+                "label": labels[i % 4],
+                "confidence": [None, 0.0, 0.4, 0.9, 1.0][i % 5],
+                "orders": {"ab": "A-is-slightly-better", "ba": "B"} if i % 3 == 0 else None,
+                "model": "p",
+            }
+        )
+        panel = [JudgeVerdict(label=Label(labels[(i + k) % 3]), model=f"q{k}") for k in (1, 2)]
+        varied.append(comparison.with_panel([primary, *panel] if i % 2 else [primary]))
+    return varied + comparisons[:10]
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_reasons_of_a_chunk_are_the_row_by_row_reasons(routers, fresh, name):
+    from hyper_ls_backend.core.signals import judge_signals
+
+    router = routers[name]
+    batch = judged_variously(fresh)
+    signals = [judge_signals(c) for c in batch]
+    _, features = router.score(batch, signals=signals)
+    assert router.explain_signals(features, signals) == reference_reasons(router, features, signals)
+    assert router.explain_signals(features, None) == reference_reasons(router, features, None)
+    assert router.explain_signals(features[:0], []) == []
+
+
+def test_the_default_routers_reasons_of_a_chunk_are_the_row_by_row_reasons(fresh):
+    from hyper_ls_backend.core.signals import judge_signals
+    from hyper_ls_backend.priors import load_default_router
+
+    router = load_default_router()
+    batch = judged_variously(fresh)
+    signals = [judge_signals(c) for c in batch]
+    scores, features = router.score(batch, signals=signals)
+    reasons = router.explain_signals(features, signals)
+    assert reasons == reference_reasons(router, features, signals)
+    quoted = " ".join(r for rs in reasons for r in rs)
+    assert "judge confidence (" in quoted and "other judges" in quoted
+    assert np.array_equal(scores, router.score(batch)[0])
