@@ -186,3 +186,30 @@ def test_memory_grows_by_a_few_dozen_bytes_per_comparison(tmp_path, monkeypatch)
     small, large = traced_peak(tmp_path, 1_000), traced_peak(tmp_path, 5_000)
     # holding each comparison (its texts as objects) would cost kilobytes each
     assert (large - small) / 4_000 < 100
+
+
+@pytest.mark.parametrize("can_prefill_tie", [True, False])
+def test_the_flags_kept_of_each_row_are_its_scored_ones(can_prefill_tie):
+    """``streaming._flags`` says of each row what ``Scored`` (what the policy makes of a
+    comparison) says: forced, doubtful, an unfillable tie."""
+    from itertools import product
+
+    from hyper_ls_backend.core.comparison import Label
+    from hyper_ls_backend.core.policy import Scored
+    from hyper_ls_backend.core.signals import UNJUDGED, JudgeSignals
+
+    signals = [UNJUDGED] + [
+        JudgeSignals(
+            True, label is None, label, label, consistent, None, confidence, 0, 0, None, None, None
+        )
+        for label, consistent, confidence in product(
+            [Label.A, Label.B, Label.TIE, None], [True, False, None], [None, 0.0, 0.5]
+        )
+    ]
+    forced, doubtful, unfillable_tie = streaming._flags(signals, can_prefill_tie)
+    scored = [Scored("x", 0.0, [], s, can_prefill_tie=can_prefill_tie) for s in signals]
+    assert forced.tolist() == [s.forced for s in scored]
+    assert doubtful.tolist() == [s.doubtful for s in scored]
+    assert unfillable_tie.tolist() == [s.unfillable_tie for s in scored]
+    assert any(doubtful) and not all(doubtful) and any(forced)
+    assert any(unfillable_tie) == (not can_prefill_tie)

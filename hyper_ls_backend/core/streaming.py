@@ -33,7 +33,7 @@ from typing import IO, TypeVar
 
 import numpy as np
 
-from hyper_ls_backend.core.comparison import Comparison
+from hyper_ls_backend.core.comparison import Comparison, Label
 from hyper_ls_backend.core.dataset import (
     MAX_REPORTED_ERRORS,
     DatasetError,
@@ -261,44 +261,41 @@ def _score_chunk(task: tuple[int, list[str]]) -> ChunkFacts:
         except ValueError as error:
             problems.append((number, str(error)))
     router, policy = _state.router, _state.policy
-    scored, features = _score(comparisons, router, policy)
-    encoded = [s.id.encode() for s in scored]
-
-    def flags(name: str) -> np.ndarray:
-        return np.array([getattr(s, name) for s in scored], dtype=bool)
-
+    signals = [judge_signals(c) for c in comparisons]  # once, for the features and the policy
+    if comparisons:
+        scores, features = router.score(comparisons, signals=signals)
+    else:
+        width = len(router.featurizer.feature_names_)
+        scores, features = np.zeros(0), np.zeros((0, width), dtype=np.float32)
+    forced, doubtful, unfillable_tie = _flags(signals, policy.can_prefill_tie)
+    encoded = [c.id.encode() for c in comparisons]
     return ChunkFacts(
         lines=np.array(numbers, dtype=np.int64),
         ids=b"".join(encoded),
         id_sizes=np.array([len(e) for e in encoded], dtype=np.int64),
         id_hashes=np.array([_digest(e) for e in encoded], dtype=np.uint64),
-        scores=np.array([s.score for s in scored], dtype=float),
-        forced=flags("forced"),
-        doubtful=flags("doubtful"),
-        unfillable_tie=flags("unfillable_tie"),
+        scores=np.asarray(scores, dtype=float),
+        forced=forced,
+        doubtful=doubtful,
+        unfillable_tie=unfillable_tie,
         feature_sum=features.sum(axis=0, dtype=np.float64),
         problems=problems,
-        spool=pickle.dumps(([s.signals for s in scored], features), pickle.HIGHEST_PROTOCOL),
+        spool=pickle.dumps((signals, features), pickle.HIGHEST_PROTOCOL),
     )
 
 
-def _score(
-    comparisons: list[Comparison], router: Router, policy: CampaignPolicy
-) -> tuple[list[Scored], np.ndarray]:
-    """``policy.score`` of the comparisons as candidates, with ``explain=False`` (their
-    reasons empty, their feature rows left out: the matrix holds them), deriving each one's
-    judge signals once, for the features and the policy both."""
-    signals = [judge_signals(c) for c in comparisons]
-    width = len(router.featurizer.feature_names_)
-    if not comparisons:
-        return [], np.zeros((0, width), dtype=np.float32)
-    scores, features = router.score(comparisons, signals=signals)
-    prefill = policy.can_prefill_tie
-    scored = [
-        Scored(c.id, float(score), [], judged, can_prefill_tie=prefill)
-        for c, score, judged in zip(comparisons, scores, signals, strict=True)
-    ]
-    return scored, features
+def _flags(
+    signals: Sequence[JudgeSignals], can_prefill_tie: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``forced``, ``doubtful`` and ``unfillable_tie`` of each row's ``Scored`` (what
+    ``CampaignPolicy.score`` makes of a comparison: judge signals, no problem), without
+    making one per row (tests/test_route_streaming.py checks them against ``Scored``)."""
+    unfillable = [not can_prefill_tie and s.ai_label is Label.TIE for s in signals]
+    return (
+        np.array([s.failed for s in signals], dtype=bool),
+        np.array([s.doubtful or u for s, u in zip(signals, unfillable, strict=True)], dtype=bool),
+        np.array(unfillable, dtype=bool),
+    )
 
 
 def _digest(data: bytes) -> int:

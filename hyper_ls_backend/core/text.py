@@ -85,9 +85,12 @@ def f1(overlap: float, size_a: float, size_b: float) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def unigram_similarities(counts_a: Counter[str], counts_b: Counter[str]) -> tuple[float, float]:
+def unigram_similarities(
+    counts_a: Counter[str], counts_b: Counter[str], sizes: tuple[int, int] | None = None
+) -> tuple[float, float]:
     """ROUGE-1 F1 and the cosine of sublinear term-frequency vectors, in one pass over the
-    tokens both responses have (``rouge_1`` and ``cosine``).
+    tokens both responses have (``rouge_1`` and ``cosine``). ``sizes``: the counts' totals,
+    when the caller knows them (the lengths of the token lists counted).
 
     The dot product adds its terms in the order of the set of shared tokens, as it always
     has, so its value is the same as before to the last bit; that order, and so that bit,
@@ -102,7 +105,8 @@ def unigram_similarities(counts_a: Counter[str], counts_b: Counter[str]) -> tupl
     overlap = (sum(shared_a) + sum(shared_b) - differences) // 2
     terms = map(operator.mul, _lookup(_SUBLINEAR, shared_a), _lookup(_SUBLINEAR, shared_b))
     norms = _squared_norm(counts_a) * _squared_norm(counts_b)
-    return f1(overlap, counts_a.total(), counts_b.total()), sum(terms) / math.sqrt(norms)
+    size_a, size_b = sizes or (counts_a.total(), counts_b.total())
+    return f1(overlap, size_a, size_b), sum(terms) / math.sqrt(norms)
 
 
 def _lookup(table: Any, keys: Collection[Any]) -> tuple[Any, ...]:
@@ -223,7 +227,7 @@ def measure_pair(prompt: str, response_a: str, response_b: str) -> PairMeasures:
     longer = max(len_a, len_b)
     gap = abs(len_a - len_b) / longer if longer else 0.0
     final_a = final_number(response_a)
-    overlap, similarity = unigram_similarities(counts_a, counts_b)
+    overlap, similarity = unigram_similarities(counts_a, counts_b, (len(head_a), len(head_b)))
     longer_side = "same" if gap <= SAME_LENGTH_TOLERANCE else ("A" if len_a > len_b else "B")
     return PairMeasures(
         prompt_len=len(words(prompt)),
