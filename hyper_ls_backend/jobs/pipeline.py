@@ -98,7 +98,7 @@ class Pipeline:
     label_studio: LabelStudioClient | None
     on_decided: Callable[[int, list[int]], None] | None = None
     """Told of tasks decided along with the one being routed (the rest of its import), so
-    their write-backs are queued; the ``JobQueue`` sets it. Until it runs them, they are
+    their write-back is queued; the ``JobQueue`` sets it. Until it runs them, they are
     decided but unwritten, which a restart resumes."""
 
     batches: BatchJudging | None = field(init=False)
@@ -161,12 +161,13 @@ class Pipeline:
             except Exception:
                 log.exception("deciding task %d of project %d failed", task_id, project_id)
                 failed.append(task_id)
-        if self.label_studio is not None:
-            done = [task_id for task_id in task_ids if task_id not in failed]
+        done = [task_id for task_id in task_ids if task_id not in failed]
+        if made - set(task_ids) and self.on_decided is not None:
+            # Decided with the rest of its import: one write job for all of it, this chunk
+            # too. Not as "fresh": until it runs, another job or /predict may write some.
+            self.on_decided(project_id, sorted(made | set(done)))
+        elif self.label_studio is not None:
             failed += self._write_decided(project_id, done, made, config, settings)
-        others = sorted(made - set(task_ids))
-        if others and self.on_decided is not None:
-            self.on_decided(project_id, others)
         return failed
 
     def _project(self, project_id: int) -> tuple[Settings, PreferenceConfig]:
@@ -181,6 +182,8 @@ class Pipeline:
         """Write back the tasks' decisions not yet written, in bulk (``_write_decided``);
         returns the tasks that failed. The queue's write job, for tasks decided along with
         others (``on_decided``)."""
+        if self.label_studio is None:
+            return []
         settings, config = self._project(project_id)
         return self._write_decided(project_id, task_ids, set(), config, settings)
 

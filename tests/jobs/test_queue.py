@@ -31,6 +31,7 @@ from server.harness import (
 from services import PostgresServer, RedisServer
 
 from hyper_ls_backend.core.policy import Route
+from hyper_ls_backend.jobs import queue as queue_module
 from hyper_ls_backend.jobs.queue import CHUNK
 from hyper_ls_backend.lm.batch import INITIAL_WINDOW
 from hyper_ls_backend.server.model import HyperModel
@@ -232,6 +233,41 @@ def test_restart_writes_back_decisions_that_were_never_written(
         1: "human",
         2: "human",
     }
+
+
+def test_a_write_back_retried_after_a_failure_halfway_makes_nothing_twice(
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    label_studio: FakeLabelStudio,
+    models: list[HyperModel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The import's write job made the predictions, then Label Studio failed on the fields
+    (while another job may write some of the same tasks): whoever writes next finds the
+    predictions made and makes none again."""
+    monkeypatch.setattr(queue_module, "RETRY_DELAY", 0)
+    llm.responder = ScriptedJudge()
+    label_studio.actions_failing = 3  # the SDK's own retries of the first call, all failing
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=0.0,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    model = start(settings, models)
+    model.setup(PROJECT, CONFIG_5POINT, None)
+    n = 2 * CHUNK
+    model.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, n + 1)])))
+    wait_until(lambda: not model.store.unwritten_decisions() and all_routed(model, n), 60)
+    assert label_studio.actions_failing == 0
+    assert {t: len(p) for t, p in label_studio.predictions.items()} == {
+        t: 1 for t in range(1, n + 1)
+    }
+    assert {t: len(a) for t, a in label_studio.annotations.items()} == {
+        t: 1 for t in range(1, n + 1)
+    }
+    assert all(label_studio.tasks[t]["hyper_route"] == "ai" for t in range(1, n + 1))
 
 
 def test_a_new_queue_runs_the_jobs_another_enqueued_without_any_resume(

@@ -235,6 +235,8 @@ class FakeLabelStudio:
         Manager action "predictions to annotations" is credited to its caller."""
         self.actions_refused = False
         """Answer 400 to Data Manager actions, as a Label Studio without them would."""
+        self.actions_failing = 0
+        """Answer this many Data Manager action calls 500 (a Label Studio in trouble)."""
         self._ids = iter(range(1000, 10**6))
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -273,6 +275,10 @@ class FakeLabelStudio:
         if method == "POST" and route == "/api/dm/actions":
             if self.actions_refused:
                 return 400, {"detail": "Can't find the action in registered actions"}
+            with self._lock:
+                if self.actions_failing > 0:
+                    self.actions_failing -= 1
+                    return 500, {"detail": "fake Label Studio: server error"}
             action = parse_qs(urlsplit(path).query)["id"][0]
             return self._act(action, body, self._caller(headers))
         if route == "/api/users":
