@@ -1,6 +1,7 @@
 """Benchmark: one big import judged through the (local) Message Batches API, with a crash.
 
     python benchmarks/batch_import.py [--tasks 2000] [--batch-s 30] [--kill-after-polls 3]
+        [--judge-token]
 
 Runs the real backend (``hyper-ls serve``, SQLite state and queue, ``HYPER_JUDGE_BATCH``
 at its default ``auto``) against a real Label Studio 1.23.2 (``make label-studio``) and the
@@ -10,7 +11,8 @@ polled its batch ``--kill-after-polls`` times it is killed (SIGKILL) and started
 the same MODEL_DIR. Reported: the time to send the batch, when the batch ended, when every
 task was decided and written back (from the import call), the batches sent (must be 1)
 and judge calls made outside them (must be 0), and ``/status``'s spend: the batch price
-against the listed price.
+against the listed price. ``--judge-token``: the judge gets a Label Studio user and token of
+its own (``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are written in bulk.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def wait(condition: Callable[[], Any], what: str, timeout: float = 3600.0) -> An
     return value
 
 
-def run(n_tasks: int, batch_s: float, kill_after: int, server: FakeLLMServer, work: Path) -> dict:
+def run(
+    n_tasks: int,
+    batch_s: float,
+    kill_after: int,
+    server: FakeLLMServer,
+    work: Path,
+    judge_token: bool,
+) -> dict:
     server.batch_seconds = batch_s
     with run_label_studio(timeout=900) as ls:  # a loaded machine starts it slowly
         env = {
@@ -65,6 +74,8 @@ def run(n_tasks: int, batch_s: float, kill_after: int, server: FakeLLMServer, wo
             "LABEL_STUDIO_URL": ls.url,
             "LABEL_STUDIO_API_KEY": ls.api_key,
         }
+        if judge_token:
+            env["LABEL_STUDIO_JUDGE_API_KEY"] = ls.create_user("judge@example.com")
         backend = BackendProcess(env, work / "model", work / "backend.log").start()
         try:
             settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.api_key)
@@ -92,6 +103,7 @@ def run(n_tasks: int, batch_s: float, kill_after: int, server: FakeLLMServer, wo
     batches = status["batches"]
     return {
         "tasks": n_tasks,
+        "judge_token": judge_token,
         "batch_s": batch_s,
         "import_call_s": round(imported, 1),
         "batch_sent_s": round(sent, 1),
@@ -117,13 +129,23 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--batch-s", type=float, default=30.0, help="a batch's processing time")
     parser.add_argument("--kill-after-polls", type=int, default=3)
+    parser.add_argument(
+        "--judge-token", action="store_true", help="LABEL_STUDIO_JUDGE_API_KEY for the judge"
+    )
     args = parser.parse_args()
     server = FakeLLMServer()
     server.responder = ScriptedJudge(slow_s=30.0)
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            report = run(args.tasks, args.batch_s, args.kill_after_polls, server, Path(tmp))
+            report = run(
+                args.tasks,
+                args.batch_s,
+                args.kill_after_polls,
+                server,
+                Path(tmp),
+                args.judge_token,
+            )
     finally:
         server.stop()
     print(json.dumps({"benchmark": "batch_import", **report}, indent=2))
