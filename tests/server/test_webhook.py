@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -32,20 +31,22 @@ from .harness import (
 # -- acknowledgement and import -------------------------------------------------------------
 
 
-def test_webhook_acknowledges_200_tasks_well_under_a_second_then_routes_them(
+def test_webhook_acknowledges_200_tasks_before_it_routes_them(
     tmp_path: Path, llm: FakeLLMServer
 ) -> None:
-    judge = ScriptedJudge(delay=0.002)
+    """The acknowledgement does not wait for the judge: the 200 tasks need at least
+    200 x 2 calls x 0.05 s / 16 in flight = 1.25 s of judging, and are still being routed
+    when it arrives. (How fast it comes is measured, not asserted:
+    ``benchmarks/import_latency.py``; Label Studio gives it 1 s.)"""
+    judge = ScriptedJudge(delay=0.05)
     llm.responder = judge
     settings = judge_settings(tmp_path, llm.base_url)
     tasks = [task(i) for i in range(1, 201)]
     with serve(settings, immediate=False) as (client, model):
         client.post("/setup", json=setup_body())
-        start = time.perf_counter()
         response = client.post("/webhook", json=tasks_created(tasks))
-        elapsed = time.perf_counter() - start
         assert response.status_code == 200, response.text
-        assert elapsed < 0.5, f"/webhook took {elapsed:.2f}s for 200 tasks; LS gives it 1 s"
+        assert model.store.undecided_tasks(), "the webhook waited for the routing"
         assert "200 new" in response.json()["status"]
         wait_until(lambda: not model.store.undecided_tasks(), what="200 tasks routed")
         counts = model.store.decision_counts()
