@@ -135,7 +135,7 @@ class Campaign:
                 model_version=VERSION,
             )
             self.store.decide(P, [task_id], lambda _ledger, _undecided: [decision])
-            self.store.mark_written(P, task_id, prediction_id=task_id * 10, annotation_id=prefill)
+            self.store.mark_written(P, {task_id: (task_id * 10, prefill)})
         current = {
             "id": task_id,
             "data": {**data(str(task_id), **overrides), "hyper_route": route},

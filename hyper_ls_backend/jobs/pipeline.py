@@ -35,7 +35,7 @@ from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
 from hyper_ls_backend.lm.batch import map_bounded
-from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack, Written
+from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
     parse_label_config,
@@ -133,8 +133,9 @@ class Pipeline:
         """Route a queue job's chunk of tasks as ``route_task`` routes each, but all at
         once: every task is read, tagged and judged at the same time (the process's one LM
         limiter bounds the requests in flight, not this worker thread), then the chunk's
-        decisions are written back together (the predictions in one bulk import). Returns
-        the tasks that failed, each logged; the others are done."""
+        decisions are written back in bulk, or, decided with the rest of their import,
+        handed to one write job for all of it (``on_decided``). Returns the tasks that
+        failed, each logged; the others are done."""
         settings, config = self._project(project_id)
         failed: list[int] = []
 
@@ -205,23 +206,19 @@ class Pipeline:
             with ExitStack() as held:
                 for stripe in stripes:
                     held.enter_context(self._task_locks[stripe])
+                found = self.store.decisions(project_id, chunk)
                 decisions = [
                     decision
                     for t in chunk
-                    if (decision := self.store.decision(project_id, t)) is not None
-                    and decision.written_at is None
+                    if (decision := found.get(t)) is not None and decision.written_at is None
                 ]
-                items = [self._write_item(d, settings, d.task_id in made) for d in decisions]
                 try:
-                    written = self.label_studio.write_many(project_id, config, items)
+                    self._write(project_id, decisions, made, config, settings)
                 except Exception:
                     log.exception(
-                        "writing back %d tasks of project %d failed", len(items), project_id
+                        "writing back %d tasks of project %d failed", len(decisions), project_id
                     )
                     failed += [decision.task_id for decision in decisions]
-                    continue
-                for decision in decisions:
-                    self._mark_written(decision, written.get(decision.task_id), settings)
         return failed
 
     def _route_task(
@@ -235,10 +232,7 @@ class Pipeline:
             made = self._decide(project_id, task_id, settings, config, alone)
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
-            fresh = any(m.task_id == task_id for m in made)
-            item = self._write_item(decision, settings, fresh)
-            written = self.label_studio.write_many(project_id, config, [item])
-            self._mark_written(decision, written.get(task_id), settings)
+            self._write(project_id, [decision], {m.task_id for m in made}, config, settings)
         return decision, made
 
     def _prepare(
@@ -413,46 +407,57 @@ class Pipeline:
             candidates.append(Candidate(key, comparison, failed))
         return candidates
 
-    def _verdicts(self, decision: DecisionRecord) -> list[JudgeVerdict]:
-        """Every judge's verdict on the decision's task, the primary's first (none if no
-        judge saw it)."""
-        output = self.store.judge_output(decision.project_id, decision.task_id)
-        return verdicts_of(output) if output is not None else []
+    def _write(
+        self,
+        project_id: int,
+        decisions: Sequence[DecisionRecord],
+        made: set[int],
+        config: PreferenceConfig,
+        settings: Settings,
+    ) -> None:
+        """Write unwritten decisions back in a few bulk calls and record what each task
+        got, all in one transaction (``made``: just decided, see ``_write_decided``). A
+        task deleted in Label Studio meanwhile is recorded as written with nothing: the
+        decision stays ours and there is nothing to show."""
+        outputs = self.store.judge_outputs(project_id, [d.task_id for d in decisions])
+        items = [
+            self._write_item(d, outputs.get(d.task_id), settings, d.task_id in made)
+            for d in decisions
+        ]
+        written = self.label_studio.write_many(project_id, config, items)
+        gone = [d.task_id for d in decisions if d.task_id not in written]
+        if gone:
+            log.warning(
+                "tasks %s of project %d were deleted in Label Studio before their decisions "
+                "were written back",
+                gone,
+                project_id,
+            )
+        if settings.hyper_annotators:
+            for decision in decisions:
+                if decision.route is Route.HUMAN and decision.task_id in written:
+                    self.label_studio.assign(
+                        project_id, decision.task_id, settings.hyper_annotators
+                    )
+        ids = {task_id: (w.prediction_id, w.annotation_id) for task_id, w in written.items()}
+        self.store.mark_written(
+            project_id, {d.task_id: ids.get(d.task_id, (None, None)) for d in decisions}
+        )
 
-    def _write_item(self, decision: DecisionRecord, settings: Settings, fresh: bool) -> WriteBack:
+    @staticmethod
+    def _write_item(
+        decision: DecisionRecord, output: JudgeOutput | None, settings: Settings, fresh: bool
+    ) -> WriteBack:
         return WriteBack(
             task_id=decision.task_id,
             route=decision.route,
             score=decision.score,
-            reason=summarize(decision, self._verdicts(decision)),
+            reason=summarize(decision, verdicts_of(output) if output is not None else []),
             model_version=decision.model_version,
             label=decision.judge_label,
             confidence=decision.judge_confidence,
             annotate=settings.hyper_ai_mode is AIMode.ANNOTATE,
             fresh=fresh,
-        )
-
-    def _mark_written(
-        self, decision: DecisionRecord, written: Written | None, settings: Settings
-    ) -> None:
-        """Record what the write-back made for the decision (``written`` None: the task was
-        deleted in Label Studio, the decision stays ours and there is nothing to show)."""
-        if written is None:
-            log.warning(
-                "task %d of project %d was deleted in Label Studio before its decision "
-                "was written back",
-                decision.task_id,
-                decision.project_id,
-            )
-        elif decision.route is Route.HUMAN and settings.hyper_annotators:
-            self.label_studio.assign(
-                decision.project_id, decision.task_id, settings.hyper_annotators
-            )
-        self.store.mark_written(
-            decision.project_id,
-            decision.task_id,
-            written.prediction_id if written else None,
-            written.annotation_id if written else None,
         )
 
 

@@ -86,15 +86,15 @@ class JobQueue:
         self.huey = huey
         self._threads = threads
         self._consumer = None
-        self._route: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
-            self._route_tasks_job(pipeline)
-        )
+        self._route: TaskWrapper = huey.task(
+            retries=RETRIES, retry_delay=RETRY_DELAY, name="route_tasks"
+        )(self._retried_on_failure(pipeline.route_tasks))
         self._dispatch: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
             self._dispatch_job()
         )
-        self._write: TaskWrapper = huey.task(retries=RETRIES, retry_delay=RETRY_DELAY)(
-            self._write_back_job(pipeline)
-        )
+        self._write: TaskWrapper = huey.task(
+            retries=RETRIES, retry_delay=RETRY_DELAY, name="write_back"
+        )(self._retried_on_failure(pipeline.write_back))
         self._refit: TaskWrapper = huey.task()(self._refit_job(learner, certifier))
         # An import is decided by the job that judges its last task: the others' jobs are
         # done by then, so their write-back is queued here, as one job (written in bulk).
@@ -124,25 +124,20 @@ class JobQueue:
         return dispatch_tasks
 
     @staticmethod
-    def _route_tasks_job(pipeline: Pipeline) -> Callable[[int, list[int]], None]:
-        def route_tasks(project_id: int, task_ids: list[int]) -> None:
-            # One task that fails (Label Studio down, task deleted) must not hold back the
-            # others of its chunk: route them all, then fail the job so huey retries it
-            # (tasks already routed and written are skipped on the retry).
-            failed = pipeline.route_tasks(project_id, task_ids)
+    def _retried_on_failure(
+        step: Callable[[int, list[int]], list[int]],
+    ) -> Callable[[int, list[int]], None]:
+        """A job doing ``step`` (route, write back) for some tasks. One task that fails
+        (Label Studio down, task deleted) must not hold back the others: ``step`` does
+        them all and returns those that failed, then the job fails so huey retries it
+        (what is done is skipped on the retry)."""
+
+        def job(project_id: int, task_ids: list[int]) -> None:
+            failed = step(project_id, task_ids)
             if failed:
                 raise RuntimeError(f"project {project_id}: tasks {failed} failed, retrying")
 
-        return route_tasks
-
-    @staticmethod
-    def _write_back_job(pipeline: Pipeline) -> Callable[[int, list[int]], None]:
-        def write_back(project_id: int, task_ids: list[int]) -> None:
-            failed = pipeline.write_back(project_id, task_ids)
-            if failed:
-                raise RuntimeError(f"project {project_id}: writing back {failed} failed, retrying")
-
-        return write_back
+        return job
 
     def write_back(self, project_id: int, task_ids: Sequence[int]) -> None:
         """One job writing back decided tasks, in bulk."""

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
@@ -96,16 +97,43 @@ def route_fields(item: WriteBack) -> dict[str, str | float]:
 
 @dataclass(frozen=True)
 class Written:
+    """What a task carries from this backend: its prediction of the decision's model
+    version and the annotation made from it (None: not there)."""
+
     prediction_id: int | None = None
     annotation_id: int | None = None
 
 
-@dataclass(frozen=True)
-class Predicted:
-    """A task's prediction from this backend, and the annotation made from it if any."""
-
-    prediction_id: int
-    annotation_id: int | None = None
+def _act(
+    sdk: LabelStudio,
+    action: str,
+    project_id: int,
+    task_ids: list[int],
+    params: dict[str, Any],
+    refused: str,
+) -> bool:
+    """Run a Data Manager action on the tasks (never an empty list: Label Studio reads an
+    empty selection as every task). False, logged with what happens instead (``refused``),
+    when Label Studio refuses it (4xx: a version without the action, a token that may not
+    run it); any other error is raised."""
+    try:
+        sdk.actions.create(
+            id=action,
+            project=project_id,
+            selected_items={"all": False, "included": task_ids},
+            request_options={"additional_body_parameters": params},
+        )
+    except ApiError as error:
+        if not 400 <= error.status_code < 500:
+            raise
+        log.warning(
+            'Label Studio refused the Data Manager action "%s" (HTTP %d): %s',
+            action.replace("_", " "),
+            error.status_code,
+            refused,
+        )
+        return False
+    return True
 
 
 def strength_for(confidence: float | None) -> Strength:
@@ -138,7 +166,8 @@ class LabelStudioClient:
 
         Label Studio's open-source API hands out no token for another user, but an
         annotation created with ``completed_by`` is credited to that user (see the README),
-        so the judge needs no token of its own. None where the token may not list or create
+        so the judge needs no token of its own; one lets its annotations be made in bulk.
+        None where the token may not list or create
         users (a non-admin token on Label Studio Enterprise): the annotations are then the
         token owner's, as the log says once.
         """
@@ -226,23 +255,21 @@ class LabelStudioClient:
         if ai:
             made = {} if all(item.fresh for item in ai) else self._carried(project_id, ai)
             self._import_predictions(
-                project_id, config, [item for item in ai if made.get(item.task_id) is None]
+                project_id,
+                config,
+                [item for item in ai if made.get(item.task_id, Written()).prediction_id is None],
             )
         predicted = time.perf_counter()
         annotate = [item for item in ai if item.annotate]
         if annotate and not self._convert(project_id, annotate):
             self._annotate_each(project_id, config, annotate)
         annotated = time.perf_counter()
-        # The ids are read while the fields are set: Label Studio serialises the list
-        # while it runs the actions, and the SDK parses it here meanwhile.
-        with ThreadPoolExecutor(max_workers=1) as beside:
-            reading = beside.submit(self._carried, project_id, items)
-            calls = self._set_fields(project_id, items)
-            fields = time.perf_counter()
-            carried = reading.result()
+        calls = self._set_fields(project_id, items)
+        fields = time.perf_counter()
+        carried = self._carried(project_id, items)
         log.info(
             "project %d: wrote back %d decisions in %.1f s (predictions %.1f s, %d "
-            "annotations %.1f s, fields %.1f s in %d calls, ids read back by %.1f s)",
+            "annotations %.1f s, fields %.1f s in %d calls, ids read back %.1f s)",
             project_id,
             len(items),
             time.perf_counter() - started,
@@ -251,22 +278,18 @@ class LabelStudioClient:
             annotated - predicted,
             fields - annotated,
             calls,
-            time.perf_counter() - annotated,
+            time.perf_counter() - fields,
         )
-        return {
-            task_id: Written(found.prediction_id, found.annotation_id) if found else Written()
-            for task_id, found in carried.items()
-        }
+        return carried
 
-    def _carried(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Predicted | None]:
-        """For each of the items' tasks still in Label Studio, its prediction of the item's
-        model version and the annotation made from it (None: no prediction), read in one
-        list of the tasks."""
+    def _carried(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Written]:
+        """What each of the items' tasks still in Label Studio carries from this backend,
+        read in one list of the tasks."""
         if not items:
             return {}
         versions = {item.task_id: item.model_version for item in items}
         selected = {"selectedItems": {"all": False, "included": sorted(versions)}}
-        found: dict[int, Predicted | None] = {}
+        found: dict[int, Written] = {}
         for task in self.sdk.tasks.list(
             project=project_id,
             fields="all",
@@ -283,12 +306,12 @@ class LabelStudioClient:
                 and "id" in (extra := prediction.model_extra or {})
             )
             if not ids:
-                found[task.id] = None
+                found[task.id] = Written()
                 continue
             annotations = [
                 int(a["id"]) for a in task.annotations or [] if a.get("parent_prediction") == ids[0]
             ]
-            found[task.id] = Predicted(ids[0], annotations[0] if annotations else None)
+            found[task.id] = Written(ids[0], annotations[0] if annotations else None)
         return found
 
     def _import_predictions(
@@ -335,7 +358,8 @@ class LabelStudioClient:
             )
             carried = self._carried(project_id, items)
             for prediction in request:
-                if prediction["task"] in carried and carried[prediction["task"]] is None:
+                found = carried.get(prediction["task"])  # None: deleted meanwhile
+                if found is not None and found.prediction_id is None:
                     with suppress(TaskGone), _task_gone_on_missing(prediction["task"]):
                         self.sdk.predictions.create(**prediction)
 
@@ -352,23 +376,15 @@ class LabelStudioClient:
         for item in items:
             by_version[item.model_version].append(item.task_id)
         for version, task_ids in by_version.items():
-            try:
-                self.judge_sdk.actions.create(
-                    id="predictions_to_annotations",
-                    project=project_id,
-                    selected_items={"all": False, "included": task_ids},
-                    request_options={"additional_body_parameters": {"model_version": version}},
-                )
-            except ApiError as error:
-                if not 400 <= error.status_code < 500:
-                    raise
+            if not _act(
+                self.judge_sdk,
+                "predictions_to_annotations",
+                project_id,
+                task_ids,
+                {"model_version": version},
+                refused="the judge's annotations are made one by one",
+            ):
                 self._convert_refused = True
-                log.warning(
-                    'Label Studio refused the Data Manager action "predictions to '
-                    "annotations\" to the judge's token (HTTP %d): its annotations are made "
-                    "one by one",
-                    error.status_code,
-                )
                 return False
         return True
 
@@ -384,8 +400,13 @@ class LabelStudioClient:
         author = {"completed_by": judge} if judge is not None else {}
 
         def annotate(item: WriteBack) -> None:
-            found = carried.get(item.task_id)
-            if found is None or found.annotation_id is not None or item.label is None:
+            found = carried.get(item.task_id)  # None: deleted meanwhile
+            if (
+                found is None
+                or found.prediction_id is None
+                or found.annotation_id is not None
+                or item.label is None
+            ):
                 return
             result = prediction_result(config, item.label, strength_for(item.confidence))
             with suppress(TaskGone), _task_gone_on_missing(item.task_id):
@@ -421,28 +442,18 @@ class LabelStudioClient:
         ):
             if self._fields_one_by_one:
                 break
-            try:
-                self.sdk.actions.create(
-                    id="add_data_field",
-                    project=project_id,
-                    selected_items={"all": False, "included": task_ids},
-                    request_options={
-                        "additional_body_parameters": {
-                            "value_name": name,
-                            "value_type": "Number" if isinstance(value, float) else "String",
-                            "value": value,
-                        }
-                    },
-                )
-            except ApiError as error:
-                if not 400 <= error.status_code < 500:
-                    raise
-                self._fields_one_by_one = True
-                log.warning(
-                    "Label Studio refused the Data Manager action that sets a data field "
-                    "(HTTP %d): the route fields are written task by task",
-                    error.status_code,
-                )
+            self._fields_one_by_one = not _act(
+                self.sdk,
+                "add_data_field",
+                project_id,
+                task_ids,
+                {
+                    "value_name": name,
+                    "value_type": "Number" if isinstance(value, float) else "String",
+                    "value": value,
+                },
+                refused="the route fields are written task by task",
+            )
         if self._fields_one_by_one:
             for item in items:
                 with suppress(TaskGone):

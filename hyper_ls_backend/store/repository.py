@@ -22,7 +22,7 @@ start (``add_missing_columns``), all nullable.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -652,6 +652,16 @@ class Store:
         with self.read() as s:
             return s.get(DecisionRecord, (project_id, task_id))
 
+    def decisions(self, project_id: int, task_ids: Sequence[int]) -> dict[int, DecisionRecord]:
+        """The decisions of those of ``task_ids`` that have one, in one read."""
+        with self.read() as s:
+            records = s.scalars(
+                select(DecisionRecord).where(
+                    DecisionRecord.project_id == project_id, DecisionRecord.task_id.in_(task_ids)
+                )
+            )
+            return {record.task_id: record for record in records}
+
     def unwritten_decisions(self) -> list[DecisionRecord]:
         with self.read() as s:
             return list(
@@ -663,16 +673,21 @@ class Store:
             )
 
     def mark_written(
-        self,
-        project_id: int,
-        task_id: int,
-        prediction_id: int | None = None,
-        annotation_id: int | None = None,
+        self, project_id: int, written: Mapping[int, tuple[int | None, int | None]]
     ) -> None:
+        """Record decisions as written back, with each task's prediction and annotation
+        ids (``task_id: (prediction_id, annotation_id)``), in one transaction."""
+        now = utcnow()
         with self.session() as s:
-            record = s.get(DecisionRecord, (project_id, task_id))
-            record.written_at = utcnow()
-            record.prediction_id, record.annotation_id = prediction_id, annotation_id
+            records = s.scalars(
+                select(DecisionRecord).where(
+                    DecisionRecord.project_id == project_id,
+                    DecisionRecord.task_id.in_(list(written)),
+                )
+            )
+            for record in records:
+                record.written_at = now
+                record.prediction_id, record.annotation_id = written[record.task_id]
 
     def decision_counts(self) -> dict[tuple[int, Route], int]:
         with self.read() as s:

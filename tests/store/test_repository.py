@@ -348,7 +348,7 @@ def test_unwritten_decisions_until_marked_written(store: Store) -> None:
     store.decide(P, [1], one("ai"))
     store.decide(P, [2], one("human"))
     assert [d.task_id for d in store.unwritten_decisions()] == [1, 2]
-    store.mark_written(P, 1, prediction_id=10, annotation_id=20)
+    store.mark_written(P, {1: (10, 20)})
     assert [d.task_id for d in store.unwritten_decisions()] == [2]
     written = store.decision(P, 1)
     assert written.written_at is not None
