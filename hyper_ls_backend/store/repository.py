@@ -590,11 +590,12 @@ class Store:
         self,
         project_id: int,
         task_ids: Sequence[int],
-        decide: Callable[[LedgerState, list[int]], Sequence[Decision]],
+        decide: Callable[[LedgerState, list[int]], Sequence[Decision | None]],
     ) -> list[DecisionRecord]:
         """Decide those of ``task_ids`` that have no decision yet, with
-        ``decide(ledger, undecided)`` (one ``Decision`` per undecided task, in its order);
-        returns the decisions made now (none when all were decided already).
+        ``decide(ledger, undecided)`` (one ``Decision`` per undecided task, in its order, or
+        None to leave that task undecided for now); returns the decisions made now (none
+        when all were decided already).
 
         Reading the ledger and writing the decisions happen in one locked transaction, so
         concurrent workers never overspend the budget nor decide a task twice.
@@ -616,10 +617,10 @@ class Store:
             decisions = list(decide(ledger, undecided))
             if len(decisions) != len(undecided):
                 raise ValueError(f"{len(decisions)} decisions for {len(undecided)} tasks")
-            paired = zip(undecided, decisions, strict=True)
+            made = [(t, d) for t, d in zip(undecided, decisions, strict=True) if d is not None]
             records = [
                 DecisionRecord.of(project_id, task_id, ledger.n_decided + k, decision)
-                for k, (task_id, decision) in enumerate(paired, start=1)
+                for k, (task_id, decision) in enumerate(made, start=1)
             ]
             s.add_all(records)
             return records

@@ -215,6 +215,19 @@ def test_a_batch_is_decided_in_one_transaction_in_the_order_given(store: Store) 
     assert store.decision(P, 5) is None
 
 
+def test_a_task_given_none_is_left_undecided_and_takes_no_sequence(store: Store) -> None:
+    store.record_tasks(P, tasks(1, 2, 3))
+
+    def some(ledger: LedgerState, undecided: list[int]) -> list[Decision | None]:
+        return [None if t == 2 else decision("ai", float(t)) for t in undecided]
+
+    made = store.decide(P, [1, 2, 3], some)
+    assert [(r.task_id, r.sequence) for r in made] == [(1, 1), (3, 2)]
+    assert store.decision(P, 2) is None
+    later = store.decide(P, [1, 2, 3], one("human"))
+    assert [(r.task_id, r.sequence, r.route) for r in later] == [(2, 3, Route.HUMAN)]
+
+
 def test_the_decision_given_is_the_decision_stored(store: Store) -> None:
     given = Decision(
         "1",
