@@ -33,6 +33,16 @@ draws are kept, and each audit's inclusion probability is then
 ``cap`` places: exact, whatever the pool. In streaming, a task is audited only while the
 ledger has room, with probability ``audit_share``.
 
+**Settling before the import is judged.** A big import's judge calls take a while, and
+most of its tasks go to the judge. ``settle`` decides those of its judged tasks that the
+ranked rule sends to the judge whatever its unjudged tasks turn out to be: a task neither
+forced, doubtful nor drawn for an audit, with at least as many such judged tasks ranking
+above it as the allowance could leave places for scores (it is never among the highest).
+Their decisions are made and written back while the rest is judged; the import's final
+decision ranks them with the rest (``decide``'s ``settled``) and changes nothing of what
+it would have decided without them. The rule is the plain ranked one only: under a
+certificate, while calibrating, or with the PPM strategy's selection nothing settles.
+
 **What is pre-filled.** An AI decision carries the judges' label (``JudgeSignals.ai_label``).
 When that is a tie and the project's humans almost never choose tie (under ``RARE_TIE`` of
 at least ``MIN_TIE_LABELS`` human labels), the side the judges leaned to is pre-filled
@@ -56,7 +66,7 @@ certify any threshold; an audit that would have gone to humans anyway costs no p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -100,6 +110,10 @@ NOT_YET_CERTIFIED_REASON = (
 CAP_BINDS_REASON = (
     "not certified: the certified threshold sends {wanted} of these tasks to humans, the "
     "budget allows {allowance}"
+)
+SETTLED_REASON = (
+    "decided before the rest of its import was judged: enough of the import ranks above it "
+    "that the budget passes it by"
 )
 TIE_LEAN_REASON = (
     "pre-filled {side}, the side the judge leaned to, not its tie: this project's humans "
@@ -152,6 +166,8 @@ class Decision:
     model_version: str = ""
     certified: bool = False
     """Sent to the judge under a certified threshold: covered by its guarantee."""
+    settled: bool = False
+    """Decided by ``CampaignPolicy.settle`` before the rest of its ranked batch was judged."""
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -241,9 +257,11 @@ class BatchFacts:
     unfillable_tie: np.ndarray
     ids: Callable[[np.ndarray], Sequence[str]]
     features: Callable[[np.ndarray], np.ndarray]
+    settled: np.ndarray | None = None
+    """Rows decided already by ``settle`` (to the judge): ranked, never picked."""
 
     @classmethod
-    def of(cls, scored: Sequence[Scored]) -> BatchFacts:
+    def of(cls, scored: Sequence[Scored], settled: Collection[str] = ()) -> BatchFacts:
         def flags(name: str) -> np.ndarray:
             return np.array([getattr(s, name) for s in scored], dtype=bool)
 
@@ -254,6 +272,7 @@ class BatchFacts:
             flags("unfillable_tie"),
             lambda rows: [scored[i].id for i in rows],
             lambda rows: np.stack([scored[i].features for i in rows]),
+            np.array([s.id in settled for s in scored], dtype=bool) if settled else None,
         )
 
 
@@ -325,18 +344,28 @@ class CampaignPolicy:
         router: Router,
         progress: Callable[[int], None] | None = None,
         n_jobs: int = 1,
+        settled: Sequence[Candidate] = (),
     ) -> list[Decision]:
-        """One decision per candidate, in the batch's order. ``progress`` and ``n_jobs``
+        """One decision per candidate, in the batch's order. ``settled``: the same ranked
+        batch's tasks ``settle`` decided already (to the judge, counted in ``ledger``),
+        ranked with it as if undecided but given no decision. ``progress`` and ``n_jobs``
         are passed to the featurizer."""
         if not batch:
             return []
         share, fixed = self.share(router), router.strategy.fixed_human_share
-        if len(batch) >= self.min_batch:
+        if len(batch) + len(settled) >= self.min_batch:
             # Scored and ranked in id order, so the batch's order (its judge calls'
             # finishing order) changes nothing, not even the last bits of a score.
-            order = sorted(range(len(batch)), key=lambda i: batch[i].id)
-            scored = self.score([batch[i] for i in order], router, progress, n_jobs)
-            ranked = dict(zip(order, self._ranked(scored, ledger, router, share), strict=True))
+            whole = [*batch, *settled]
+            order = sorted(range(len(whole)), key=lambda i: whole[i].id)
+            scored = self.score([whole[i] for i in order], router, progress, n_jobs)
+            before = replace(ledger, n_decided=ledger.n_decided - len(settled))
+            facts = BatchFacts.of(scored, {c.id for c in settled})
+            plan = self.plan_ranked(facts, before, router, share)
+            ranked = {
+                i: self.ranked_decision(plan, row, scored[row], before)
+                for row, i in enumerate(order)
+            }
             decisions = [ranked[i] for i in range(len(batch))]
         else:
             # Each scored alone, as the server scores a task decided on its own (batched
@@ -355,11 +384,49 @@ class CampaignPolicy:
 
     # -- the two rules ----------------------------------------------------------------------
 
-    def _ranked(
-        self, scored: list[Scored], ledger: LedgerState, router: Router, share: float
-    ) -> list[Decision]:
-        plan = self.plan_ranked(BatchFacts.of(scored), ledger, router, share)
-        return [self.ranked_decision(plan, i, s, ledger) for i, s in enumerate(scored)]
+    def settle(
+        self, judged: Sequence[Candidate], n_batch: int, ledger: LedgerState, router: Router
+    ) -> list[Decision | None]:
+        """For each judged candidate of a ranked batch whose other tasks are not all judged
+        yet, its decision if the ranked rule is sure to send it to the judge whatever they
+        turn out to be, else None (see the module docstring). ``n_batch``: the batch's
+        undecided tasks, judged or not; ``ledger``: as it stands, with the tasks settled
+        before counted."""
+        if (
+            not judged
+            or n_batch < self.min_batch
+            or self.certificate is not None
+            or self.calibrating
+            or isinstance(router.strategy, PPMStrategy)
+            or router.strategy.fixed_human_share is not None
+        ):
+            return [None] * len(judged)
+        scored = self.score(judged, router)
+        allowance = max(0, budget_count(self.budget, ledger.n_decided + n_batch) - ledger.n_human)
+        forced = [s.forced for s in scored]
+        doubtful = [self.doubtful_first and s.doubtful and not s.forced for s in scored]
+        # the most places the scores can get (unjudged tasks forced or doubtful leave fewer)
+        places = max(0, allowance - sum(forced) - sum(doubtful))
+        # the tasks sure to stay among those ranked by score: not forced, doubtful nor audited
+        draws = self._draws([s.id for s in scored])
+        stays = [
+            i
+            for i, s in enumerate(scored)
+            if not (forced[i] or doubtful[i]) and draws[i] >= self.audit_share
+        ]
+        ranked = sorted(stays, key=lambda i: (-scored[i].score, scored[i].id))  # as ``_top``
+        passed = set(ranked[places:])  # at least ``places`` of them rank above each of these
+        decisions: list[Decision | None] = []
+        for i, s in enumerate(scored):
+            if i not in passed:
+                decisions.append(None)
+                continue
+            ai = self._ai(s, ledger)
+            reasons = [*ai.reasons, SETTLED_REASON]
+            decisions.append(
+                replace(ai, reasons=reasons, settled=True, model_version=router.version)
+            )
+        return decisions
 
     def plan_ranked(
         self, facts: BatchFacts, ledger: LedgerState, router: Router, share: float
@@ -389,17 +456,20 @@ class CampaignPolicy:
             rest[audits] = False
         doubtful = rest & facts.doubtful if self.doubtful_first else np.zeros(n, dtype=bool)
         others = np.flatnonzero(rest & ~doubtful)
+        # settled rows are ranked but never picked: when nothing moved since they were
+        # settled, none would be anyway
+        pickable = others if facts.settled is None else others[~facts.settled[others]]
         doubtful_picks = _top(router, facts, np.flatnonzero(doubtful), free)
         outcomes[doubtful_picks] = Outcome.HUMAN
         places = free - len(doubtful_picks)
         if not self.calibrating and self.audit_share > 0:
             # audits from what the judge would label, last places
-            pool = np.setdiff1d(others, _top(router, facts, others, places))
+            pool = np.setdiff1d(others, _top(router, facts, pickable, places))
             audits, probability = self._draw_audits(facts, pool, places)
             places -= len(audits)
             outcomes[audits] = Outcome.AUDIT
-            others = np.setdiff1d(others, audits)
-        outcomes[_top(router, facts, others, places)] = Outcome.HUMAN
+            pickable = np.setdiff1d(pickable, audits)
+        outcomes[_top(router, facts, pickable, places)] = Outcome.HUMAN
         return RankedPlan(outcomes, probability)
 
     def ranked_decision(

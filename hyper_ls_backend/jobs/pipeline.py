@@ -14,6 +14,12 @@ on a task whose import is still being judged does not wait for it: the task is j
 need be and decided on its own by the streaming rule (its import's allowance then counts
 it), so Label Studio gets its answer within a task's judging time.
 
+A big import (``SETTLE_FROM`` tasks or more) does not wait for all of it to be judged to show
+what it can: each time its unjudged tasks halve, the worker that judged the last chunk
+settles the judged tasks the ranked rule is sure to send to the judge whatever the rest
+turns out to be (``CampaignPolicy.settle``), and queues their write-back, which runs while
+the rest is judged. The import's final decision ranks them with the rest and changes none.
+
 A big import may be judged through Anthropic's Message Batches API instead, at half the
 price (``jobs/batches.py``): its tasks are read as usual, then wait for their batch's
 answers, and are decided together as soon as the last of them is judged.
@@ -24,13 +30,13 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
-from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Route
+from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Decision, LedgerState, Route
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
@@ -52,6 +58,8 @@ REASONS_IN_SUMMARY = 2
 FIGURES = re.compile(r"\s*(?:\[[^\]]*\]|\([^)]*\d[^)]*\))")
 """A reason's figures: "(0.55)", "(0.2-0.4)", "[judge_confidence -0.120]"."""
 LOCK_STRIPES = 256
+SETTLE_FROM = 100
+"""Imports at least this big settle part of their tasks before the rest is judged."""
 WRITE_SLICE = 2_000
 """Decisions written back in one go: Label Studio takes a slice's predictions,
 annotations and fields in a few bulk calls, each growing with the slice."""
@@ -113,6 +121,11 @@ class Pipeline:
     this process, so the judge is paid once and the write-back never creates a second
     prediction or annotation."""
 
+    _settled_at: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)
+    """Per import (project, first task) being judged, its unjudged tasks when it last
+    settled: it settles again once they have halved."""
+    _settling: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
     def __post_init__(self) -> None:
         self.batches = BatchJudging.for_panel(self.settings, self.store, self.judge)
 
@@ -163,6 +176,10 @@ class Pipeline:
                 log.exception("deciding task %d of project %d failed", task_id, project_id)
                 failed.append(task_id)
         done = [task_id for task_id in task_ids if task_id not in failed]
+        if not made and done and self.on_decided is not None:
+            settled = self._settle(project_id, done[0], settings, config)
+            if settled:
+                self.on_decided(project_id, settled)
         if made - set(task_ids) and self.on_decided is not None:
             # Decided with the rest of its import: one write job for all of it, this chunk
             # too. Not as "fresh": until it runs, another job or /predict may write some.
@@ -220,6 +237,46 @@ class Pipeline:
                     )
                     failed += [decision.task_id for decision in decisions]
         return failed
+
+    def _settle(
+        self, project_id: int, task_id: int, settings: Settings, config: PreferenceConfig
+    ) -> list[int]:
+        """Settle what can be of ``task_id``'s import, if it is big, still being judged,
+        and its unjudged tasks have halved since it last settled; returns the tasks settled."""
+        if self.judge is None:
+            return []
+        members = self.store.import_of(project_id, task_id)
+        if len(members) < SETTLE_FROM:
+            return []
+        unjudged = self.store.unready_in_import_of(project_id, task_id, judged=True)
+        key = (project_id, members[0])
+        with self._settling:
+            if unjudged == 0:  # decided together now
+                self._settled_at.pop(key, None)
+                return []
+            if unjudged > self._settled_at.get(key, len(members)) // 2:
+                return []
+            self._settled_at[key] = unjudged
+        decided = self.store.decisions(project_id, members)
+        ready = self._ready_candidates(project_id, [t for t in members if t not in decided])
+        router = self.routers.for_project(project_id)
+        policy = self._policy(project_id, settings, config, router)
+
+        def settle(ledger: LedgerState, undecided: list[int]) -> list[Decision | None]:
+            judged = [ready[t] for t in undecided if t in ready]
+            made = policy.settle(judged, len(undecided), ledger, router)
+            by_task = {int(c.id): d for c, d in zip(judged, made, strict=True)}
+            return [by_task.get(t) for t in undecided]
+
+        settled = [r.task_id for r in self.store.decide(project_id, members, settle)]
+        log.info(
+            "project %d: %d tasks of an import of %d settled with %d still unjudged",
+            project_id,
+            len(settled),
+            len(members),
+            unjudged,
+        )
+        return settled
 
     def _route_task(
         self, project_id: int, task_id: int, alone: bool
@@ -333,7 +390,9 @@ class Pipeline:
             unready = self.store.unready_in_import_of(project_id, task_id, self.judge is not None)
             batch = None if unready else self._candidates(project_id, members)
             if batch is not None:
-                return self._decide_tasks(project_id, members, batch, policy, router)
+                found = self.store.decisions(project_id, members)
+                settled = {t for t, d in found.items() if d.settled}
+                return self._decide_tasks(project_id, members, batch, policy, router, settled)
             if not alone:
                 return []
         return self._decide_tasks(project_id, [task_id], own, policy, router)
@@ -368,43 +427,51 @@ class Pipeline:
         candidates: Sequence[Candidate],
         policy: CampaignPolicy,
         router: Router,
+        settled: Collection[int] = (),
     ) -> list[DecisionRecord]:
+        """Decide the undecided of ``task_ids``, ranked with those ``settled`` earlier."""
         by_task = dict(zip(task_ids, candidates, strict=True))
-        return self.store.decide(
-            project_id,
-            task_ids,
-            lambda ledger, undecided: policy.decide(
-                [by_task[t] for t in undecided], ledger, router
-            ),
-        )
+
+        def decide(ledger: LedgerState, undecided: list[int]) -> list[Decision]:
+            early = [by_task[t] for t in task_ids if t in settled and t not in undecided]
+            return policy.decide([by_task[t] for t in undecided], ledger, router, settled=early)
+
+        return self.store.decide(project_id, task_ids, decide)
 
     def _candidates(self, project_id: int, task_ids: Sequence[int]) -> list[Candidate] | None:
         """The tasks as the policy sees them, in ``task_ids``' order (which is by id);
         None while one of them is not yet read or judged."""
+        ready = self._ready_candidates(project_id, task_ids)
+        if len(ready) < len(task_ids):
+            return None
+        return [ready[task_id] for task_id in task_ids]
+
+    def _ready_candidates(self, project_id: int, task_ids: Sequence[int]) -> dict[int, Candidate]:
+        """Those of the tasks read (and judged, with a judge) as the policy sees them."""
         records = {r.task_id: r for r in self.store.tasks(project_id, task_ids)}
         outputs = self.store.judge_outputs(project_id, task_ids)
-        candidates = []
+        candidates = {}
         for task_id in task_ids:
             record, key = records[task_id], str(task_id)
             if record.problem is not None:
-                candidates.append(
-                    Candidate(key, problem=f"task could not be read: {record.problem}")
+                candidates[task_id] = Candidate(
+                    key, problem=f"task could not be read: {record.problem}"
                 )
                 continue
             if record.comparison is None:
-                return None
+                continue
             comparison = Comparison.model_validate(record.comparison)
             if self.judge is None:
-                candidates.append(Candidate(key, comparison, NO_JUDGE_REASON))
+                candidates[task_id] = Candidate(key, comparison, NO_JUDGE_REASON)
                 continue
             output = outputs.get(task_id)
             if output is None:
-                return None
+                continue
             comparison = comparison.with_panel(verdicts_of(output))
             failed = (
                 f"judge failed after retries: {output.error}" if comparison.judge_failed else None
             )
-            candidates.append(Candidate(key, comparison, failed))
+            candidates[task_id] = Candidate(key, comparison, failed)
         return candidates
 
     def _write(

@@ -122,6 +122,9 @@ class DecisionRecord(Base):
     written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     prediction_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     annotation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    settled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    """Decided before the rest of its import was judged (``CampaignPolicy.settle``); None
+    for decisions made before it was recorded."""
 
     @classmethod
     def of(cls, project_id: int, task_id: int, sequence: int, decision: Decision) -> DecisionRecord:
@@ -138,6 +141,7 @@ class DecisionRecord(Base):
             judge_label=decision.judge_label,
             judge_confidence=decision.judge_confidence,
             model_version=decision.model_version,
+            settled=decision.settled,
         )
 
     def decision(self) -> Decision:
@@ -156,6 +160,7 @@ class DecisionRecord(Base):
             judge_label=self.judge_label,
             judge_confidence=self.judge_confidence,
             model_version=self.model_version,
+            settled=bool(self.settled),
         )
 
 

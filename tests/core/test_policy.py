@@ -4,6 +4,7 @@ with their inclusion probabilities, doubtful verdicts first, and the tie rule.""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hyper_ls_backend.core.policy import (
     JUDGE_FAILED_REASON,
     MIN_RANKED_BATCH,
     SCORE_WINDOW,
+    SETTLED_REASON,
     CampaignPolicy,
     Candidate,
     Decision,
@@ -26,7 +28,7 @@ from hyper_ls_backend.core.policy import (
     Route,
     budget_count,
 )
-from hyper_ls_backend.core.strategies import STRATEGIES, stable_uniform
+from hyper_ls_backend.core.strategies import STRATEGIES, PPMStrategy, stable_uniform
 
 from .synthetic import make_comparisons
 
@@ -520,3 +522,112 @@ def test_calibrating_under_a_certificate_audits_above_the_threshold_for_free(rou
             assert decision.certified and scores[decision.id] <= threshold
     over = {i for i in routable if scores[i] > threshold}
     assert over <= humans(decisions)
+
+
+# -- settling part of an import before the rest is judged ------------------------------------
+
+RANKED_BY_SCORE = [n for n in BUDGETED if n != PPMStrategy.name]
+
+
+def settle_as_judged(policy, router, batch, ledger, checkpoints, order):
+    """Judge ``batch`` in ``order``, settling at each share of it in ``checkpoints``, then
+    decide the rest as the server does; the decisions by id, the settled ones' ids, and
+    the ledger after."""
+    settled: list[Decision] = []
+    for share in checkpoints:
+        done = {c.id for c in settled}
+        judged = [batch[i] for i in order[: int(share * len(batch))] if batch[i].id not in done]
+        made = policy.settle(judged, len(batch) - len(done), ledger, router)
+        now = [d for d in made if d is not None]
+        settled += now
+        ledger = ledger.after(now)
+    done = {d.id for d in settled}
+    rest = [c for c in batch if c.id not in done]
+    final = policy.decide(rest, ledger, router, settled=[c for c in batch if c.id in done])
+    return {d.id: d for d in [*settled, *final]}, done, ledger.after(final)
+
+
+@pytest.mark.parametrize("name", RANKED_BY_SCORE)
+@pytest.mark.parametrize(("budget", "audit_share", "seed"), [(0.2, 0.05, 0), (0.3, 0.1, 1)])
+def test_settling_changes_no_decision_of_the_import(
+    routers, stream, name, budget, audit_share, seed
+):
+    router, batch = routers[name], candidates(stream[:300])
+    policy = CampaignPolicy(budget, audit_share)
+    ledger = LedgerState(n_decided=37, n_human=9)
+    whole = {d.id: d for d in policy.decide(batch, ledger, router)}
+    order = np.random.default_rng(seed).permutation(len(batch))
+    got, settled, after = settle_as_judged(policy, router, batch, ledger, (0.5, 0.75, 0.9), order)
+    assert len(settled) > len(batch) / 3  # most of what goes to the judge, early
+    assert after.n_human == budget_count(budget, after.n_decided)
+    for task_id, decision in whole.items():
+        early = got[task_id]
+        if task_id in settled:
+            assert early.route is Route.AI and early.settled
+            assert early.reasons == [*decision.reasons, SETTLED_REASON]
+            assert (early.judge_label, early.score) == (
+                decision.judge_label,
+                pytest.approx(decision.score),
+            )
+        else:
+            assert early == decision  # audits' inclusion probability too
+
+
+def test_only_tasks_neither_forced_doubtful_nor_drawn_for_an_audit_settle(routers, stream):
+    router, batch = routers["judge-error"], candidates(stream[:200])
+    policy = CampaignPolicy(0.2, audit_share=0.3)
+    made = policy.settle(batch[:150], len(batch), LedgerState(), router)
+    draws = audit_draws(batch)
+    for candidate, decision in zip(batch[:150], made, strict=True):
+        if decision is None:
+            continue
+        comparison = candidate.comparison
+        assert not comparison.judge_failed and comparison.judge.consistent is not False
+        assert draws[candidate.id] >= 0.3
+    assert any(d is not None for d in made)
+
+
+def test_nothing_settles_while_the_allowance_could_reach_it(routers, stream):
+    """With an allowance as big as the judged part, any of it could still be picked."""
+    router, batch = routers["judge-error"], candidates(sure(stream)[:100])
+    policy = CampaignPolicy(0.5, audit_share=0.0)
+    assert set(policy.settle(batch[:50], len(batch), LedgerState(), router)) == {None}
+    assert set(policy.settle(batch[:10], 10, LedgerState(), router)) == {None}  # streamed
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        CampaignPolicy(0.2, certificate=certificate_at(0.5)),
+        CampaignPolicy(0.2, calibrating=True),
+    ],
+)
+def test_nothing_settles_under_a_certificate_or_while_calibrating(routers, stream, policy):
+    batch = candidates(stream[:100])
+    assert set(policy.settle(batch[:90], len(batch), LedgerState(), routers["judge-error"])) == {
+        None
+    }
+
+
+def test_nothing_settles_under_the_ppm_selection(routers, stream):
+    batch = candidates(stream[:100])
+    ppm = routers[PPMStrategy.name]
+    assert set(CampaignPolicy(0.2).settle(batch[:90], len(batch), LedgerState(), ppm)) == {None}
+
+
+def test_a_settled_task_is_never_picked_even_when_the_ledger_moved_meanwhile(routers, stream):
+    """Another import spending less than its share between the settling and the rest
+    gives this one more places than the settling counted on: they go to the next highest
+    scores, the budget stays exact, and what was written back stays true."""
+    router, batch = routers["judge-error"], candidates(sure(stream)[:120])
+    policy = CampaignPolicy(0.2, audit_share=0.0)
+    made = policy.settle(batch[:100], len(batch), LedgerState(), router)
+    settled = [d for d in made if d is not None]
+    ledger = LedgerState().after(settled)
+    ledger = replace(ledger, n_decided=ledger.n_decided + 50)  # 50 decided, none human
+    done = {d.id for d in settled}
+    rest = [c for c in batch if c.id not in done]
+    final = policy.decide(rest, ledger, router, settled=[c for c in batch if c.id in done])
+    after = ledger.after(final)
+    assert after.n_human == budget_count(0.2, after.n_decided)
+    assert len(humans(final)) == budget_count(0.2, 170)

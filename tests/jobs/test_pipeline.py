@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from server.harness import (
 )
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
-from hyper_ls_backend.core.policy import AUDIT_SEED, Route
+from hyper_ls_backend.core.policy import AUDIT_SEED, SETTLED_REASON, Route
 from hyper_ls_backend.eval.campaign import CampaignSettings, replay
-from hyper_ls_backend.jobs.pipeline import RouterRegistry
+from hyper_ls_backend.jobs.pipeline import SETTLE_FROM, RouterRegistry
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.model import HyperModel
 from hyper_ls_backend.server.schemas import WebhookEvent
@@ -437,6 +438,60 @@ def test_an_import_is_ranked_whatever_order_its_tasks_were_judged_in(
         decided.append({i: model.store.decision(PROJECT, i).decision() for i in range(1, n + 1)})
     assert decided[0] == decided[1]
     assert sum(d.route is Route.HUMAN for d in decided[0].values()) == 6
+
+
+def test_a_big_import_settles_part_of_it_and_writes_it_back_while_the_rest_is_judged(
+    build: Any,
+    tmp_path: Path,
+    llm: FakeLLMServer,
+    judge: ScriptedJudge,
+    label_studio: FakeLabelStudio,
+) -> None:
+    """An import of 120 (six jobs of 20, run in turn): once half of it is judged, and again
+    at three quarters, the judged tasks that the budget passes by whatever the rest turns
+    out to be are decided and written back; the import's final decision changes none of
+    them, and every decision is the one the whole import decided at once gets offline."""
+    budget, audit_share, n = 0.2, 0.05, SETTLE_FROM + 20
+    settings = judge_settings(
+        tmp_path,
+        llm.base_url,
+        hyper_budget=budget,
+        hyper_audit_share=audit_share,
+        label_studio_url=label_studio.url,
+        label_studio_api_key=LS_KEY,
+    )
+    model = build(settings)
+    tasks = [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)]
+    label_studio.tasks = {t["id"]: dict(t["data"]) for t in tasks}
+    import_tasks(model, tasks)
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    settled = [d for d in decisions if d.settled]
+    final = [d for d in decisions if not d.settled]
+    assert len(settled) > n / 3 and all(d.route is Route.AI for d in settled)
+    assert max(d.sequence for d in settled) < min(d.sequence for d in final)
+    assert max(d.written_at for d in settled) < min(d.created_at for d in final)
+    assert {label_studio.tasks[d.task_id]["hyper_route"] for d in settled} == {"ai"}
+    outputs = model.store.judge_outputs(PROJECT, range(1, n + 1))
+    stream = [
+        Comparison.model_validate(record.comparison).with_judge(
+            JudgeVerdict.model_validate(outputs[record.task_id].verdict)
+        )
+        for record in model.store.tasks(PROJECT, range(1, n + 1))
+    ]
+    at_once = replay(
+        model.pipeline.routers.prior,
+        stream,
+        "frozen",
+        CampaignSettings(budget=budget, batch_size=n, audit_share=audit_share),
+        seed=AUDIT_SEED,
+    ).decisions
+    for record, whole in zip(decisions, at_once, strict=True):
+        served = record.decision()
+        if record.settled:
+            assert served.reasons == [*whole.reasons, SETTLED_REASON]
+            served = replace(served, reasons=whole.reasons, settled=False)
+        assert served == whole
+    assert sum(d.route is Route.HUMAN for d in decisions) == math.floor(budget * n)
 
 
 def test_predict_on_a_task_whose_import_is_being_judged_decides_it_alone_at_once(
