@@ -41,7 +41,8 @@ MODEL_CLASS = "HyperRouter"
 # No ``from __future__ import annotations`` here: FastAPI reads these annotations at runtime.
 
 
-def current_model(request: Request) -> HyperModel:
+async def current_model(request: Request) -> HyperModel:
+    """Async, so FastAPI runs it on the event loop, not on a trip to its threadpool."""
     return request.app.state.model
 
 
@@ -159,11 +160,11 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         return PredictResponse(results=results)
 
     @app.post("/webhook")
-    def webhook(event: WebhookEvent, model: Backend) -> dict[str, str]:
+    async def webhook(event: WebhookEvent, model: Backend) -> dict[str, str]:
+        # One trip to the threadpool for the database work: a sync handler makes FastAPI
+        # take one more to serialise the answer.
         metrics.WEBHOOKS.labels(event.action).inc()
-        with model.store.serving():  # the workers' database calls wait for the answer
-            outcome = model.webhook(event)
-        return {"status": outcome}
+        return {"status": await run_in_threadpool(answer_webhook, model, event)}
 
     def campaign(project: int, model: HyperModel) -> ProjectStatus:
         stored = model.store.project(project)
@@ -243,6 +244,11 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def answer_webhook(model: HyperModel, event: WebhookEvent) -> str:
+    with model.store.serving():  # the workers' database calls wait for the answer
+        return model.webhook(event)
 
 
 REFUSED_PATH = "/setup/refused"

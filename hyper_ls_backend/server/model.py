@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hyper_ls_backend.core.policy import Route
@@ -24,7 +25,9 @@ from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.schemas import MAX_ID, WebhookEvent
 from hyper_ls_backend.settings import Settings, parse_extra_params
 from hyper_ls_backend.store import Store
+from hyper_ls_backend.store.repository import Import
 from hyper_ls_backend.store.schema import DecisionRecord
+from hyper_ls_backend.store.writers import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,13 @@ class HyperModel:
     store: Store
     pipeline: Pipeline
     queue: JobQueue
+    _set_up: set[int] = field(default_factory=set, init=False, repr=False)
+    """Projects known to be set up: a project is never deleted from the store, so one seen
+    once is not read again (that read cost a webhook more CPU than storing its tasks)."""
+    _imports: GroupCommit[Import, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._imports = GroupCommit(self._import)
 
     @classmethod
     def build(cls, settings: Settings, immediate: bool = False) -> HyperModel:
@@ -158,7 +168,7 @@ class HyperModel:
         if event.project is None or not event.tasks:
             return "ignored: no project or no tasks in the payload"
         project_id = event.project.id
-        if self.store.project(project_id) is None:
+        if not self.is_set_up(project_id):
             if not event.project.label_config:
                 return f"ignored: project {project_id} was never set up"
             try:
@@ -173,12 +183,30 @@ class HyperModel:
                 project_id,
                 len(event.tasks) - len(tasks),
             )
-        fresh = self.store.record_tasks(project_id, tasks)
-        self.queue.route(project_id, [int(task["id"]) for task in tasks])
+        fresh = self._imports.submit((project_id, tasks))
         skipped = len(event.tasks) - len(tasks)
         return f"queued {len(tasks)} tasks ({fresh} new)" + (
             f"; skipped {skipped} without an id" if skipped else ""
         )
+
+    def _import(self, imports: Sequence[Import]) -> list[int]:
+        """Store the tasks of the webhooks answered at once (``GroupCommit``) in one
+        transaction, then enqueue their routing, one job per project: 50 webhooks arriving
+        together, each with a transaction and an fsync of its own, kept the last of them
+        waiting 0.7 s; their 50 jobs, enqueued one after the other behind huey's lock,
+        another 50 ms."""
+        fresh = self.store.record_imports(imports)
+        task_ids: dict[int, list[int]] = {}
+        for project_id, tasks in imports:
+            task_ids.setdefault(project_id, []).extend(int(task["id"]) for task in tasks)
+        for project_id, ids in task_ids.items():
+            self.queue.route(project_id, ids)
+        return fresh
+
+    def is_set_up(self, project_id: int) -> bool:
+        if project_id not in self._set_up and self.store.project(project_id) is not None:
+            self._set_up.add(project_id)
+        return project_id in self._set_up
 
     def fit(self, event: str, data: dict[str, Any]) -> str:
         """Human labels: store them as they come, forget deleted ones."""

@@ -10,10 +10,10 @@ SQLite the project's lock is the database's write lock, taken when every transac
 (a project row need not exist). Those are the two databases supported.
 
 On SQLite the threads of one process also take turns for that write lock among
-themselves (``Store.session``), a read that writes nothing (``Store.read``) takes neither,
-and imports recorded at once share a transaction (``Store.record_tasks``); while a request
-is answered (``Store.serving``) the other threads' database calls wait. So a webhook waits
-for the one transaction under way, not for every worker's.
+themselves (``Store.session``), and a read that writes nothing (``Store.read``) takes
+neither; while a request is answered (``Store.serving``) the other threads' database calls
+wait. So a webhook waits for the one transaction under way, not for every worker's.
+Several imports can be recorded in one transaction (``Store.record_imports``).
 
 A database made by an earlier version starts as is: columns added since are added to it on
 start (``add_missing_columns``), all nullable.
@@ -61,7 +61,7 @@ from hyper_ls_backend.store.schema import (
     TaskRecord,
     utcnow,
 )
-from hyper_ls_backend.store.writers import GroupCommit, RequestsFirst, WriterTurns
+from hyper_ls_backend.store.writers import RequestsFirst, WriterTurns
 
 PROJECT_LOCK_CLASS = 0x68_79_70_65
 """First key of the PostgreSQL advisory locks on projects (the second is the project id),
@@ -167,7 +167,6 @@ class Store:
         self._requests = RequestsFirst(patience=REQUEST_PATIENCE)
         on_sqlite = self.engine.dialect.name == "sqlite"
         self._writers = WriterTurns() if on_sqlite else None
-        self._imports = GroupCommit(self._record_imports) if on_sqlite else None
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -222,20 +221,14 @@ class Store:
 
     def record_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> int:
         """Remember imported tasks (once each), the new ones as one import; returns how
-        many were new, once they are committed.
+        many were new, once they are committed."""
+        return self.record_imports([(project_id, tasks)])[0]
 
-        On SQLite the imports recorded by several threads at once share transactions
-        (``GroupCommit``): 50 webhooks arriving together, each waiting its turn for a
-        transaction and an fsync of its own, kept the last of them waiting 0.7 s.
-        """
-        if self._imports is None:
-            return self._record_imports([(project_id, tasks)])[0]
-        return self._imports.submit((project_id, tasks))
-
-    def _record_imports(self, imports: Sequence[Import]) -> list[int]:
+    def record_imports(self, imports: Sequence[Import]) -> list[int]:
         """``record_tasks`` of each import, in order, in one transaction: whatever the
         number of imports, per project one read of the tasks already known and of the last
-        import's number, and one insert of every new task."""
+        import's number, and one insert of every new task. (Webhooks answered at once
+        share it: ``HyperModel``.)"""
         ids: dict[int, set[int]] = {}
         for project_id, tasks in imports:
             ids.setdefault(project_id, set()).update(int(t["id"]) for t in tasks)

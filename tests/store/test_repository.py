@@ -311,7 +311,7 @@ def test_imports_recorded_in_one_transaction_are_each_an_import_of_their_own(
     store: Store,
 ) -> None:
     first = [{"id": 2, "data": {"prompt": "first"}}]
-    counts = store._record_imports(
+    counts = store.record_imports(
         [(P, tasks(1) + first), (P, tasks(2, 3)), (P, tasks(1, 2)), (P + 1, tasks(1))]
     )
     assert counts == [2, 1, 0, 1]
