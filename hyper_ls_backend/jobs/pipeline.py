@@ -36,7 +36,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
-from hyper_ls_backend.core.policy import CampaignPolicy, Candidate, Decision, LedgerState, Route
+from hyper_ls_backend.core.policy import (
+    MIN_RANKED_BATCH,
+    CampaignPolicy,
+    Candidate,
+    Decision,
+    LedgerState,
+    Route,
+)
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
@@ -57,9 +64,13 @@ NO_JUDGE_REASON = "no LM judge configured: every task goes to humans"
 REASONS_IN_SUMMARY = 2
 FIGURES = re.compile(r"\s*(?:\[[^\]]*\]|\([^)]*\d[^)]*\))")
 """A reason's figures: "(0.55)", "(0.2-0.4)", "[judge_confidence -0.120]"."""
-LOCK_STRIPES = 256
-SETTLE_FROM = 100
+LOCK_STRIPES = 16_384
+"""Enough that a write-back holding the stripes of a few hundred tasks seldom holds up
+the judging of others (each task is judged under its stripe); about 1.6 MB of locks."""
+SETTLE_FROM = 200
 """Imports at least this big settle part of their tasks before the rest is judged."""
+SETTLE_LAST = 16
+"""An import settles until a 1/SETTLE_LAST of it is left to judge."""
 WRITE_SLICE = 2_000
 """Decisions written back in one go: Label Studio takes a slice's predictions,
 annotations and fields in a few bulk calls, each growing with the slice."""
@@ -147,46 +158,99 @@ class Pipeline:
         once: every task is read, tagged and judged at the same time (the process's one LM
         limiter bounds the requests in flight, not this worker thread), then the chunk's
         decisions are written back in bulk, or, decided with the rest of their import,
-        handed to one write job for all of it (``on_decided``). Returns the tasks that
-        failed, each logged; the others are done."""
+        handed to one write job for all of it (``on_decided``). Each import the chunk holds
+        is looked up, and decided or settled, once. Returns the tasks that failed, each
+        logged; the others are done."""
         settings, config = self._project(project_id)
         failed: list[int] = []
+        imports = self._imports(project_id, task_ids, failed)
 
-        def prepare(task_id: int) -> None:
+        def prepare(item: tuple[int, Sequence[int]]) -> None:
+            task_id, members = item
             try:
                 with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
                     if self.store.decision(project_id, task_id) is None:
                         record = self.store.task(project_id, task_id)
-                        self._prepare(project_id, record, config, settings, alone=False)
+                        self._prepare(project_id, record, config, settings, False, members)
             except Exception:
                 log.exception("routing task %d of project %d failed", task_id, project_id)
                 failed.append(task_id)
 
-        map_bounded(prepare, task_ids, max(1, len(task_ids)))
+        items = [(task_id, members) for members, group in imports for task_id in group]
+        map_bounded(prepare, items, max(1, len(items)))
         made: set[int] = set()
-        for task_id in task_ids:  # in order: a small import's tasks are decided one by one
-            if task_id in failed:
-                continue
+        settled: set[int] = set()
+        whole: set[int] = set()
+        for members, group in imports:
+            judged = [task_id for task_id in group if task_id not in failed]
             try:
-                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
-                    if self.store.decision(project_id, task_id) is None:
-                        decided = self._decide(project_id, task_id, settings, config, False)
-                        made.update(d.task_id for d in decided)
+                decided, early = self._decide_judged(project_id, judged, members, settings, config)
             except Exception:
-                log.exception("deciding task %d of project %d failed", task_id, project_id)
-                failed.append(task_id)
+                log.exception("deciding tasks %s of project %d failed", judged, project_id)
+                failed += judged
+                continue
+            made |= decided
+            settled |= set(early)
+            if decided and len(members) >= MIN_RANKED_BATCH:
+                whole |= set(members)  # decided now, with what settled of it before
         done = [task_id for task_id in task_ids if task_id not in failed]
-        if not made and done and self.on_decided is not None:
-            settled = self._settle(project_id, done[0], settings, config)
-            if settled:
-                self.on_decided(project_id, settled)
         if made - set(task_ids) and self.on_decided is not None:
             # Decided with the rest of its import: one write job for all of it, this chunk
             # too. Not as "fresh": until it runs, another job or /predict may write some.
-            self.on_decided(project_id, sorted(made | set(done)))
-        elif self.label_studio is not None:
-            failed += self._write_decided(project_id, done, made, config, settings)
+            self.on_decided(project_id, sorted(whole | made | set(done)))
+        elif self.label_studio is not None:  # what settled is written with the chunk
+            fresh = made | settled
+            failed += self._write_decided(
+                project_id, sorted(settled | set(done)), fresh, config, settings
+            )
         return failed
+
+    def _imports(
+        self, project_id: int, task_ids: Sequence[int], failed: list[int]
+    ) -> list[tuple[list[int], list[int]]]:
+        """The chunk's tasks by import: (the import's tasks, the chunk's among them), each
+        import read once; a task with no recorded import is one of its own. Tasks not
+        received are logged and added to ``failed``."""
+        records = {record.task_id: record for record in self.store.tasks(project_id, task_ids)}
+        by_batch: dict[int, list[int]] = {}
+        imports: list[tuple[list[int], list[int]]] = []
+        for task_id in task_ids:
+            record = records.get(task_id)
+            if record is None:
+                log.error("task %d of project %d was never received", task_id, project_id)
+                failed.append(task_id)
+            elif record.import_batch is None:
+                imports.append(([task_id], [task_id]))
+            else:
+                by_batch.setdefault(record.import_batch, []).append(task_id)
+        for group in by_batch.values():
+            imports.append((self.store.import_of(project_id, group[0]), group))
+        return imports
+
+    def _decide_judged(
+        self,
+        project_id: int,
+        task_ids: Sequence[int],
+        members: Sequence[int],
+        settings: Settings,
+        config: PreferenceConfig,
+    ) -> tuple[set[int], list[int]]:
+        """Decide what judging ``task_ids`` (of the import ``members``) made decidable:
+        each task in order by the streaming rule when the import is small, else the
+        import once all of it is judged, or what of it settles. Returns the tasks
+        decided, then those settled."""
+        if not task_ids:
+            return set(), []
+        made: set[int] = set()
+        ranked = len(members) >= MIN_RANKED_BATCH
+        for task_id in task_ids[:1] if ranked else task_ids:
+            with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                if ranked or self.store.decision(project_id, task_id) is None:
+                    decided = self._decide(project_id, task_id, members, settings, config, False)
+                    made.update(d.task_id for d in decided)
+        if made or not ranked:
+            return made, []
+        return made, self._settle(project_id, members, settings, config)
 
     def _project(self, project_id: int) -> tuple[Settings, PreferenceConfig]:
         project = self.store.project(project_id)
@@ -239,22 +303,25 @@ class Pipeline:
         return failed
 
     def _settle(
-        self, project_id: int, task_id: int, settings: Settings, config: PreferenceConfig
+        self,
+        project_id: int,
+        members: Sequence[int],
+        settings: Settings,
+        config: PreferenceConfig,
     ) -> list[int]:
-        """Settle what can be of ``task_id``'s import, if it is big, still being judged,
-        and its unjudged tasks have halved since it last settled; returns the tasks settled."""
-        if self.judge is None:
+        """Settle what can be of the import ``members`` if it is big, still being judged,
+        and its unjudged tasks have halved since it last settled (down to a sixteenth of
+        it: the rest comes soon); returns the tasks settled."""
+        if self.judge is None or len(members) < SETTLE_FROM:
             return []
-        members = self.store.import_of(project_id, task_id)
-        if len(members) < SETTLE_FROM:
-            return []
-        unjudged = self.store.unready_in_import_of(project_id, task_id, judged=True)
+        unjudged = self.store.unready_in_import_of(project_id, members[0], judged=True)
         key = (project_id, members[0])
         with self._settling:
             if unjudged == 0:  # decided together now
                 self._settled_at.pop(key, None)
                 return []
-            if unjudged > self._settled_at.get(key, len(members)) // 2:
+            last = self._settled_at.get(key, len(members))
+            if unjudged > last // 2 or unjudged < len(members) / SETTLE_LAST:
                 return []
             self._settled_at[key] = unjudged
         decided = self.store.decisions(project_id, members)
@@ -285,8 +352,9 @@ class Pipeline:
         record = self.store.task(project_id, task_id)
         decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
-            self._prepare(project_id, record, config, settings, alone)
-            made = self._decide(project_id, task_id, settings, config, alone)
+            members = self.store.import_of(project_id, task_id)
+            self._prepare(project_id, record, config, settings, alone, members)
+            made = self._decide(project_id, task_id, members, settings, config, alone)
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
             self._write(project_id, [decision], {m.task_id for m in made}, config, settings)
@@ -299,8 +367,10 @@ class Pipeline:
         config: PreferenceConfig,
         settings: Settings,
         alone: bool,
+        members: Sequence[int],
     ) -> None:
-        """Read and judge the task, each step only if it has not been done (and stored).
+        """Read and judge the task (of the import ``members``), each step only if it has
+        not been done (and stored).
         A task judged call by call is tagged while it is judged (the tagger's request in
         flight with the judge's); one of a batched import is read first, since its batch
         goes once the whole import is read."""
@@ -315,8 +385,8 @@ class Pipeline:
             if self.tagger is not None and comparison.prompt.strip():  # nothing to tag else
                 with ThreadPoolExecutor(max_workers=1) as beside:
                     tagging = beside.submit(self.tagger.tag, comparison.prompt)
-                    if unjudged and self._judged_call_by_call(settings, record):
-                        self._judge(project_id, record, comparison, settings, alone)
+                    if unjudged and self._judged_call_by_call(settings, record, members):
+                        self._judge(project_id, record, comparison, settings, alone, members)
                         unjudged = False
                     comparison = comparison.with_tags(tagging.result().tags)
             self.store.save_comparison(
@@ -327,13 +397,14 @@ class Pipeline:
         else:
             return
         if unjudged:
-            self._judge(project_id, record, comparison, settings, alone)
+            self._judge(project_id, record, comparison, settings, alone, members)
 
-    def _judged_call_by_call(self, settings: Settings, record: TaskRecord) -> bool:
+    def _judged_call_by_call(
+        self, settings: Settings, record: TaskRecord, members: Sequence[int]
+    ) -> bool:
         """Whether the task's import is judged call by call, not in Message Batches."""
         if self.batches is None or record.import_batch is None:
             return True
-        members = self.store.import_of(record.project_id, record.task_id)
         return not self.batches.batched(settings, len(members))
 
     def _judge(
@@ -343,11 +414,11 @@ class Pipeline:
         comparison: Comparison,
         settings: Settings,
         alone: bool,
+        members: Sequence[int],
     ) -> None:
         """Judge the task now, or from its batch's answers; nothing while it waits for them."""
         batched = None
         if self.batches is not None:
-            members = self.store.import_of(project_id, record.task_id)
             batched = self.batches.answer(settings, record, members, comparison, alone)
         if batched == WAITING:
             return
@@ -373,6 +444,7 @@ class Pipeline:
         self,
         project_id: int,
         task_id: int,
+        members: Sequence[int],
         settings: Settings,
         config: PreferenceConfig,
         alone: bool,
@@ -384,7 +456,6 @@ class Pipeline:
             return []
         router = self.routers.for_project(project_id)
         policy = self._policy(project_id, settings, config, router)
-        members = self.store.import_of(project_id, task_id)
         if len(members) >= policy.min_batch:
             # One count first: reading the whole import for each of its tasks is quadratic.
             unready = self.store.unready_in_import_of(project_id, task_id, self.judge is not None)

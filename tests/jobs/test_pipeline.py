@@ -447,11 +447,12 @@ def test_a_big_import_settles_part_of_it_and_writes_it_back_while_the_rest_is_ju
     judge: ScriptedJudge,
     label_studio: FakeLabelStudio,
 ) -> None:
-    """An import of 120 (six jobs of 20, run in turn): once half of it is judged, and again
-    at three quarters, the judged tasks that the budget passes by whatever the rest turns
-    out to be are decided and written back; the import's final decision changes none of
-    them, and every decision is the one the whole import decided at once gets offline."""
-    budget, audit_share, n = 0.2, 0.05, SETTLE_FROM + 20
+    """An import of 240 (twelve jobs of 20, run in turn): once half of it is judged, and
+    each time what is left has halved, the judged tasks that the budget passes by whatever
+    the rest turns out to be are decided and written back; the import's final decision
+    changes none of them, and every decision is the one the whole import decided at once
+    gets offline."""
+    budget, audit_share, n = 0.2, 0.05, SETTLE_FROM + 40
     settings = judge_settings(
         tmp_path,
         llm.base_url,
