@@ -198,12 +198,26 @@ class Pipeline:
             # Decided with the rest of its import: one write job for all of it, this chunk
             # too. Not as "fresh": until it runs, another job or /predict may write some.
             self.on_decided(project_id, sorted(whole | made | set(done)))
-        elif self.label_studio is not None:  # what settled is written with the chunk
-            fresh = made | settled
-            failed += self._write_decided(
-                project_id, sorted(settled | set(done)), fresh, config, settings
-            )
+        elif self.label_studio is not None:
+            ours = made | settled  # written now; the chunk's others decided elsewhere
+            failed += self._write_decided(project_id, sorted(ours), ours, config, settings)
+            failed += self._hand_over(project_id, [t for t in done if t not in ours])
         return failed
+
+    def _hand_over(self, project_id: int, task_ids: Sequence[int]) -> list[int]:
+        """Queue the write-back of those of the tasks decided by others and not yet written
+        (before a restart, or by the job deciding or settling their import just now, whose
+        write comes first and leaves this one nothing to do); returns the tasks that
+        failed. Written here only when there is no queue."""
+        found = self.store.decisions(project_id, task_ids)
+        unwritten = sorted(t for t, decision in found.items() if decision.written_at is None)
+        if not unwritten:
+            return []
+        if self.on_decided is None:
+            settings, config = self._project(project_id)
+            return self._write_decided(project_id, unwritten, set(), config, settings)
+        self.on_decided(project_id, unwritten)
+        return []
 
     def _imports(
         self, project_id: int, task_ids: Sequence[int], failed: list[int]

@@ -288,15 +288,8 @@ class LabelStudioClient:
         if not items:
             return {}
         versions = {item.task_id: item.model_version for item in items}
-        selected = {"selectedItems": {"all": False, "included": sorted(versions)}}
         found: dict[int, Written] = {}
-        for task in self.sdk.tasks.list(
-            project=project_id,
-            fields="all",
-            query=json.dumps(selected),
-            resolve_uri=False,
-            page_size=LIST_PAGE,
-        ):
+        for task in self._listed(project_id, sorted(versions)):
             if task.id not in versions:
                 continue
             ids = sorted(
@@ -313,6 +306,21 @@ class LabelStudioClient:
             ]
             found[task.id] = Written(ids[0], annotations[0] if annotations else None)
         return found
+
+    def _listed(self, project_id: int, task_ids: Sequence[int]) -> Iterator[Any]:
+        """Those of the tasks still in the project, with all their fields, one list call
+        per ``LIST_PAGE`` of them (the SDK's pager would ask for a page past the last,
+        which costs Label Studio the filtered query again)."""
+        for start in range(0, len(task_ids), LIST_PAGE):
+            selected = {"all": False, "included": list(task_ids[start : start + LIST_PAGE])}
+            page = self.sdk.tasks.list(
+                project=project_id,
+                fields="all",
+                query=json.dumps({"selectedItems": selected}),
+                resolve_uri=False,
+                page_size=LIST_PAGE,
+            )
+            yield from page.items or []
 
     def _import_predictions(
         self, project_id: int, config: PreferenceConfig, items: Sequence[WriteBack]
