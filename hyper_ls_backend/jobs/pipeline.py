@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
@@ -135,7 +135,10 @@ class Pipeline:
     _settled_at: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)
     """Per import (project, first task) being judged, its unjudged tasks when it last
     settled: it settles again once they have halved."""
-    _settling: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _marks_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    """Guards ``_settled_at`` and ``_writing``."""
+    _writing: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)
+    """(project, task) being written back in this process: nobody else needs to."""
 
     def __post_init__(self) -> None:
         self.batches = BatchJudging.for_panel(self.settings, self.store, self.judge)
@@ -204,13 +207,30 @@ class Pipeline:
             failed += self._hand_over(project_id, [t for t in done if t not in ours])
         return failed
 
+    @contextmanager
+    def _marked_writing(self, project_id: int, task_ids: Sequence[int]) -> Iterator[None]:
+        keys = {(project_id, task_id) for task_id in task_ids}
+        with self._marks_lock:
+            self._writing |= keys
+        try:
+            yield
+        finally:
+            with self._marks_lock:
+                self._writing -= keys
+
     def _hand_over(self, project_id: int, task_ids: Sequence[int]) -> list[int]:
         """Queue the write-back of those of the tasks decided by others and not yet written
         (before a restart, or by the job deciding or settling their import just now, whose
         write comes first and leaves this one nothing to do); returns the tasks that
-        failed. Written here only when there is no queue."""
+        failed. Written here only when there is no queue. Those being written in this
+        process are left to it (its job retries what fails)."""
         found = self.store.decisions(project_id, task_ids)
-        unwritten = sorted(t for t, decision in found.items() if decision.written_at is None)
+        with self._marks_lock:
+            unwritten = sorted(
+                t
+                for t, decision in found.items()
+                if decision.written_at is None and (project_id, t) not in self._writing
+            )
         if not unwritten:
             return []
         if self.on_decided is None:
@@ -299,6 +319,7 @@ class Pipeline:
             chunk = task_ids[start : start + WRITE_SLICE]
             stripes = sorted({hash((project_id, task_id)) % LOCK_STRIPES for task_id in chunk})
             with ExitStack() as held:
+                held.enter_context(self._marked_writing(project_id, chunk))
                 for stripe in stripes:
                     held.enter_context(self._task_locks[stripe])
                 found = self.store.decisions(project_id, chunk)
@@ -330,7 +351,7 @@ class Pipeline:
             return []
         unjudged = self.store.unready_in_import_of(project_id, members[0], judged=True)
         key = (project_id, members[0])
-        with self._settling:
+        with self._marks_lock:
             if unjudged == 0:  # decided together now
                 self._settled_at.pop(key, None)
                 return []
