@@ -282,7 +282,11 @@ class Pipeline:
                 if ranked or self.store.decision(project_id, task_id) is None:
                     decided = self._decide(project_id, task_id, members, settings, config, False)
                     made.update(d.task_id for d in decided)
-        if made or not ranked:
+        if not ranked:
+            return made, []
+        if made:  # the import is decided: nothing more of it settles
+            with self._marks_lock:
+                self._settled_at.pop((project_id, members[0]), None)
             return made, []
         return made, self._settle(project_id, members, settings, config)
 
@@ -353,7 +357,6 @@ class Pipeline:
         key = (project_id, members[0])
         with self._marks_lock:
             if unjudged == 0:  # decided together now
-                self._settled_at.pop(key, None)
                 return []
             last = self._settled_at.get(key, len(members))
             if unjudged > last // 2 or unjudged < len(members) / SETTLE_LAST:
