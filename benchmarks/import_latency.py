@@ -1,14 +1,16 @@
 """Import benchmark: webhook acknowledge latency, and time from import to all-routed.
 
     python benchmarks/import_latency.py [--tasks 1000] [--judge-ms 300] [--concurrent 50]
-        [--concurrency C] [--storm-s 30] [--judge-token]
+        [--concurrency C] [--storm-s 30] [--judge-token] [--queue-consumer threads]
 
 Runs the real backend (``hyper-ls serve``, SQLite state and queue) as a subprocess with the
 judge pointed at a local fake Anthropic Messages API that answers after ``--judge-ms``
 (the test suite's scripted judge, ``tests/e2e/backend.py``), then:
 
 1. webhook latency: ``--concurrent`` clients each POST one ``TASKS_CREATED`` of 20 tasks to
-   ``/webhook`` at the same moment; reports p50/p99/max of the acknowledgements;
+   ``/webhook`` at the same moment, once the backend's queue consumer runs (its own
+   process, or with ``--queue-consumer threads`` threads of the server's); reports
+   p50/p99/max of the acknowledgements;
 2. import to all-routed: starts a real Label Studio 1.23.2 (``make label-studio``), connects
    the backend with ``hyper-ls connect``'s code, imports ``--tasks`` tasks through the SDK,
    and times until every task is routed and until every decision is written back, against
@@ -54,6 +56,8 @@ from hyper_ls_backend.settings import Settings  # noqa: E402
 CONFIG = configs.read("preference_5point")
 TASKS_PER_WEBHOOK = 20
 STORM_RETRY_AFTER = "1"
+CONSUMING = "consuming"
+"""What the backend logs once its queue consumer process runs."""
 LS_START_TIMEOUT = 600.0
 """Label Studio starts in about 30 s on an idle machine, minutes on a loaded one."""
 
@@ -111,10 +115,12 @@ def decisions(backend: BackendProcess) -> tuple[int, int]:
 
 
 def webhook_latency(
-    judge_url: str, concurrent: int, concurrency: int | None, work: Path
+    judge_url: str, concurrent: int, concurrency: int | None, consumer: str, work: Path
 ) -> dict[str, float]:
-    env = backend_env(judge_url, concurrency)
+    env = {**backend_env(judge_url, concurrency), "QUEUE_CONSUMER": consumer}
     backend = BackendProcess(env, work / "webhook-model", work / "webhook.log").start()
+    if consumer == "process":
+        wait_for_consumer(work / "webhook.log")
     before = load()
     try:
         setup = {"project": "1.0", "schema": CONFIG}
@@ -144,12 +150,23 @@ def webhook_latency(
     return {
         "load_before": before,
         "load_after": load(),
+        "queue_consumer": consumer,
         "webhooks": concurrent,
         "tasks_per_webhook": TASKS_PER_WEBHOOK,
         "p50_ms": round(1000 * statistics.median(latencies), 1),
         "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
         "max_ms": round(1000 * max(latencies), 1),
     }
+
+
+def wait_for_consumer(log: Path, timeout: float = 120.0) -> None:
+    """Until the backend's queue consumer process runs (it starts after ``/health``
+    answers, and its start-up would take the CPU from the webhooks timed)."""
+    deadline = time.monotonic() + timeout
+    while CONSUMING not in log.read_text():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no queue consumer after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def judge_failures(backend: BackendProcess) -> tuple[int, int]:
@@ -248,6 +265,12 @@ def main() -> None:
         action="store_true",
         help="give the judge a Label Studio user and token (LABEL_STUDIO_JUDGE_API_KEY)",
     )
+    parser.add_argument(
+        "--queue-consumer",
+        choices=["process", "threads"],
+        default="process",
+        help="the webhook part's QUEUE_CONSUMER (the import part runs the default)",
+    )
     parser.add_argument("--skip-import", action="store_true", help="webhook latency only")
     parser.add_argument("--skip-webhook", action="store_true", help="import only")
     args = parser.parse_args()
@@ -267,7 +290,7 @@ def main() -> None:
             }
             if not args.skip_webhook:
                 report["webhook"] = webhook_latency(
-                    server.base_url, args.concurrent, args.concurrency, work
+                    server.base_url, args.concurrent, args.concurrency, args.queue_consumer, work
                 )
                 print(json.dumps(report["webhook"]), file=sys.stderr, flush=True)
             if not args.skip_import:

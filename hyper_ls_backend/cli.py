@@ -400,12 +400,12 @@ def serve(args: argparse.Namespace) -> None:
     """Start the Label Studio ML backend (embedded SQLite state and queue by default)."""
     import uvicorn  # the server's dependencies load only when serving
 
+    from hyper_ls_backend.server.model import LOG_FORMAT
+
     settings = Settings()
     settings.check_drivers()
     host, port = args.host or settings.host, args.port or settings.port
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     uvicorn.run(
         "hyper_ls_backend.server.app:app_from_environment",
         factory=True,

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     port: int = 9090
     workers: int = 1
     threads: int = 8
+    queue_consumer: Literal["process", "threads"] = Field(
+        default="process",
+        description="where the queue's THREADS run: a process of their own, started and "
+        "restarted by the server, or threads of the server's own process",
+    )
     basic_auth_user: str | None = None
     basic_auth_pass: SecretStr | None = None
     log_level: str = "INFO"

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +16,7 @@ from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.certification import Certifier
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline, RouterRegistry
-from hyper_ls_backend.jobs.queue import JobQueue, make_huey
+from hyper_ls_backend.jobs.queue import ConsumerProcess, JobQueue, make_huey
 from hyper_ls_backend.lm.build import build_panel_and_tagger
 from hyper_ls_backend.ls.client import LabelStudioClient, strength_for
 from hyper_ls_backend.ls.label_config import (
@@ -27,7 +30,7 @@ from hyper_ls_backend.settings import Settings, parse_extra_params
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.repository import Import
 from hyper_ls_backend.store.schema import DecisionRecord
-from hyper_ls_backend.store.writers import GroupCommit
+from hyper_ls_backend.store.writers import GroupCommit, Idle
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class HyperModel:
     store: Store
     pipeline: Pipeline
     queue: JobQueue
+    consumer: ConsumerProcess | None = None
+    """The queue's consumer process (``QUEUE_CONSUMER=process``); None: threads here."""
     _set_up: set[int] = field(default_factory=set, init=False, repr=False)
     """Projects known to be set up: a project is never deleted from the store, so one seen
     once is not read again (that read cost a webhook more CPU than storing its tasks)."""
@@ -49,8 +54,14 @@ class HyperModel:
         self._imports = GroupCommit(self._import)
 
     @classmethod
-    def build(cls, settings: Settings, immediate: bool = False) -> HyperModel:
-        store = Store(settings.sqlalchemy_url)
+    def build(
+        cls, settings: Settings, immediate: bool = False, idle: Idle | None = None
+    ) -> HyperModel:
+        """``idle``: the server's, in its queue consumer process (``consume``)."""
+        consumer = (
+            ConsumerProcess(consume, settings) if settings.queue_consumer == "process" else None
+        )
+        store = Store(settings.sqlalchemy_url, consumer.idle if consumer else idle)
         prior = (
             Router.load(settings.hyper_router_model)
             if settings.hyper_router_model
@@ -77,20 +88,31 @@ class HyperModel:
             settings.threads,
             Certifier(settings, store, routers),
         )
-        return cls(settings, store, pipeline, queue)
+        return cls(settings, store, pipeline, queue, consumer)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the queue's consumer where ``QUEUE_CONSUMER`` says; it resumes the work left."""
+        if self.consumer is not None:
+            self.consumer.start()
+        else:
+            self.consume()
+        for note in self.notes():
+            log.warning(note)
+
+    def consume(self) -> None:
+        """Run the queue's consumer threads in this process, after re-enqueueing the work
+        the database says is left (see ``jobs/queue.py``)."""
         self.queue.start()
         self.queue.resume(self.store.undecided_tasks())
         unwritten = [(d.project_id, d.task_id) for d in self.store.unwritten_decisions()]
         if self.pipeline.label_studio is not None:
             self.queue.resume(unwritten)
-        for note in self.notes():
-            log.warning(note)
 
     def stop(self) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
         self.queue.stop()
 
     def notes(self) -> list[str]:
@@ -257,6 +279,27 @@ class HyperModel:
         )
 
 
+def consume(settings: Settings, idle: Idle) -> None:
+    """The queue's consumer process (``ConsumerProcess``): the backend built from
+    ``settings`` runs its consumer threads until SIGTERM, or until the server's process is
+    gone. A Ctrl-C reaches the whole process group: the server stops this process."""
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    server = os.getppid()
+    settings = settings.model_copy(update={"queue_consumer": "threads"})
+    model = HyperModel.build(settings, idle=idle)
+    model.consume()
+    log.info("queue consumer process %d consuming", os.getpid())
+    while not stop.wait(ORPHAN_CHECK) and os.getppid() == server:
+        pass
+    model.stop()
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ORPHAN_CHECK = 1.0
+"""Seconds between the consumer process's looks at whether the server is still there."""
 LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
 
 

@@ -61,7 +61,7 @@ from hyper_ls_backend.store.schema import (
     TaskRecord,
     utcnow,
 )
-from hyper_ls_backend.store.writers import RequestsFirst, WriterTurns
+from hyper_ls_backend.store.writers import Idle, RequestsFirst, WriterTurns
 
 PROJECT_LOCK_CLASS = 0x68_79_70_65
 """First key of the PostgreSQL advisory locks on projects (the second is the project id),
@@ -155,7 +155,9 @@ def add_missing_columns(engine: Engine) -> list[str]:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, idle: Idle | None = None) -> None:
+        """``idle``: shared with the server's process when this is the queue's consumer
+        process (see ``RequestsFirst``)."""
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
@@ -164,7 +166,7 @@ class Store:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         self._ledger_lock = threading.Lock()
-        self._requests = RequestsFirst(patience=REQUEST_PATIENCE)
+        self._requests = RequestsFirst(REQUEST_PATIENCE, idle)
         on_sqlite = self.engine.dialect.name == "sqlite"
         self._writers = WriterTurns() if on_sqlite else None
 

@@ -5,15 +5,52 @@ kind made at once share a transaction (``GroupCommit``)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+class Idle(Protocol):
+    """What ``RequestsFirst`` needs of an event: ``threading.Event`` or ``SharedIdle``."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class SharedIdle:
+    """``Idle`` across processes: a flag in shared memory, read by polling. Not a
+    ``multiprocessing`` Event: that takes a lock shared by the processes, and one killed
+    while holding it would leave the other waiting on it for good."""
+
+    POLL = 0.002
+
+    def __init__(self) -> None:
+        self._busy = multiprocessing.get_context("spawn").RawValue("b", 0)
+
+    def set(self) -> None:
+        self._busy.value = 0
+
+    def clear(self) -> None:
+        self._busy.value = 1
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._busy.value:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(self.POLL)
+        return True
 
 
 class RequestsFirst:
@@ -24,14 +61,22 @@ class RequestsFirst:
     ``serving()`` makes every other thread's next database call wait until no request is
     being answered, for at most ``patience`` seconds (background work is delayed, never
     stopped). A thread answering a request never waits here, and its writes are urgent.
+
+    ``idle``, set while no request is answered, may be shared with another process
+    (``SharedIdle``): the queue's consumer process then waits for the server's requests
+    too. Without it, the consumer's writers, handing SQLite's write lock
+    to each other back to back, kept a webhook's transaction sleeping in SQLite's busy
+    handler for a second and more.
     """
 
-    def __init__(self, patience: float) -> None:
+    def __init__(self, patience: float, idle: Idle | None = None) -> None:
         self.patience = patience
         self._lock = threading.Lock()
         self._serving = 0
-        self._idle = threading.Event()
-        self._idle.set()
+        if idle is None:
+            idle = threading.Event()
+            idle.set()
+        self._idle = idle
         self._local = threading.local()
 
     @property

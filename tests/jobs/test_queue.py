@@ -7,6 +7,8 @@ real PostgreSQL database and a Redis queue."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -366,3 +368,32 @@ def test_two_backends_on_postgres_and_redis_share_the_work_within_the_budget(
     assert not calls[0].keys() & calls[1].keys(), "a task was judged by both backends"
     assert calls[0] + calls[1] == {f"task {i}": 2 for i in range(1, n + 1)}  # both orders
     assert health["queue"] == "redis" and health["pending_jobs"] == 0
+
+
+# -- the consumer in a process of its own (QUEUE_CONSUMER=process, what `serve` runs) -------
+
+
+def test_a_killed_consumer_process_is_replaced_and_its_work_done_once_then_stopped(
+    tmp_path: Path, llm: FakeLLMServer, models: list[HyperModel]
+) -> None:
+    judge = ScriptedJudge(delay=0.05)  # the kill comes while the import is being judged
+    llm.responder = judge
+    settings = judge_settings(tmp_path, llm.base_url, hyper_budget=0.25, queue_consumer="process")
+    n = 40
+    model = start(settings, models)
+    assert model.consumer is not None
+    model.setup(PROJECT, CONFIG_5POINT, None)
+    first = model.consumer.pid
+    imported = tasks_created([task(i, "biased") for i in range(1, n + 1)])
+    model.webhook(WebhookEvent.model_validate(imported))
+    wait_until(lambda: bool(judge.calls), timeout=60, what="the consumer process judging")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: model.consumer.pid not in (None, first), what="another consumer")
+    wait_until(lambda: all_routed(model, n), timeout=90, what=f"{n} tasks routed")
+    decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
+    assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
+    assert sum(d.route == "human" for d in decisions) == 10  # floor(0.25 x 40)
+    second = model.consumer.pid
+    model.stop()
+    with pytest.raises(ProcessLookupError):  # stopped, and reaped
+        os.kill(second, 0)

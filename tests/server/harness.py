@@ -52,6 +52,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "redis_url": None,
         "database_url": None,
         "threads": 4,
+        "queue_consumer": "threads",  # in the test's process: its patches reach the workers
     }
     values.update(overrides)
     return Settings(**values)

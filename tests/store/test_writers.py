@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 
 import pytest
 
-from hyper_ls_backend.store.writers import GroupCommit, RequestsFirst, WriterTurns
+from hyper_ls_backend.store.writers import GroupCommit, RequestsFirst, SharedIdle, WriterTurns
 
 
 def started(target: Callable[[], None]) -> threading.Thread:
@@ -169,3 +171,28 @@ def test_background_calls_wait_no_longer_than_their_patience() -> None:
 
         started(background).join(timeout=5)
     assert 0.04 < waited[0] < 2.0
+
+
+def wait_in_another_process(idle: SharedIdle, out: Connection) -> None:
+    """A consumer process's database call: how long it waited for the server's requests."""
+    requests = RequestsFirst(patience=10.0, idle=idle)
+    out.send("started")
+    start = time.monotonic()
+    requests.wait()
+    out.send(time.monotonic() - start)
+
+
+def test_another_process_waits_while_this_one_answers_a_request() -> None:
+    """The queue's consumer process shares the server's ``SharedIdle``."""
+    idle = SharedIdle()
+    requests = RequestsFirst(patience=10.0, idle=idle)
+    context = multiprocessing.get_context("spawn")
+    received, sent = context.Pipe(duplex=False)
+    with requests.serving():
+        child = context.Process(target=wait_in_another_process, args=(idle, sent))
+        child.start()
+        assert received.poll(timeout=60) and received.recv() == "started"
+        assert not received.poll(timeout=0.5)  # still waiting: a request is being answered
+    assert received.poll(timeout=10)
+    assert received.recv() >= 0.5
+    child.join(timeout=10)
