@@ -192,9 +192,10 @@ class ConsumerProcess:
     were acknowledged in a p99 of 311-520 ms, and of 233-307 ms with the consumer in a
     process of its own (``benchmarks/import_latency.py``, alternating runs, load 2.7-4.4).
     The child is a fresh interpreter (``spawn``: forking a process that runs threads is
-    unsafe) running ``target(settings, idle)``. When it dies (killed, out of memory) another is
-    started after ``RESTART_DELAY``: a start re-enqueues what the database says is left,
-    the jobs the dead one was running too, so no work is lost.
+    unsafe) running ``target(settings, idle, restarted)``. When it dies (killed, out of
+    memory) another is started after ``RESTART_DELAY``, ``restarted``: it re-enqueues what
+    the database says is left, the jobs the dead one was running too, so no work is lost
+    (the server re-enqueued it before the first).
     """
 
     RESTART_DELAY = 1.0
@@ -202,7 +203,7 @@ class ConsumerProcess:
     """Seconds the child has to finish its running jobs on ``stop`` before it is killed
     (what it leaves is done again on the next start)."""
 
-    def __init__(self, target: Callable[[Settings, Idle], None], settings: Settings) -> None:
+    def __init__(self, target: Callable[[Settings, Idle, bool], None], settings: Settings) -> None:
         self._target, self._settings = target, settings
         self._context = multiprocessing.get_context("spawn")
         self.idle = SharedIdle()
@@ -218,16 +219,16 @@ class ConsumerProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        self._spawn()
+        self._spawn(restarted=False)
         self._supervisor.start()
 
-    def _spawn(self) -> None:
+    def _spawn(self, restarted: bool) -> None:
         with self._lock:
             if self._stopping.is_set():
                 return
             self._process = self._context.Process(
                 target=self._target,
-                args=(self._settings, self.idle),
+                args=(self._settings, self.idle, restarted),
                 name="hyper-ls-consumer",
                 daemon=True,
             )
@@ -247,7 +248,7 @@ class ConsumerProcess:
                 self.RESTART_DELAY,
             )
             if not self._stopping.wait(self.RESTART_DELAY):
-                self._spawn()
+                self._spawn(restarted=True)
 
     def stop(self) -> None:
         """SIGTERM: the child stops its consumer gracefully; killed if it takes too long."""

@@ -16,7 +16,7 @@ wait. So a webhook waits for the one transaction under way, not for every worker
 Several imports can be recorded in one transaction (``Store.record_imports``).
 
 A database made by an earlier version starts as is: columns added since are added to it on
-start (``add_missing_columns``), all nullable.
+start (``add_missing_columns``), all nullable, and so are indexes (``add_missing_indexes``).
 """
 
 from __future__ import annotations
@@ -154,6 +154,20 @@ def add_missing_columns(engine: Engine) -> list[str]:
     return added
 
 
+def add_missing_indexes(engine: Engine) -> list[str]:
+    """Create the indexes of our tables that the database lacks (made by an earlier
+    version); returns their names."""
+    present = inspect(engine)
+    added = []
+    for table in Base.metadata.sorted_tables:
+        have = {index["name"] for index in present.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have:
+                index.create(engine, checkfirst=True)
+                added.append(index.name)
+    return added
+
+
 class Store:
     def __init__(self, url: str, idle: Idle | None = None) -> None:
         """``idle``: shared with the server's process when this is the queue's consumer
@@ -161,6 +175,7 @@ class Store:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine)
+        add_missing_indexes(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False

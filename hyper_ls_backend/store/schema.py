@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     Float,
+    Index,
     Integer,
     String,
     Text,
@@ -64,6 +65,8 @@ class TaskRecord(Base):
     """A task as received on import: its raw payload, and the comparison read from it."""
 
     __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_import", "project_id", "import_batch"),)
+    """An import's tasks are read and counted by ``(project, import)`` on every chunk."""
 
     project_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_id: Mapped[int] = mapped_column(Integer, primary_key=True)

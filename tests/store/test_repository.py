@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Decision, LedgerState, Route
 from hyper_ls_backend.store import Store
-from hyper_ls_backend.store.repository import add_missing_columns
+from hyper_ls_backend.store.repository import add_missing_columns, add_missing_indexes
 from hyper_ls_backend.store.schema import Project
 
 P = 7
@@ -274,12 +274,15 @@ def test_a_database_of_the_previous_version_starts_and_gains_the_new_columns(
     old.record_tasks(P, tasks(1, 2))
     old.decide(P, [1], one("ai", 0.5))
     with old.engine.begin() as connection:  # the previous version had neither column
+        connection.execute(text("DROP INDEX ix_tasks_import"))
         connection.execute(text("ALTER TABLE tasks DROP COLUMN import_batch"))
         connection.execute(text("ALTER TABLE decisions DROP COLUMN inclusion_probability"))
     old.engine.dispose()
 
     upgraded = open_store()
     assert add_missing_columns(upgraded.engine) == []  # the new Store added them
+    assert add_missing_indexes(upgraded.engine) == []
+    assert "ix_tasks_import" in {i["name"] for i in inspect(upgraded.engine).get_indexes("tasks")}
     assert upgraded.undecided_tasks() == [(P, 2)]
     assert upgraded.import_of(P, 2) == [2]  # no recorded import: decided on its own
     assert upgraded.decision(P, 1).decision().inclusion_probability == 1.0
