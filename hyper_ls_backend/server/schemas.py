@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Loose(BaseModel):
@@ -102,6 +102,15 @@ class WebhookEvent(Loose):
     annotation: WebhookAnnotation | None = None
     annotations: list[Ref] = Field(default_factory=list)
     task: Ref | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bulk_annotations(cls, data: Any) -> Any:
+        """Label Studio 1.23 posts ``ANNOTATIONS_CREATED`` (made in bulk by a Data Manager
+        action, the judge's write-back among them) with a list under ``annotation``."""
+        if isinstance(data, dict) and isinstance(data.get("annotation"), list):
+            data = {**data, "annotations": data["annotation"], "annotation": None}
+        return data
 
 
 class Problem(BaseModel):
