@@ -25,7 +25,7 @@ from server.harness import (
 )
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
-from hyper_ls_backend.core.policy import AUDIT_SEED, SETTLED_REASON, Route
+from hyper_ls_backend.core.policy import AUDIT_SEED, SETTLED_REASON, Decision, Route
 from hyper_ls_backend.eval.campaign import CampaignSettings, replay
 from hyper_ls_backend.jobs.pipeline import SETTLE_FROM, RouterRegistry
 from hyper_ls_backend.priors import load_default_router
@@ -388,6 +388,20 @@ def test_a_task_deleted_in_label_studio_before_write_back_is_not_retried_forever
 # -- one policy offline and in the server ---------------------------------------------------
 
 
+def replayed(model: HyperModel, n: int, campaign: CampaignSettings) -> list[Decision]:
+    """What ``simulate --online``'s replay decides for tasks 1..n as the server judged
+    them, arriving in ``campaign``'s imports."""
+    outputs = model.store.judge_outputs(PROJECT, range(1, n + 1))
+    stream = [
+        Comparison.model_validate(record.comparison).with_judge(
+            JudgeVerdict.model_validate(outputs[record.task_id].verdict)
+        )
+        for record in model.store.tasks(PROJECT, range(1, n + 1))
+    ]
+    prior = model.pipeline.routers.prior
+    return replay(prior, stream, "frozen", campaign, seed=AUDIT_SEED).decisions
+
+
 def test_the_server_and_the_offline_replay_make_the_same_decisions(
     build: Any, tmp_path: Path, llm: FakeLLMServer, judge: ScriptedJudge
 ) -> None:
@@ -402,22 +416,9 @@ def test_the_server_and_the_offline_replay_make_the_same_decisions(
     tasks = [task(i, PLANS[i % len(PLANS)]) for i in range(1, n + 1)]
     for start in range(0, n, size):
         import_tasks(model, tasks[start : start + size])
-    outputs = model.store.judge_outputs(PROJECT, range(1, n + 1))
-    stream = [
-        Comparison.model_validate(record.comparison).with_judge(
-            JudgeVerdict.model_validate(outputs[record.task_id].verdict)
-        )
-        for record in model.store.tasks(PROJECT, range(1, n + 1))
-    ]
-    offline = replay(
-        model.pipeline.routers.prior,
-        stream,
-        "frozen",
-        CampaignSettings(budget=budget, batch_size=size, audit_share=audit_share),
-        seed=AUDIT_SEED,
-    )
+    offline = replayed(model, n, CampaignSettings(budget, batch_size=size, audit_share=audit_share))
     served = [model.store.decision(PROJECT, i).decision() for i in range(1, n + 1)]
-    assert served == offline.decisions
+    assert served == offline
     assert any(d.audit for d in served) and any("doubtful" in d.reasons[0] for d in served)
 
 
@@ -472,20 +473,7 @@ def test_a_big_import_settles_part_of_it_and_writes_it_back_while_the_rest_is_ju
     assert max(d.sequence for d in settled) < min(d.sequence for d in final)
     assert max(d.written_at for d in settled) < min(d.created_at for d in final)
     assert {label_studio.tasks[d.task_id]["hyper_route"] for d in settled} == {"ai"}
-    outputs = model.store.judge_outputs(PROJECT, range(1, n + 1))
-    stream = [
-        Comparison.model_validate(record.comparison).with_judge(
-            JudgeVerdict.model_validate(outputs[record.task_id].verdict)
-        )
-        for record in model.store.tasks(PROJECT, range(1, n + 1))
-    ]
-    at_once = replay(
-        model.pipeline.routers.prior,
-        stream,
-        "frozen",
-        CampaignSettings(budget=budget, batch_size=n, audit_share=audit_share),
-        seed=AUDIT_SEED,
-    ).decisions
+    at_once = replayed(model, n, CampaignSettings(budget, batch_size=n, audit_share=audit_share))
     for record, whole in zip(decisions, at_once, strict=True):
         served = record.decision()
         if record.settled:
