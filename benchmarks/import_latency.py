@@ -91,8 +91,9 @@ def load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def backend_env(judge_url: str, concurrency: int | None) -> dict[str, str]:
+def backend_env(judge_url: str, concurrency: int | None, consumer: str) -> dict[str, str]:
     env = {
+        "QUEUE_CONSUMER": consumer,
         "ANTHROPIC_API_KEY": "sk-ant-bench",
         "HYPER_JUDGE_BASE_URL": judge_url,
         "HYPER_TAGGER": "false",
@@ -117,7 +118,7 @@ def decisions(backend: BackendProcess) -> tuple[int, int]:
 def webhook_latency(
     judge_url: str, concurrent: int, concurrency: int | None, consumer: str, work: Path
 ) -> dict[str, float]:
-    env = {**backend_env(judge_url, concurrency), "QUEUE_CONSUMER": consumer}
+    env = backend_env(judge_url, concurrency, consumer)
     backend = BackendProcess(env, work / "webhook-model", work / "webhook.log").start()
     if consumer == "process":
         wait_for_consumer(work / "webhook.log")
@@ -186,11 +187,12 @@ def import_to_routed(
     storm: Storm | None,
     work: Path,
     judge_token: bool,
+    consumer: str,
 ) -> dict[str, float]:
     slots = concurrency or Settings().hyper_judge_concurrency
     with run_label_studio(timeout=LS_START_TIMEOUT) as ls:
         env = {
-            **backend_env(judge_url, concurrency),
+            **backend_env(judge_url, concurrency, consumer),
             "LABEL_STUDIO_URL": ls.url,
             "LABEL_STUDIO_API_KEY": ls.api_key,
         }
@@ -231,6 +233,7 @@ def import_to_routed(
         "tasks": n_tasks,
         "concurrency": slots,
         "judge_token": judge_token,
+        "queue_consumer": consumer,
         "load_before": before,
         "load_after": load(),
         "judge_bound_s": round(bound, 1),
@@ -269,7 +272,7 @@ def main() -> None:
         "--queue-consumer",
         choices=["process", "threads"],
         default="process",
-        help="the webhook part's QUEUE_CONSUMER (the import part runs the default)",
+        help="the backend's QUEUE_CONSUMER",
     )
     parser.add_argument("--skip-import", action="store_true", help="webhook latency only")
     parser.add_argument("--skip-webhook", action="store_true", help="import only")
@@ -302,6 +305,7 @@ def main() -> None:
                     storm,
                     work,
                     args.judge_token,
+                    args.queue_consumer,
                 )
     finally:
         server.stop()

@@ -402,7 +402,8 @@ class CampaignPolicy:
         ):
             return [None] * len(judged)
         scored = self.score(judged, router)
-        allowance = max(0, budget_count(self.budget, ledger.n_decided + n_batch) - ledger.n_human)
+        share = self.share(router)
+        allowance = max(0, budget_count(share, ledger.n_decided + n_batch) - ledger.n_human)
         forced = [s.forced for s in scored]
         doubtful = [self.doubtful_first and s.doubtful and not s.forced for s in scored]
         # the most places the scores can get (unjudged tasks forced or doubtful leave fewer)

@@ -287,19 +287,23 @@ class Pipeline:
         if not task_ids:
             return set(), []
         made: set[int] = set()
-        ranked = len(members) >= MIN_RANKED_BATCH
-        for task_id in task_ids[:1] if ranked else task_ids:
-            with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
-                if ranked or self.store.decision(project_id, task_id) is None:
-                    decided = self._decide(project_id, task_id, members, settings, config, False)
-                    made.update(d.task_id for d in decided)
-        if not ranked:
+        if len(members) < MIN_RANKED_BATCH:
+            for task_id in task_ids:
+                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                    if self.store.decision(project_id, task_id) is None:
+                        decided = self._decide(
+                            project_id, task_id, members, settings, config, False
+                        )
+                        made.update(d.task_id for d in decided)
             return made, []
-        if made:  # the import is decided: nothing more of it settles
-            with self._marks_lock:
-                self._settled_at.pop((project_id, members[0]), None)
-            return made, []
-        return made, self._settle(project_id, members, settings, config)
+        unready = self.store.unready_in_import_of(project_id, members[0], self.judge is not None)
+        if unready:
+            return made, self._settle(project_id, members, unready, settings, config)
+        with self._marks_lock:  # all judged: nothing more of it settles
+            self._settled_at.pop((project_id, members[0]), None)
+        with self._task_locks[hash((project_id, task_ids[0])) % LOCK_STRIPES]:
+            decided = self._decide(project_id, task_ids[0], members, settings, config, False)
+        return {d.task_id for d in decided}, []
 
     def _project(self, project_id: int) -> tuple[Settings, PreferenceConfig]:
         project = self.store.project(project_id)
@@ -356,19 +360,17 @@ class Pipeline:
         self,
         project_id: int,
         members: Sequence[int],
+        unjudged: int,
         settings: Settings,
         config: PreferenceConfig,
     ) -> list[int]:
-        """Settle what can be of the import ``members`` if it is big, still being judged,
-        and its unjudged tasks have halved since it last settled (down to a sixteenth of
-        it: the rest comes soon); returns the tasks settled."""
+        """Settle what can be of the import ``members``, ``unjudged`` of them still to be
+        judged, if it is big and they have halved since it last settled (down to a
+        sixteenth of it: the rest comes soon); returns the tasks settled."""
         if self.judge is None or len(members) < SETTLE_FROM:
             return []
-        unjudged = self.store.unready_in_import_of(project_id, members[0], judged=True)
         key = (project_id, members[0])
         with self._marks_lock:
-            if unjudged == 0:  # decided together now
-                return []
             last = self._settled_at.get(key, len(members))
             if unjudged > last // 2 or unjudged < len(members) / SETTLE_LAST:
                 return []
