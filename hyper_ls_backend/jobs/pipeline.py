@@ -614,7 +614,9 @@ class Pipeline:
             for d in decisions
         ]
         with self._writer(project_id):
-            written = self.label_studio.write_many(project_id, config, items)
+            written = self.label_studio.write_many(
+                project_id, config, items, check_human=bool(settings.hyper_annotators)
+            )
         gone = [d.task_id for d in decisions if d.task_id not in written]
         if gone:
             log.warning(

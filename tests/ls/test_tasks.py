@@ -3,8 +3,10 @@ back to them (``label_studio`` tests: a real Label Studio server)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from e2e.label_studio import LabelStudioServer
@@ -20,6 +22,7 @@ from hyper_ls_backend.ls.client import (
     SCORE_FIELD,
     LabelStudioClient,
     WriteBack,
+    Written,
 )
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
@@ -291,6 +294,28 @@ def test_a_label_studio_without_the_action_gets_the_fields_task_by_task(
     assert all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
     refused = [r for r in caplog.records if "refused the Data Manager action" in r.getMessage()]
     assert len(refused) == 1
+
+
+@pytest.mark.parametrize("check_human", [True, False])
+def test_human_routed_tasks_are_read_back_only_when_asked(check_human: bool) -> None:
+    """They carry nothing to read, only whether they still exist (which assigning them
+    needs): unchecked, they are assumed there, and only the AI-routed task is listed."""
+    fake = FakeLabelStudio().start()
+    fake.deleted_tasks = {2}
+    try:
+        client = LabelStudioClient.connect(fake.url, "token")
+        items = [_item(1, Route.HUMAN), _item(2, Route.HUMAN), _item(3)]
+        written = client.write_many(7, STANDARD, items, check_human=check_human)
+    finally:
+        fake.stop()
+    assert sorted(written) == ([1, 3] if check_human else [1, 2, 3])
+    assert written[1] == Written() and written[3].prediction_id is not None
+    listed = [
+        json.loads(parse_qs(urlsplit(path).query)["query"][0])["selectedItems"]["included"]
+        for method, path, _, _ in fake.requests
+        if method == "GET" and path.startswith("/api/tasks/")
+    ]
+    assert listed[-1] == ([1, 2, 3] if check_human else [3])  # the read-back, last
 
 
 def test_nothing_to_write_makes_no_call() -> None:
