@@ -12,10 +12,14 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    process, or with ``--queue-consumer threads`` threads of the server's); reports
    p50/p99/max of the acknowledgements;
 2. import to all-routed: starts a real Label Studio 1.23.2 (``make label-studio``), connects
-   the backend with ``hyper-ls connect``'s code, imports ``--tasks`` tasks through the SDK,
+   the backend with ``hyper-ls connect``'s code once its queue consumer runs (as in a
+   backend in service; how long that took after ``/health`` answered is reported as
+   ``consumer_start_s``), imports ``--tasks`` tasks through the SDK,
    and times until every task is routed and until every decision is written back, against
    the judge-bound time (tasks x 2 orders x judge time / ``--concurrency``, the backend's
-   ``HYPER_JUDGE_CONCURRENCY``).
+   ``HYPER_JUDGE_CONCURRENCY``). The judge's side says where the rest went: when its first
+   and last calls came (``first_call_s``, ``last_call_s``) and how busy its slots were
+   between (``slots_busy``, 1.0 being what the bound assumes).
 
 ``--judge-token``: the judge gets a Label Studio user of its own with a token
 (``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are made in bulk; without it they are
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +89,31 @@ class Storm:
         if refuse:
             return anthropic_error(429, "storm", retry_after=STORM_RETRY_AFTER)
         return self.judge(request)
+
+
+class CallTimes:
+    """A responder that notes when each call came in, then answers as ``responder`` does."""
+
+    def __init__(self, responder: Callable[[Recorded], Reply]) -> None:
+        self.responder = responder
+        self.times: list[float] = []
+
+    def __call__(self, request: Recorded) -> Reply:
+        self.times.append(time.perf_counter())
+        return self.responder(request)
+
+    def timeline(self, since: float, judge_s: float, slots: int) -> dict[str, float]:
+        """When the first and the last call of the import came (seconds after ``since``),
+        and how busy the judge's slots were between: 1.0 is every slot answering all the
+        time, what the judge-bound time assumes."""
+        times = [t - since for t in self.times if t >= since]
+        span = times[-1] + judge_s - times[0]
+        return {
+            "judge_calls": len(times),
+            "first_call_s": round(times[0], 1),
+            "last_call_s": round(times[-1], 1),
+            "slots_busy": round(len(times) * judge_s / (slots * span), 2),
+        }
 
 
 def load() -> float:
@@ -185,6 +215,7 @@ def import_to_routed(
     concurrency: int | None,
     judge_s: float,
     storm: Storm | None,
+    calls: CallTimes,
     work: Path,
     judge_token: bool,
     consumer: str,
@@ -200,6 +231,10 @@ def import_to_routed(
             env["LABEL_STUDIO_JUDGE_API_KEY"] = ls.create_user("judge@example.com")
         backend = BackendProcess(env, work / "import-model", work / "import.log").start()
         try:
+            ready = time.perf_counter()
+            if consumer == "process":  # a backend in service has its consumer running
+                wait_for_consumer(work / "import.log")
+            consumer_start = time.perf_counter() - ready
             settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.api_key)
             project = connect_project(settings, backend.url, None, "benchmark", CONFIG)
             client = LabelStudio(base_url=ls.url, api_key=ls.api_key, timeout=120)
@@ -236,6 +271,7 @@ def import_to_routed(
         "queue_consumer": consumer,
         "load_before": before,
         "load_after": load(),
+        "consumer_start_s": round(consumer_start, 1),
         "judge_bound_s": round(bound, 1),
         "import_call_s": round(imported, 1),
         "all_routed_s": round(routed_at, 1),
@@ -243,6 +279,7 @@ def import_to_routed(
         "routed_vs_bound": round(routed_at / bound, 2),
         "written_vs_bound": round(written_at / bound, 2),
         "routed_per_s": round(n_tasks / routed_at, 1),
+        **calls.timeline(started, judge_s, slots),
         "judge_failed_tasks": failed,
         "most_attempts_per_call": most_attempts,
         "write_backs": write_backs,
@@ -280,8 +317,9 @@ def main() -> None:
     judge = ScriptedJudge(slow_s=30.0)
     judge.delay_s = args.judge_ms / 1000
     storm = Storm(judge, args.storm_s) if args.storm_s > 0 else None
+    calls = CallTimes(storm or judge)
     server = FakeLLMServer()
-    server.responder = storm or judge
+    server.responder = calls
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -303,6 +341,7 @@ def main() -> None:
                     args.concurrency,
                     judge.delay_s,
                     storm,
+                    calls,
                     work,
                     args.judge_token,
                     args.queue_consumer,
