@@ -400,10 +400,16 @@ def serve(args: argparse.Namespace) -> None:
     """Start the Label Studio ML backend (embedded SQLite state and queue by default)."""
     import uvicorn  # the server's dependencies load only when serving
 
-    from hyper_ls_backend.server.model import LOG_FORMAT
+    from hyper_ls_backend.jobs.forking import start_fork_server
 
     settings = Settings()
     settings.check_drivers()
+    if settings.queue_consumer == "process" and settings.workers == 1:
+        # the consumer's code is imported there while the app is imported here (with more
+        # workers, each is a process of its own that starts its own fork server)
+        start_fork_server()
+    from hyper_ls_backend.server.model import LOG_FORMAT
+
     host, port = args.host or settings.host, args.port or settings.port
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     uvicorn.run(

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -592,6 +593,44 @@ def test_serve_names_the_extra_a_missing_driver_is_in(monkeypatch, capsys, varia
     message = flat(capsys.readouterr().err)
     assert f"{variable} needs the" in message
     assert f"pip install '{extra}'" in message
+
+
+def test_a_killed_server_leaves_no_consumer_process_behind(tmp_path):
+    """``hyper-ls serve``'s consumer process is forked from a fork server that lives as
+    long as its children: SIGKILL to the server alone (not its process group) must still
+    stop the consumer, and the fork server with it, instead of leaving them consuming."""
+    from e2e.backend import BackendProcess, wait_for
+
+    backend = BackendProcess({}, tmp_path / "model", tmp_path / "serve.log").start()
+    try:
+        wait_for(lambda: "consuming" in backend.logs(), timeout=120, what="the consumer")
+        consumer = int(re.search(r"queue consumer process (\d+) consuming", backend.logs())[1])
+        fork_server = parent_of(consumer)
+        assert fork_server != backend.process.pid  # forked from the fork server
+        os.kill(backend.process.pid, signal.SIGKILL)
+        backend.process.wait(timeout=10)
+        wait_for(
+            lambda: not running(consumer) and not running(fork_server),
+            timeout=30,
+            what="the consumer and the fork server stopped",
+        )
+        assert "Shutting down gracefully" in backend.logs()
+    finally:
+        backend.stop()
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^PPid:\s+(\d+)", status, re.MULTILINE)[1])
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return re.search(r"^State:\s+Z", status, re.MULTILINE) is None
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from huey.storage import SqliteStorage
 
 from hyper_ls_backend.jobs.batches import BatchPoller
 from hyper_ls_backend.jobs.certification import Certifier
+from hyper_ls_backend.jobs.forking import START_METHOD
 from hyper_ls_backend.jobs.learning import Learner
 from hyper_ls_backend.jobs.pipeline import Pipeline
 from hyper_ls_backend.settings import Settings
@@ -191,8 +192,10 @@ class ConsumerProcess:
     event loop answering requests: with them judging the first imports, 50 webhooks at once
     were acknowledged in a p99 of 311-520 ms, and of 233-307 ms with the consumer in a
     process of its own (``benchmarks/import_latency.py``, alternating runs, load 2.7-4.4).
-    The child is a fresh interpreter (``spawn``: forking a process that runs threads is
-    unsafe) running ``target(settings, idle, restarted)``. When it dies (killed, out of
+    The child forks from multiprocessing's fork server, a process of one thread (forking
+    the server's own process, which runs threads, is unsafe), and runs ``target(settings,
+    idle, restarted)`` (``jobs/forking.py``: ``hyper-ls serve`` starts that server with
+    the backend imported, so a consumer needs no imports of its own). When it dies (killed, out of
     memory) another is started after ``RESTART_DELAY``, ``restarted``: it re-enqueues what
     the database says is left, the jobs the dead one was running too, so no work is lost
     (the server re-enqueued it before the first).
@@ -205,7 +208,7 @@ class ConsumerProcess:
 
     def __init__(self, target: Callable[[Settings, Idle, bool], None], settings: Settings) -> None:
         self._target, self._settings = target, settings
-        self._context = multiprocessing.get_context("spawn")
+        self._context = multiprocessing.get_context(START_METHOD)
         self.idle = SharedIdle()
         """Set while the server answers no request: the child's database calls wait for
         it (``RequestsFirst``)."""

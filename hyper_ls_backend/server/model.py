@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -284,21 +285,23 @@ class HyperModel:
 def consume(settings: Settings, idle: Idle, restarted: bool) -> None:
     """The queue's consumer process (``ConsumerProcess``): the backend built from
     ``settings`` runs its consumer threads until SIGTERM, or until the server's process is
-    gone; one ``restarted`` after another died first re-enqueues the work left (the jobs
-    the dead one was running). A Ctrl-C reaches the whole process group: the server stops
-    this process."""
+    gone (killed: multiprocessing's sentinel for the process that started this one, not
+    the fork server it was forked from, which lives as long as this process); one
+    ``restarted`` after another died first re-enqueues the work left (the jobs the dead
+    one was running). A Ctrl-C reaches the whole process group: the server stops this
+    process."""
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = os.getppid()
+    server = multiprocessing.parent_process()
     settings = settings.model_copy(update={"queue_consumer": "threads"})
     model = HyperModel.build(settings, idle=idle)
     if restarted:
         model.resume()
     model.queue.start()
     log.info("queue consumer process %d consuming", os.getpid())
-    while not stop.wait(ORPHAN_CHECK) and os.getppid() == server:
+    while not stop.wait(ORPHAN_CHECK) and (server is None or server.is_alive()):
         pass
     model.stop()
 
