@@ -195,10 +195,10 @@ class ConsumerProcess:
     The child forks from multiprocessing's fork server, a process of one thread (forking
     the server's own process, which runs threads, is unsafe), and runs ``target(settings,
     idle, restarted)`` (``jobs/forking.py``: ``hyper-ls serve`` starts that server with
-    the backend imported, so a consumer needs no imports of its own). When it dies (killed, out of
-    memory) another is started after ``RESTART_DELAY``, ``restarted``: it re-enqueues what
-    the database says is left, the jobs the dead one was running too, so no work is lost
-    (the server re-enqueued it before the first).
+    the backend imported, so a consumer needs no imports of its own). When it dies
+    (killed, out of memory) another is started after ``RESTART_DELAY``, ``restarted``: it
+    re-enqueues what the database says is left, the jobs the dead one was running too, so
+    no work is lost (the server re-enqueued it before the first).
     """
 
     RESTART_DELAY = 1.0
