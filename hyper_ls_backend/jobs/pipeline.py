@@ -136,7 +136,7 @@ class Pipeline:
     """Per import (project, first task) being judged, its unjudged tasks when it last
     settled: it settles again once they have halved."""
     _marks_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    """Guards ``_settled_at`` and ``_writing``."""
+    """Guards ``_settled_at``, ``_writing`` and ``_writers``."""
     _writing: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)
     """(project, task) being written back in this process: nobody else needs to."""
     _writers: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
@@ -154,7 +154,7 @@ class Pipeline:
         """Read and judge one received task (if not yet done), decide it with its import
         (see the module docstring; ``alone``: without waiting for the import), and make sure
         Label Studio shows the decision. None while its import is still being judged."""
-        with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+        with self._task_lock(project_id, task_id):
             decision, made = self._route_task(project_id, task_id, alone)
         others = [record.task_id for record in made if record.task_id != task_id]
         if others and self.on_decided is not None:
@@ -176,7 +176,7 @@ class Pipeline:
         def prepare(item: tuple[int, Sequence[int]]) -> None:
             task_id, members = item
             try:
-                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                with self._task_lock(project_id, task_id):
                     if self.store.decision(project_id, task_id) is None:
                         record = self.store.task(project_id, task_id)
                         self._prepare(project_id, record, config, settings, False, members)
@@ -211,6 +211,14 @@ class Pipeline:
             failed += self._write_decided(project_id, sorted(ours), ours, config, settings)
             failed += self._hand_over(project_id, [t for t in done if t not in ours])
         return failed
+
+    def _task_lock(self, project_id: int, task_id: int) -> threading.Lock:
+        """The task's stripe of ``_task_locks``."""
+        return self._task_locks[self._stripe(project_id, task_id)]
+
+    @staticmethod
+    def _stripe(project_id: int, task_id: int) -> int:
+        return hash((project_id, task_id)) % LOCK_STRIPES
 
     def _writer(self, project_id: int) -> threading.Lock:
         """The project's write-back lock: taken last, after the tasks' stripes (nothing
@@ -286,10 +294,10 @@ class Pipeline:
         decided, then those settled."""
         if not task_ids:
             return set(), []
-        made: set[int] = set()
         if len(members) < MIN_RANKED_BATCH:
+            made: set[int] = set()
             for task_id in task_ids:
-                with self._task_locks[hash((project_id, task_id)) % LOCK_STRIPES]:
+                with self._task_lock(project_id, task_id):
                     if self.store.decision(project_id, task_id) is None:
                         decided = self._decide(
                             project_id, task_id, members, settings, config, False
@@ -298,10 +306,10 @@ class Pipeline:
             return made, []
         unready = self.store.unready_in_import_of(project_id, members[0], self.judge is not None)
         if unready:
-            return made, self._settle(project_id, members, unready, settings, config)
+            return set(), self._settle(project_id, members, unready, settings, config)
         with self._marks_lock:  # all judged: nothing more of it settles
             self._settled_at.pop((project_id, members[0]), None)
-        with self._task_locks[hash((project_id, task_ids[0])) % LOCK_STRIPES]:
+        with self._task_lock(project_id, task_ids[0]):
             decided = self._decide(project_id, task_ids[0], members, settings, config, False)
         return {d.task_id for d in decided}, []
 
@@ -336,7 +344,7 @@ class Pipeline:
         failed: list[int] = []
         for start in range(0, len(task_ids), WRITE_SLICE):
             chunk = task_ids[start : start + WRITE_SLICE]
-            stripes = sorted({hash((project_id, task_id)) % LOCK_STRIPES for task_id in chunk})
+            stripes = sorted({self._stripe(project_id, task_id) for task_id in chunk})
             with ExitStack() as held:
                 held.enter_context(self._marked_writing(project_id, chunk))
                 for stripe in stripes:

@@ -238,8 +238,8 @@ class LabelStudioClient:
         not in the answer). A human-routed task carries nothing to read back, only whether
         it still exists, which assigning it needs: without ``check_human`` it is not read
         and is in the answer with nothing (a deleted one is then also recorded as written
-        with nothing). Reading the human-routed tasks of a 1,000-task import back took
-        Label Studio about 2 s of its final write.
+        with nothing). Not reading them took the read-back of an import's final write
+        of about 400 tasks from 2.3-3.6 s to 1.3-1.8 s (``docs/benchmarks.md``).
 
         Label Studio (one Django process) answers a few writes a second on a small machine,
         so what is done per task bounds an import (``benchmarks/label_studio_writes.py``):
