@@ -6,8 +6,10 @@ does not grow with the input beyond a few dozen bytes per comparison."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -169,23 +171,29 @@ def test_a_file_without_comparisons_is_an_error(tmp_path, capsys, text):
     assert "no comparisons to route" in " ".join(capsys.readouterr().err.split())
 
 
-def traced_peak(tmp_path: Path, n: int) -> int:
-    """Peak bytes allocated by one in-process route of ``n`` comparisons."""
-    path = write_records(tmp_path / f"n{n}.jsonl", make_records(n, seed=15, n_groups=30))
+def traced_peak(directory: Path, n: int) -> int:
+    """Peak bytes allocated by one in-process route of ``n`` comparisons, chunks of 200."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(streaming, "CHUNK_ROWS", 200)
+    path = write_records(directory / f"n{n}.jsonl", make_records(n, seed=15, n_groups=30))
     router = load_default_router()
     tracemalloc.start()
     try:
-        streaming.route_file(path, tmp_path / f"n{n}.out", router, route_policy(0.25))
+        streaming.route_file(path, directory / f"n{n}.out", router, route_policy(0.25))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+        monkeypatch.undo()
 
 
-def test_memory_grows_by_a_few_dozen_bytes_per_comparison(tmp_path, monkeypatch):
-    monkeypatch.setattr(streaming, "CHUNK_ROWS", 200)
-    small, large = traced_peak(tmp_path, 1_000), traced_peak(tmp_path, 5_000)
+def test_memory_grows_by_a_few_dozen_bytes_per_comparison(tmp_path):
+    """Measured in a fresh interpreter: tracemalloc counts every thread's allocations, and
+    threads other tests leave behind in this one allocate too (108 bytes a comparison in
+    one CI run, where a quiet process measures 62-71)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        small, large = (pool.submit(traced_peak, tmp_path, n).result() for n in (1_000, 10_000))
     # holding each comparison (its texts as objects) would cost kilobytes each
-    assert (large - small) / 4_000 < 100
+    assert (large - small) / 9_000 < 100
 
 
 @pytest.mark.parametrize("can_prefill_tie", [True, False])
