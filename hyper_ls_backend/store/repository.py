@@ -61,7 +61,7 @@ from hyper_ls_backend.store.schema import (
     TaskRecord,
     utcnow,
 )
-from hyper_ls_backend.store.writers import Idle, RequestsFirst, WriterTurns
+from hyper_ls_backend.store.writers import GroupCommit, Idle, RequestsFirst, WriterTurns
 
 PROJECT_LOCK_CLASS = 0x68_79_70_65
 """First key of the PostgreSQL advisory locks on projects (the second is the project id),
@@ -119,14 +119,16 @@ def _lock_project(s: Session, project_id: int) -> None:
 def _upsert(s: Session, model: type[Base], **values: Any) -> None:
     """Insert the row, or update these columns of the row with its primary key. One
     statement: concurrent saves of one key cannot collide, as a read-then-insert would."""
+    _upsert_rows(s, model, [values])
+
+
+def _upsert_rows(s: Session, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
+    """``_upsert`` of each row (all with the same columns), in one executemany."""
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     keys = [column.name for column in model.__table__.primary_key]
-    updates = {name: value for name, value in values.items() if name not in keys}
-    s.execute(
-        dialect.insert(model)
-        .values(**values)
-        .on_conflict_do_update(index_elements=keys, set_=updates)
-    )
+    statement = dialect.insert(model)
+    updates = {name: statement.excluded[name] for name in rows[0] if name not in keys}
+    s.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), list(rows))
 
 
 def add_missing_columns(engine: Engine) -> list[str]:
@@ -184,6 +186,8 @@ class Store:
         self._requests = RequestsFirst(REQUEST_PATIENCE, idle)
         on_sqlite = self.engine.dialect.name == "sqlite"
         self._writers = WriterTurns() if on_sqlite else None
+        self._comparisons = GroupCommit(self._save_comparisons)
+        self._judge_outputs = GroupCommit(self._save_judge_outputs)
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -335,15 +339,32 @@ class Store:
     def save_comparison(
         self, project_id: int, task_id: int, comparison: dict[str, Any] | None, problem: str | None
     ) -> None:
+        """Store what the task reads as (or why it cannot be read). Saves made at once by
+        other threads share the transaction (``GroupCommit``)."""
+        row = {"project_id": project_id, "task_id": task_id}
+        self._comparisons.submit({**row, "comparison": comparison, "problem": problem})
+
+    def _save_comparisons(self, rows: Sequence[dict[str, Any]]) -> list[None]:
         with self.session() as s:
-            record = s.get(TaskRecord, (project_id, task_id))
-            record.comparison, record.problem = comparison, problem
+            s.execute(update(TaskRecord), list(rows))  # by primary key
+        return [None] * len(rows)
 
     # -- judge -----------------------------------------------------------------------------
 
     def save_judge_output(self, project_id: int, task_id: int, **fields: Any) -> None:
+        """Store the task's judge output; saves made at once by other threads share the
+        transaction (``GroupCommit``): an import judged 16 calls at a time committed each
+        output alone, 17% of the queue consumer's time (``docs/benchmarks.md``)."""
+        self._judge_outputs.submit({"project_id": project_id, "task_id": task_id, **fields})
+
+    def _save_judge_outputs(self, rows: Sequence[dict[str, Any]]) -> list[None]:
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(row), []).append(row)
         with self.session() as s:
-            _upsert(s, JudgeOutput, project_id=project_id, task_id=task_id, **fields)
+            for same in by_columns.values():
+                _upsert_rows(s, JudgeOutput, same)
+        return [None] * len(rows)
 
     def judge_outputs(self, project_id: int, task_ids: Sequence[int]) -> dict[int, JudgeOutput]:
         with self.read() as s:

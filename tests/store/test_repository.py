@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Decision, LedgerState, Route
 from hyper_ls_backend.store import Store
 from hyper_ls_backend.store.repository import add_missing_columns, add_missing_indexes
 from hyper_ls_backend.store.schema import Project
+from store.test_writers import wait_for
 
 P = 7
 
@@ -468,6 +469,52 @@ def test_forced_tasks_that_could_not_be_read_are_counted(store: Store) -> None:
     store.decide(P, [3], one("human"))
     assert store.route_counts(P)["forced"] == 2
     assert store.forced_unreadable(P) == 1
+
+
+def save_output(store: Store, task_id: int) -> None:
+    failed = {"error": "timeout"} if task_id % 2 else {}  # another set of columns
+    store.save_judge_output(P, task_id, verdict={"n": task_id}, calls=[], **failed)
+
+
+def save_comparison(store: Store, task_id: int) -> None:
+    store.save_comparison(P, task_id, {"prompt": f"p{task_id}"}, None)
+
+
+@pytest.mark.parametrize("save", [save_output, save_comparison])
+def test_saves_made_at_once_share_a_transaction(
+    store: Store, save: Callable[[Store, int], None]
+) -> None:
+    """Judge outputs and comparisons saved while one commits wait, then commit together,
+    each landing as given."""
+    store.record_tasks(P, tasks(*range(1, 9)))
+    commits, held = [], threading.Event()
+
+    @event.listens_for(store.engine, "commit")
+    def hold_the_first(_connection: Any) -> None:
+        commits.append(1)
+        if len(commits) == 1:
+            held.wait(timeout=10)
+
+    group = store._judge_outputs if save is save_output else store._comparisons
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(save, store, 1)
+        wait_for(lambda: len(commits) == 1)
+        rest = [pool.submit(save, store, t) for t in range(2, 9)]
+        wait_for(lambda: len(group._queued) == 7)
+        held.set()
+        for future in [first, *rest]:
+            future.result(timeout=10)
+    event.remove(store.engine, "commit", hold_the_first)
+    assert len(commits) == 2  # the first alone, then the seven others at once
+    outputs = store.judge_outputs(P, list(range(1, 9)))
+    if save is save_output:
+        assert {t: (o.verdict, o.error) for t, o in outputs.items()} == {
+            t: ({"n": t}, "timeout" if t % 2 else None) for t in range(1, 9)
+        }
+    else:
+        assert [store.task(P, t).comparison for t in range(1, 9)] == [
+            {"prompt": f"p{t}"} for t in range(1, 9)
+        ]
 
 
 def test_tag_cache_round_trip(store: Store) -> None:
