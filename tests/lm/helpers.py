@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 from hyper_ls_backend.core.comparison import Comparison
 from hyper_ls_backend.lm import Judge, RetryPolicy, Tagger
 
-from .fake_llm_server import FakeLLMServer, Recorded, Reply
+from .fake_llm_server import FakeLLMServer, Recorded, Reply, Responder
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
 FAST_RETRY = RetryPolicy(attempts=3, initial_wait=0.001, max_wait=0.05)
@@ -46,3 +47,21 @@ def script_orders(
     judge sends both orders at once, so their arrival order is not fixed."""
     server.script(*ab, when=shows_alpha_first)
     server.script(*ba, when=shows_beta_first)
+
+
+def together(n: int, answer: Responder, timeout: float = 5.0) -> Responder:
+    """A responder (for one server or several) that answers with ``answer`` only once ``n``
+    requests are waiting for it, so a test of concurrency counts requests, not seconds:
+    requests sent one after the other never are, and after ``timeout`` each gets a 400
+    (not retried). A client's timeout must be longer, or its retry would make up the count."""
+    arrived = threading.Barrier(n, timeout=timeout)
+
+    def respond(request: Recorded) -> Reply:
+        try:
+            arrived.wait()
+        except threading.BrokenBarrierError:
+            message = f"fake server: fewer than {n} requests at once"
+            return Reply(status=400, body={"error": {"message": message}})
+        return answer(request)
+
+    return respond
