@@ -26,7 +26,14 @@ from .fake_llm_server import (
     openai_error,
     openai_reply,
 )
-from .helpers import API_KEY, make_comparison, make_judge, script_orders, shows_alpha_first
+from .helpers import (
+    API_KEY,
+    make_comparison,
+    make_judge,
+    script_orders,
+    shows_alpha_first,
+    together,
+)
 
 PRICES = PriceTable({"claude-sonnet-4-6": Price(3.0, 15.0), "local-model": Price(1.0, 2.0)})
 
@@ -58,9 +65,9 @@ def other_server() -> Iterator[FakeLLMServer]:
 @pytest.fixture
 def panel(server: FakeLLMServer, other_server: FakeLLMServer) -> JudgePanel:
     """Claude (primary) on ``server``, a local model on ``other_server``."""
-    claude = AnthropicTransport(api_key=API_KEY, base_url=server.base_url, timeout=2.0)
+    claude = AnthropicTransport(api_key=API_KEY, base_url=server.base_url, timeout=30.0)
     local = OpenAICompatibleTransport(
-        base_url=f"{other_server.base_url}/v1", model="local-model", timeout=2.0
+        base_url=f"{other_server.base_url}/v1", model="local-model", timeout=30.0
     )
     return JudgePanel([make_judge(claude, prices=PRICES), make_judge(local, prices=PRICES)])
 
@@ -118,16 +125,27 @@ def test_the_panel_fails_only_when_every_judge_does(
 def test_judges_and_their_orders_run_at_the_same_time(
     panel: JudgePanel, server: FakeLLMServer, other_server: FakeLLMServer
 ) -> None:
-    server.responder = lambda request: claude_says("Tie", delay=0.4)
-    other_server.responder = lambda request: local_says("Tie", delay=0.4)
+    """No request is answered until all four (two judges, two orders each) have arrived,
+    over both servers: judge after judge, or order after order, they never would. (Counted,
+    not timed: a loaded machine took 0.9 s for what requests of 0.4 s at once take.)"""
+    answer = together(
+        4,
+        lambda request: (
+            local_says("Tie", delay=0.4)
+            if request.path.endswith("/chat/completions")
+            else claude_says("Tie", delay=0.4)
+        ),
+    )
+    server.responder = other_server.responder = answer
 
     start = time.monotonic()
     result = panel.judge(make_comparison())
     elapsed = time.monotonic() - start
 
     assert [v.label for v in result.verdicts] == [Label.TIE, Label.TIE]
+    assert not result.failed and result.error is None
     assert (server.max_in_flight, other_server.max_in_flight) == (2, 2)
-    assert elapsed < 0.8  # one request after another: 1.6 s; judge after judge: 0.8 s
+    assert (len(server.requests), len(other_server.requests)) == (2, 2)
     assert result.latency_s == pytest.approx(elapsed, abs=0.05)
 
 
