@@ -104,9 +104,12 @@ def test_waiting_requests_get_their_slots_first_come_first_served() -> None:
         limiter.release(started, Outcome.ANSWERED)
 
     threads = [threading.Thread(target=ask, args=(n,)) for n in range(5)]
-    for thread in threads:
+    deadline = time.monotonic() + 10
+    for queued, thread in enumerate(threads, start=1):
         thread.start()
-        time.sleep(0.02)  # each queued before the next asks
+        while len(limiter._waiting) < queued:  # each queued before the next asks
+            assert time.monotonic() < deadline, "a request never queued for its slot"
+            time.sleep(0.001)
     limiter.release(held, Outcome.ANSWERED)
     for thread in threads:
         thread.join(timeout=5)
