@@ -104,10 +104,11 @@ def test_rate_limit_with_retry_after_then_success(
 def test_timeouts_and_server_errors_exhaust_retries(
     server: FakeLLMServer, openai_transport: TransportFactory
 ) -> None:
-    script_orders(server, ab=(Reply(delay=1.0), openai_error(502), openai_error(503)))
+    """The fixture's 2 s timeout (see test_judge_anthropic.test_timeouts_are_retried)."""
+    script_orders(server, ab=(Reply(delay=60.0), openai_error(502), openai_error(503)))
     server.responder = lambda request: openai_error(500, "boom")
 
-    result = make_judge(openai_transport(timeout=0.2)).judge(make_comparison())
+    result = make_judge(openai_transport()).judge(make_comparison())
 
     assert result.failed
     assert result.calls[0].error == "HTTP 503: fake failure"
