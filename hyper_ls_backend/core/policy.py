@@ -33,15 +33,21 @@ draws are kept, and each audit's inclusion probability is then
 ``cap`` places: exact, whatever the pool. In streaming, a task is audited only while the
 ledger has room, with probability ``audit_share``.
 
-**Settling before the import is judged.** A big import's judge calls take a while, and
-most of its tasks go to the judge. ``settle`` decides those of its judged tasks that the
-ranked rule sends to the judge whatever its unjudged tasks turn out to be: a task neither
-forced, doubtful nor drawn for an audit, with at least as many such judged tasks ranking
-above it as the allowance could leave places for scores (it is never among the highest).
-Their decisions are made and written back while the rest is judged; the import's final
-decision ranks them with the rest (``decide``'s ``settled``) and changes nothing of what
-it would have decided without them. The rule is the plain ranked one only: under a
-certificate, while calibrating, or with the PPM strategy's selection nothing settles.
+**Settling before the import is judged.** A big import's judge calls take a while.
+``settle`` decides those of its judged tasks whose decision the ranked rule makes whatever
+its unjudged tasks turn out to be. To the judge: a task neither forced, doubtful nor drawn
+for an audit, with at least as many such known tasks ranking above it as the allowance
+could leave places for scores (it is never among the highest). To humans: a forced task
+(always), and a task ranking so high that the allowance reaches it even if every unjudged
+task takes a place above it (forced, a doubtful verdict ahead of it, a higher score, or an
+audit; the drawn tasks known to rank below it may take audits' places too). Their
+decisions are made and written back while the rest is judged; the import's final decision
+ranks them with the rest as if undecided (``decide``'s ``settled``) and changes nothing of
+what it would have decided without them. If that ranking would now decide a settled task
+otherwise (the ledger moved meanwhile, a certificate came), the settled decisions stand,
+and the rest is ranked alone on the ledger as it stands: the budget stays exact. The rule
+is the plain ranked one only: under a certificate, while calibrating, or with the PPM
+strategy's selection nothing settles.
 
 **What is pre-filled.** An AI decision carries the judges' label (``JudgeSignals.ai_label``).
 When that is a tie and the project's humans almost never choose tie (under ``RARE_TIE`` of
@@ -65,8 +71,9 @@ certify any threshold; an audit that would have gone to humans anyway costs no p
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any
@@ -114,6 +121,10 @@ CAP_BINDS_REASON = (
 SETTLED_REASON = (
     "decided before the rest of its import was judged: enough of the import ranks above it "
     "that the budget passes it by"
+)
+SETTLED_HUMAN_REASON = (
+    "decided before the rest of its import was judged: it ranks high enough in the import "
+    "that the budget reaches it whatever the rest is"
 )
 TIE_LEAN_REASON = (
     "pre-filled {side}, the side the judge leaned to, not its tie: this project's humans "
@@ -257,11 +268,9 @@ class BatchFacts:
     unfillable_tie: np.ndarray
     ids: Callable[[np.ndarray], Sequence[str]]
     features: Callable[[np.ndarray], np.ndarray]
-    settled: np.ndarray | None = None
-    """Rows decided already by ``settle`` (to the judge): ranked, never picked."""
 
     @classmethod
-    def of(cls, scored: Sequence[Scored], settled: Collection[str] = ()) -> BatchFacts:
+    def of(cls, scored: Sequence[Scored]) -> BatchFacts:
         def flags(name: str) -> np.ndarray:
             return np.array([getattr(s, name) for s in scored], dtype=bool)
 
@@ -272,7 +281,6 @@ class BatchFacts:
             flags("unfillable_tie"),
             lambda rows: [scored[i].id for i in rows],
             lambda rows: np.stack([scored[i].features for i in rows]),
-            np.array([s.id in settled for s in scored], dtype=bool) if settled else None,
         )
 
 
@@ -344,29 +352,17 @@ class CampaignPolicy:
         router: Router,
         progress: Callable[[int], None] | None = None,
         n_jobs: int = 1,
-        settled: Sequence[Candidate] = (),
+        settled: Sequence[tuple[Candidate, Route]] = (),
     ) -> list[Decision]:
         """One decision per candidate, in the batch's order. ``settled``: the same ranked
-        batch's tasks ``settle`` decided already (to the judge, counted in ``ledger``),
-        ranked with it as if undecided but given no decision. ``progress`` and ``n_jobs``
-        are passed to the featurizer."""
+        batch's tasks ``settle`` decided already, with where each went (counted in
+        ``ledger``): ranked with it as if undecided, given no decision (see the module
+        docstring). ``progress`` and ``n_jobs`` are passed to the featurizer."""
         if not batch:
             return []
         share, fixed = self.share(router), router.strategy.fixed_human_share
         if len(batch) + len(settled) >= self.min_batch:
-            # Scored and ranked in id order, so the batch's order (its judge calls'
-            # finishing order) changes nothing, not even the last bits of a score.
-            whole = [*batch, *settled]
-            order = sorted(range(len(whole)), key=lambda i: whole[i].id)
-            scored = self.score([whole[i] for i in order], router, progress, n_jobs)
-            before = replace(ledger, n_decided=ledger.n_decided - len(settled))
-            facts = BatchFacts.of(scored, {c.id for c in settled})
-            plan = self.plan_ranked(facts, before, router, share)
-            ranked = {
-                i: self.ranked_decision(plan, row, scored[row], before)
-                for row, i in enumerate(order)
-            }
-            decisions = [ranked[i] for i in range(len(batch))]
+            decisions = self._ranked(batch, ledger, router, share, settled, progress, n_jobs)
         else:
             # Each scored alone, as the server scores a task decided on its own (batched
             # float arithmetic differs in the last bits).
@@ -377,6 +373,43 @@ class CampaignPolicy:
             for d in decisions
         ]
 
+    def _ranked(
+        self,
+        batch: Sequence[Candidate],
+        ledger: LedgerState,
+        router: Router,
+        share: float,
+        settled: Sequence[tuple[Candidate, Route]],
+        progress: Callable[[int], None] | None,
+        n_jobs: int,
+    ) -> list[Decision]:
+        """The ranked rule on the batch and its settled tasks together, as if none were
+        decided; if that would change a settled decision (the ledger moved since, or a
+        certificate came), the undecided tasks ranked alone on the ledger as it stands."""
+        # Scored and ranked in id order, so the batch's order (its judge calls' finishing
+        # order) changes nothing, not even the last bits of a score.
+        whole = [*batch, *(candidate for candidate, _ in settled)]
+        order = sorted(range(len(whole)), key=lambda i: whole[i].id)
+        scored = self.score([whole[i] for i in order], router, progress, n_jobs)
+        humans = sum(route is Route.HUMAN for _, route in settled)
+        before = replace(
+            ledger, n_decided=ledger.n_decided - len(settled), n_human=ledger.n_human - humans
+        )
+        plan = self.plan_ranked(BatchFacts.of(scored), before, router, share)
+        row_of = {i: row for row, i in enumerate(order)}
+        kept = all(
+            plan.outcomes[row_of[len(batch) + k]] == SETTLED_OUTCOME[route]
+            for k, (_, route) in enumerate(settled)
+        )
+        if kept:
+            return [
+                self.ranked_decision(plan, row_of[i], scored[row_of[i]], before)
+                for i in range(len(batch))
+            ]
+        alone = [scored[row_of[i]] for i in range(len(batch))]
+        plan = self.plan_ranked(BatchFacts.of(alone), ledger, router, share)
+        return [self.ranked_decision(plan, i, s, ledger) for i, s in enumerate(alone)]
+
     def share(self, router: Router) -> float:
         """The share of a batch humans may take: the budget, or a fixed strategy's own."""
         fixed = router.strategy.fixed_human_share
@@ -385,47 +418,61 @@ class CampaignPolicy:
     # -- the two rules ----------------------------------------------------------------------
 
     def settle(
-        self, judged: Sequence[Candidate], n_batch: int, ledger: LedgerState, router: Router
+        self,
+        judged: Sequence[Candidate],
+        n_batch: int,
+        ledger: LedgerState,
+        router: Router,
+        settled: Sequence[tuple[Candidate, Route]] = (),
     ) -> list[Decision | None]:
         """For each judged candidate of a ranked batch whose other tasks are not all judged
-        yet, its decision if the ranked rule is sure to send it to the judge whatever they
-        turn out to be, else None (see the module docstring). ``n_batch``: the batch's
-        undecided tasks, judged or not; ``ledger``: as it stands, with the tasks settled
-        before counted."""
+        yet, its decision if the ranked rule is sure of it whatever they turn out to be,
+        else None (see the module docstring). ``n_batch``: the batch's undecided tasks,
+        judged or not; ``ledger``: as it stands, the tasks ``settled`` before counted."""
         if (
             not judged
-            or n_batch < self.min_batch
+            or n_batch + len(settled) < self.min_batch
             or self.certificate is not None
             or self.calibrating
             or isinstance(router.strategy, PPMStrategy)
             or router.strategy.fixed_human_share is not None
         ):
             return [None] * len(judged)
-        scored = self.score(judged, router)
-        share = self.share(router)
-        allowance = max(0, budget_count(share, ledger.n_decided + n_batch) - ledger.n_human)
-        forced = [s.forced for s in scored]
-        doubtful = [self.doubtful_first and s.doubtful and not s.forced for s in scored]
+        # The batch as the final decision sees it: every task undecided (``decide``).
+        known = self.score([*judged, *(candidate for candidate, _ in settled)], router)
+        humans = sum(route is Route.HUMAN for _, route in settled)
+        size = ledger.n_decided + n_batch
+        allowance = max(0, budget_count(self.share(router), size) - ledger.n_human + humans)
+        unjudged = n_batch - len(judged)
+        forced = np.array([s.forced for s in known], dtype=bool)
+        doubtful = np.array([s.doubtful for s in known], dtype=bool) & ~forced
+        if not self.doubtful_first:
+            doubtful[:] = False
+        drawn = self._draws([s.id for s in known]) < self.audit_share
+        ranks = _ranks(known, doubtful) + _ranks(known, ~forced & ~doubtful)
+        undrawn = _ranks(known, ~forced & ~doubtful & ~drawn)
+        drawn_below = _below(known, ~forced & ~doubtful & drawn)
         # the most places the scores can get (unjudged tasks forced or doubtful leave fewer)
-        places = max(0, allowance - sum(forced) - sum(doubtful))
-        # the tasks sure to stay among those ranked by score: not forced, doubtful nor audited
-        draws = self._draws([s.id for s in scored])
-        stays = [
-            i
-            for i, s in enumerate(scored)
-            if not (forced[i] or doubtful[i]) and draws[i] >= self.audit_share
-        ]
-        ranked = sorted(stays, key=lambda i: (-scored[i].score, scored[i].id))  # as ``_top``
-        passed = set(ranked[places:])  # at least ``places`` of them rank above each of these
+        places = max(0, allowance - int(forced.sum()) - int(doubtful.sum()))
         decisions: list[Decision | None] = []
-        for i, s in enumerate(scored):
-            if i not in passed:
+        for i, s in enumerate(known[: len(judged)]):
+            if forced[i]:
+                human = True  # always
+            elif doubtful[i]:  # every unjudged task may be forced or a doubtful above it
+                human = ranks[i] + unjudged < allowance - forced.sum()
+            else:  # ... or a score above it, or an audit (so may the drawn below it)
+                human = ranks[i] + unjudged < places - drawn_below[i]
+            if human:
+                reasons = [] if forced[i] else [SETTLED_HUMAN_REASON]
+                decision = self._human(s)
+            elif not (doubtful[i] or drawn[i]) and undrawn[i] >= places:  # never picked
+                reasons, decision = [SETTLED_REASON], self._ai(s, ledger)
+            else:
                 decisions.append(None)
                 continue
-            ai = self._ai(s, ledger)
-            reasons = [*ai.reasons, SETTLED_REASON]
+            reasons = [*decision.reasons, *reasons]
             decisions.append(
-                replace(ai, reasons=reasons, settled=True, model_version=router.version)
+                replace(decision, reasons=reasons, settled=True, model_version=router.version)
             )
         return decisions
 
@@ -457,9 +504,7 @@ class CampaignPolicy:
             rest[audits] = False
         doubtful = rest & facts.doubtful if self.doubtful_first else np.zeros(n, dtype=bool)
         others = np.flatnonzero(rest & ~doubtful)
-        # settled rows are ranked but never picked: when nothing moved since they were
-        # settled, none would be anyway
-        pickable = others if facts.settled is None else others[~facts.settled[others]]
+        pickable = others
         doubtful_picks = _top(router, facts, np.flatnonzero(doubtful), free)
         outcomes[doubtful_picks] = Outcome.HUMAN
         places = free - len(doubtful_picks)
@@ -700,6 +745,26 @@ def _top(router: Router, facts: BatchFacts, among: np.ndarray, k: int) -> np.nda
     over = among[scores > edge]
     tied = _by_id(facts, among[scores == edge])[: k - len(over)]
     return np.concatenate([over, tied])
+
+
+SETTLED_OUTCOME = {Route.HUMAN: Outcome.HUMAN, Route.AI: Outcome.AI}
+"""What the ranked rule must make of a settled task for its decision to stand."""
+
+
+def _ranks(scored: Sequence[Scored], among: np.ndarray) -> np.ndarray:
+    """For each row of the mask ``among``, how many of the others rank above it (by score,
+    then id, as ``_top`` picks); 0 outside it."""
+    rows = sorted(np.flatnonzero(among), key=lambda i: (-scored[i].score, scored[i].id))
+    ranks = np.zeros(len(scored), dtype=np.intp)
+    ranks[np.array(rows, dtype=np.intp)] = np.arange(len(rows))
+    return ranks
+
+
+def _below(scored: Sequence[Scored], among: np.ndarray) -> np.ndarray:
+    """For each row, how many rows of the mask ``among`` rank below it."""
+    keys = [(-s.score, s.id) for s in scored]
+    ranked = sorted(keys[i] for i in np.flatnonzero(among))
+    return np.array([len(ranked) - bisect.bisect_right(ranked, key) for key in keys])
 
 
 def _by_id(facts: BatchFacts, rows: np.ndarray) -> np.ndarray:

@@ -16,9 +16,10 @@ it), so Label Studio gets its answer within a task's judging time.
 
 A big import (``SETTLE_FROM`` tasks or more) does not wait for all of it to be judged to show
 what it can: each time its unjudged tasks halve, the worker that judged the last chunk
-settles the judged tasks the ranked rule is sure to send to the judge whatever the rest
-turns out to be (``CampaignPolicy.settle``), and queues their write-back, which runs while
-the rest is judged. The import's final decision ranks them with the rest and changes none.
+settles the judged tasks whose decision the ranked rule is sure of whatever the rest
+turns out to be (``CampaignPolicy.settle``: most of those going to the judge, and near the
+end the highest scores going to humans), and queues their write-back, which runs while the
+rest is judged. The import's final decision ranks them with the rest and changes none.
 
 A big import may be judged through Anthropic's Message Batches API instead, at half the
 price (``jobs/batches.py``): its tasks are read as usual, then wait for their batch's
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -384,13 +385,16 @@ class Pipeline:
                 return []
             self._settled_at[key] = unjudged
         decided = self.store.decisions(project_id, members)
-        ready = self._ready_candidates(project_id, [t for t in members if t not in decided])
+        settled = {t: d.route for t, d in decided.items() if d.settled}
+        wanted = [t for t in members if t not in decided or t in settled]
+        ready = self._ready_candidates(project_id, wanted)
         router = self.routers.for_project(project_id)
         policy = self._policy(project_id, settings, config, router)
 
         def settle(ledger: LedgerState, undecided: list[int]) -> list[Decision | None]:
             judged = [ready[t] for t in undecided if t in ready]
-            made = policy.settle(judged, len(undecided), ledger, router)
+            early = [(ready[t], route) for t, route in settled.items()]
+            made = policy.settle(judged, len(undecided), ledger, router, early)
             by_task = {int(c.id): d for c, d in zip(judged, made, strict=True)}
             return [by_task.get(t) for t in undecided]
 
@@ -521,7 +525,7 @@ class Pipeline:
             batch = None if unready else self._candidates(project_id, members)
             if batch is not None:
                 found = self.store.decisions(project_id, members)
-                settled = {t for t, d in found.items() if d.settled}
+                settled = {t: d.route for t, d in found.items() if d.settled}
                 return self._decide_tasks(project_id, members, batch, policy, router, settled)
             if not alone:
                 return []
@@ -557,13 +561,16 @@ class Pipeline:
         candidates: Sequence[Candidate],
         policy: CampaignPolicy,
         router: Router,
-        settled: Collection[int] = (),
+        settled: Mapping[int, Route] | None = None,
     ) -> list[DecisionRecord]:
-        """Decide the undecided of ``task_ids``, ranked with those ``settled`` earlier."""
+        """Decide the undecided of ``task_ids``, ranked with those ``settled`` earlier (and
+        where each went)."""
         by_task = dict(zip(task_ids, candidates, strict=True))
+        settled = settled or {}
 
         def decide(ledger: LedgerState, undecided: list[int]) -> list[Decision]:
-            early = [by_task[t] for t in task_ids if t in settled and t not in undecided]
+            left = set(undecided)
+            early = [(by_task[t], r) for t, r in settled.items() if t not in left]
             return policy.decide([by_task[t] for t in undecided], ledger, router, settled=early)
 
         return self.store.decide(project_id, task_ids, decide)

@@ -20,6 +20,7 @@ from hyper_ls_backend.core.policy import (
     JUDGE_FAILED_REASON,
     MIN_RANKED_BATCH,
     SCORE_WINDOW,
+    SETTLED_HUMAN_REASON,
     SETTLED_REASON,
     CampaignPolicy,
     Candidate,
@@ -537,14 +538,21 @@ def settle_as_judged(policy, router, batch, ledger, checkpoints, order):
     for share in checkpoints:
         done = {c.id for c in settled}
         judged = [batch[i] for i in order[: int(share * len(batch))] if batch[i].id not in done]
-        made = policy.settle(judged, len(batch) - len(done), ledger, router)
+        early = settled_pairs(batch, settled)
+        made = policy.settle(judged, len(batch) - len(done), ledger, router, early)
         now = [d for d in made if d is not None]
         settled += now
         ledger = ledger.after(now)
     done = {d.id for d in settled}
     rest = [c for c in batch if c.id not in done]
-    final = policy.decide(rest, ledger, router, settled=[c for c in batch if c.id in done])
+    final = policy.decide(rest, ledger, router, settled=settled_pairs(batch, settled))
     return {d.id: d for d in [*settled, *final]}, done, ledger.after(final)
+
+
+def settled_pairs(batch, settled: list[Decision]) -> list[tuple[Candidate, Route]]:
+    """What ``settle`` and ``decide`` are told of the tasks settled: each and its route."""
+    by_id = {c.id: c for c in batch}
+    return [(by_id[d.id], d.route) for d in settled]
 
 
 @pytest.mark.parametrize("name", RANKED_BY_SCORE)
@@ -560,31 +568,56 @@ def test_settling_changes_no_decision_of_the_import(
     got, settled, after = settle_as_judged(policy, router, batch, ledger, (0.5, 0.75, 0.9), order)
     assert len(settled) > len(batch) / 3  # most of what goes to the judge, early
     assert after.n_human == budget_count(budget, after.n_decided)
+    early_humans = [got[t] for t in settled if got[t].route is Route.HUMAN]
+    assert any(d.forced for d in early_humans) and any(not d.forced for d in early_humans)
     for task_id, decision in whole.items():
         early = got[task_id]
         if task_id in settled:
-            assert early.route is Route.AI and early.settled
-            assert early.reasons == [*decision.reasons, SETTLED_REASON]
-            assert (early.judge_label, early.score) == (
+            assert early.settled and early.route is decision.route
+            added = {Route.AI: [SETTLED_REASON], Route.HUMAN: [SETTLED_HUMAN_REASON]}
+            said = [] if early.forced else added[early.route]
+            assert early.reasons == [*decision.reasons, *said]
+            assert (early.judge_label, early.score, early.audit) == (
                 decision.judge_label,
                 pytest.approx(decision.score),
+                False,
             )
         else:
             assert early == decision  # audits' inclusion probability too
 
 
-def test_only_tasks_neither_forced_doubtful_nor_drawn_for_an_audit_settle(routers, stream):
+def test_only_tasks_neither_forced_doubtful_nor_drawn_for_an_audit_settle_to_the_judge(
+    routers, stream
+):
+    """... and a task the judge failed settles to humans at once."""
     router, batch = routers["judge-error"], candidates(stream[:200])
     policy = CampaignPolicy(0.2, audit_share=0.3)
     made = policy.settle(batch[:150], len(batch), LedgerState(), router)
     draws = audit_draws(batch)
     for candidate, decision in zip(batch[:150], made, strict=True):
-        if decision is None:
-            continue
         comparison = candidate.comparison
-        assert not comparison.judge_failed and comparison.judge.consistent is not False
-        assert draws[candidate.id] >= 0.3
-    assert any(d is not None for d in made)
+        if comparison.judge_failed:
+            assert decision is not None and decision.route is Route.HUMAN and decision.forced
+        elif decision is not None and decision.route is Route.AI:
+            assert comparison.judge.consistent is not False
+            assert draws[candidate.id] >= 0.3
+    assert any(d is not None and d.route is Route.AI for d in made)
+
+
+def test_a_human_settles_only_when_every_unjudged_task_above_it_leaves_it_a_place(routers, stream):
+    """Half of 400 judged: the allowance (100) minus the 200 unjudged leaves no place for a
+    score or a doubtful verdict; with 30 left to judge, the highest scores settle to humans,
+    as many of them as the unjudged leave places for."""
+    router, batch = routers["judge-error"], candidates(sure(stream)[:400])
+    policy = CampaignPolicy(0.25, audit_share=0.0)
+    early = policy.settle(batch[:200], len(batch), LedgerState(), router)
+    assert not [d for d in early if d is not None and d.route is Route.HUMAN]
+    late = policy.settle(batch[:370], len(batch), LedgerState(), router)
+    humans = [d for d in late if d is not None and d.route is Route.HUMAN]
+    assert len(humans) == 100 - 30  # every unjudged task may rank above them
+    final = {d.id: d for d in policy.decide(batch, LedgerState(), router)}
+    assert all(final[d.id].route is Route.HUMAN for d in humans)
+    assert all(SETTLED_HUMAN_REASON in d.reasons for d in humans)
 
 
 def test_nothing_settles_while_the_allowance_could_reach_it(routers, stream):
@@ -627,7 +660,41 @@ def test_a_settled_task_is_never_picked_even_when_the_ledger_moved_meanwhile(rou
     ledger = replace(ledger, n_decided=ledger.n_decided + 50)  # 50 decided, none human
     done = {d.id for d in settled}
     rest = [c for c in batch if c.id not in done]
-    final = policy.decide(rest, ledger, router, settled=[c for c in batch if c.id in done])
+    final = policy.decide(rest, ledger, router, settled=settled_pairs(batch, settled))
     after = ledger.after(final)
     assert after.n_human == budget_count(0.2, after.n_decided)
-    assert len(humans(final)) == budget_count(0.2, 170)
+    assert len(humans([*settled, *final])) == budget_count(0.2, 170)
+
+
+@pytest.mark.parametrize("moved", ["humans spent elsewhere", "a certificate came"])
+def test_settled_decisions_stand_when_the_import_would_now_be_decided_otherwise(
+    routers, stream, moved
+):
+    """Between the settling and the rest, another import spent 40 human places (forced,
+    over its share), or the project got a certificate: ranked as if undecided, the import
+    would now decide some settled tasks otherwise. They stand (they are in Label Studio
+    already), and the rest is ranked alone on the ledger as it stands."""
+    router, batch = routers["judge-error"], candidates(sure(stream)[:400])
+    policy = CampaignPolicy(0.25, audit_share=0.0)
+    settled = [d for d in policy.settle(batch[:370], len(batch), LedgerState(), router) if d]
+    assert {Route.AI, Route.HUMAN} <= {d.route for d in settled}
+    ledger = LedgerState().after(settled)
+    if moved == "a certificate came":
+        threshold = float(np.median([d.score for d in settled if d.route is Route.HUMAN]))
+        policy = replace(policy, certificate=certificate_at(threshold))
+    else:
+        ledger = replace(ledger, n_decided=ledger.n_decided + 40, n_human=ledger.n_human + 40)
+    done = {d.id for d in settled}
+    rest = [c for c in batch if c.id not in done]
+    final = policy.decide(rest, ledger, router, settled=settled_pairs(batch, settled))
+    alone = policy.decide(rest, ledger, router)  # the rest as an import of its own
+    assert [(d.id, d.route) for d in final] == [(d.id, d.route) for d in alone]
+    spent = len(humans(settled))
+    before = replace(
+        ledger, n_decided=ledger.n_decided - len(settled), n_human=ledger.n_human - spent
+    )
+    whole = {d.id: d for d in policy.decide(batch, before, router)}
+    moved_ones = [
+        d for d in settled if (whole[d.id].route, whole[d.id].certified) != (d.route, False)
+    ]
+    assert moved_ones  # it did move
