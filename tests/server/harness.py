@@ -411,7 +411,10 @@ class FakeLabelStudio:
 # -- waiting --------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; the deadline only ends a test that would fail anyway,
+    so it is generous (a test waiting for 200 tasks routed took 14-19 s in all, on a loaded
+    machine, where the deadline was 20 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
