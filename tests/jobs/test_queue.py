@@ -386,10 +386,10 @@ def test_a_killed_consumer_process_is_replaced_and_its_work_done_once_then_stopp
     first = model.consumer.pid
     imported = tasks_created([task(i, "biased") for i in range(1, n + 1)])
     model.webhook(WebhookEvent.model_validate(imported))
-    wait_until(lambda: bool(judge.calls), timeout=60, what="the consumer process judging")
+    wait_until(lambda: bool(judge.calls), timeout=180, what="the consumer process judging")
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: model.consumer.pid not in (None, first), what="another consumer")
-    wait_until(lambda: all_routed(model, n), timeout=90, what=f"{n} tasks routed")
+    wait_until(lambda: all_routed(model, n), timeout=180, what=f"{n} tasks routed")
     decisions = [model.store.decision(PROJECT, i) for i in range(1, n + 1)]
     assert sorted(d.sequence for d in decisions) == list(range(1, n + 1))
     assert sum(d.route == "human" for d in decisions) == 10  # floor(0.25 x 40)
