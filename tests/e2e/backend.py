@@ -42,7 +42,8 @@ from hyper_ls_backend.settings import Settings
 HYPER_LS = Path(sys.executable).parent / "hyper-ls"
 SETTING_NAMES = frozenset(Settings.model_fields)
 """No setting reaches the backend from the developer's environment (a real API key above all)."""
-START_TIMEOUT = 60.0
+START_TIMEOUT = 300.0
+"""/health answers 14 s after launch on a quiet 2-core machine, several times that on a busy one."""
 TEST_API_KEY = "sk-ant-e2e-test-0123456789"
 
 
