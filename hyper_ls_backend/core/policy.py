@@ -37,7 +37,8 @@ ledger has room, with probability ``audit_share``.
 ``settle`` decides those of its judged tasks whose decision the ranked rule makes whatever
 its unjudged tasks turn out to be. To the judge: a task neither forced, doubtful nor drawn
 for an audit, with at least as many such known tasks ranking above it as the allowance
-could leave places for scores (it is never among the highest). To humans: a forced task
+could leave places for scores, less the audits sure to take some of them (the drawn tasks
+ranking below all those places): it is never among the highest. To humans: a forced task
 (always), and a task ranking so high that the allowance reaches it even if every unjudged
 task takes a place above it (forced, a doubtful verdict ahead of it, a higher score, or an
 audit; the drawn tasks known to rank below it may take audits' places too). Their
@@ -452,8 +453,10 @@ class CampaignPolicy:
         ranks = _ranks(known, doubtful) + _ranks(known, ~forced & ~doubtful)
         undrawn = _ranks(known, ~forced & ~doubtful & ~drawn)
         drawn_below = _below(known, ~forced & ~doubtful & drawn)
-        # the most places the scores can get (unjudged tasks forced or doubtful leave fewer)
+        # the most places the scores can get (unjudged tasks forced or doubtful leave fewer),
+        # less the audits sure to take some: the drawn tasks ranking below them all
         places = max(0, allowance - int(forced.sum()) - int(doubtful.sum()))
+        scored_places = places - int((~forced & ~doubtful & drawn & (ranks >= places)).sum())
         decisions: list[Decision | None] = []
         for i, s in enumerate(known[: len(judged)]):
             if forced[i]:
@@ -465,7 +468,7 @@ class CampaignPolicy:
             if human:
                 reasons = [] if forced[i] else [SETTLED_HUMAN_REASON]
                 decision = self._human(s)
-            elif not (doubtful[i] or drawn[i]) and undrawn[i] >= places:  # never picked
+            elif not (doubtful[i] or drawn[i]) and undrawn[i] >= scored_places:  # not picked
                 reasons, decision = [SETTLED_REASON], self._ai(s, ledger)
             else:
                 decisions.append(None)

@@ -698,3 +698,25 @@ def test_settled_decisions_stand_when_the_import_would_now_be_decided_otherwise(
         d for d in settled if (whole[d.id].route, whole[d.id].certified) != (d.route, False)
     ]
     assert moved_ones  # it did move
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("budget", "audit_share"), [(0.2, 0.1), (0.3, 0.2), (0.1, 0.3)])
+def test_settling_at_every_step_changes_no_decision(routers, stream, seed, budget, audit_share):
+    """Settling each time another 5% of the import is judged, from half of it on, in a
+    random order: every settled task is decided as the whole import decides it (the bounds
+    on what the unjudged and the audits can take are exact enough to settle most, and never
+    wrong)."""
+    router = routers["judge-error"]
+    # without doubtful verdicts the scores get places, so the audits' bound matters
+    batch = candidates((sure(stream) if seed % 2 else stream)[:400])
+    policy = CampaignPolicy(budget, audit_share)
+    whole = {d.id: d for d in policy.decide(batch, LedgerState(), router)}
+    order = np.random.default_rng(seed).permutation(len(batch))
+    checkpoints = np.arange(0.5, 1.0, 0.05)
+    got, settled, after = settle_as_judged(policy, router, batch, LedgerState(), checkpoints, order)
+    assert after.n_human == budget_count(budget, len(batch))
+    assert {(t, got[t].route) for t in settled} == {(t, whole[t].route) for t in settled}
+    assert sum(whole[t].route is Route.AI for t in settled) > 0.5 * sum(
+        d.route is Route.AI for d in whole.values()
+    )
