@@ -340,9 +340,11 @@ class Store:
         self, project_id: int, task_id: int, comparison: dict[str, Any] | None, problem: str | None
     ) -> None:
         """Store what the task reads as (or why it cannot be read). Saves made at once by
-        other threads share the transaction (``GroupCommit``)."""
+        background threads share the transaction (``GroupCommit``); a request's is made
+        at once, never behind theirs."""
         row = {"project_id": project_id, "task_id": task_id}
-        self._comparisons.submit({**row, "comparison": comparison, "problem": problem})
+        row |= {"comparison": comparison, "problem": problem}
+        self._comparisons.submit(row, alone=self._requests.urgent)
 
     def _save_comparisons(self, rows: Sequence[dict[str, Any]]) -> list[None]:
         with self.session() as s:
@@ -352,10 +354,11 @@ class Store:
     # -- judge -----------------------------------------------------------------------------
 
     def save_judge_output(self, project_id: int, task_id: int, **fields: Any) -> None:
-        """Store the task's judge output; saves made at once by other threads share the
-        transaction (``GroupCommit``): an import judged 16 calls at a time committed each
-        output alone, 17% of the queue consumer's time (``docs/benchmarks.md``)."""
-        self._judge_outputs.submit({"project_id": project_id, "task_id": task_id, **fields})
+        """Store the task's judge output, as ``save_comparison`` does: an import judged 16
+        calls at a time committed each output alone, 17% of the queue consumer's time
+        (``docs/benchmarks.md``)."""
+        row = {"project_id": project_id, "task_id": task_id, **fields}
+        self._judge_outputs.submit(row, alone=self._requests.urgent)
 
     def _save_judge_outputs(self, rows: Sequence[dict[str, Any]]) -> list[None]:
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}

@@ -171,7 +171,11 @@ class GroupCommit(Generic[Item, Result]):
         self._committing = threading.Lock()
         """Held by the caller whose transaction runs; the next holder takes the queue."""
 
-    def submit(self, item: Item) -> Result:
+    def submit(self, item: Item, alone: bool = False) -> Result:
+        """Write the item with those submitted at once; ``alone``: now, in a transaction
+        of its own (a caller that must not wait for the others', a request's)."""
+        if alone:
+            return self._write([item])[0]
         done: Future[Result] = Future()
         with self._queue_lock:
             self._queued.append((item, done))

@@ -135,6 +135,17 @@ def test_an_item_that_cannot_be_written_fails_only_its_caller() -> None:
     assert sorted(map(tuple, write.batches[2:])) == [(2,), (3,), (4,), (5,)]
 
 
+def test_an_item_submitted_alone_does_not_wait_for_the_transaction_under_way() -> None:
+    write = Recorder()
+    group = GroupCommit(write)
+    first = started(lambda: group.submit(1))
+    wait_for(lambda: len(write.batches) == 1)  # the first transaction runs, held
+    assert group.submit(9, alone=True) == 90
+    assert write.batches == [[1], [9]] and first.is_alive()
+    write.go.set()
+    first.join(timeout=10)
+
+
 # -- RequestsFirst --------------------------------------------------------------------------
 
 
