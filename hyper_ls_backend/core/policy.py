@@ -392,10 +392,7 @@ class CampaignPolicy:
         whole = [*batch, *(candidate for candidate, _ in settled)]
         order = sorted(range(len(whole)), key=lambda i: whole[i].id)
         scored = self.score([whole[i] for i in order], router, progress, n_jobs)
-        humans = sum(route is Route.HUMAN for _, route in settled)
-        before = replace(
-            ledger, n_decided=ledger.n_decided - len(settled), n_human=ledger.n_human - humans
-        )
+        before = _before_settled(ledger, settled)
         plan = self.plan_ranked(BatchFacts.of(scored), before, router, share)
         row_of = {i: row for row, i in enumerate(order)}
         kept = all(
@@ -441,9 +438,9 @@ class CampaignPolicy:
             return [None] * len(judged)
         # The batch as the final decision sees it: every task undecided (``decide``).
         known = self.score([*judged, *(candidate for candidate, _ in settled)], router)
-        humans = sum(route is Route.HUMAN for _, route in settled)
-        size = ledger.n_decided + n_batch
-        allowance = max(0, budget_count(self.share(router), size) - ledger.n_human + humans)
+        before = _before_settled(ledger, settled)
+        size = before.n_decided + n_batch + len(settled)
+        allowance = max(0, budget_count(self.share(router), size) - before.n_human)
         unjudged = n_batch - len(judged)
         forced = np.array([s.forced for s in known], dtype=bool)
         doubtful = np.array([s.doubtful for s in known], dtype=bool) & ~forced
@@ -748,6 +745,15 @@ def _top(router: Router, facts: BatchFacts, among: np.ndarray, k: int) -> np.nda
     over = among[scores > edge]
     tied = _by_id(facts, among[scores == edge])[: k - len(over)]
     return np.concatenate([over, tied])
+
+
+def _before_settled(ledger: LedgerState, settled: Sequence[tuple[Candidate, Route]]) -> LedgerState:
+    """The ledger before a batch's ``settled`` tasks were decided: the ranked rule ranks
+    them with the rest as if undecided."""
+    humans = sum(route is Route.HUMAN for _, route in settled)
+    return replace(
+        ledger, n_decided=ledger.n_decided - len(settled), n_human=ledger.n_human - humans
+    )
 
 
 SETTLED_OUTCOME = {Route.HUMAN: Outcome.HUMAN, Route.AI: Outcome.AI}

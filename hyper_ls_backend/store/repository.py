@@ -342,8 +342,12 @@ class Store:
         """Store what the task reads as (or why it cannot be read). Saves made at once by
         background threads share the transaction (``GroupCommit``); a request's is made
         at once, never behind theirs."""
-        row = {"project_id": project_id, "task_id": task_id}
-        row |= {"comparison": comparison, "problem": problem}
+        row = {
+            "project_id": project_id,
+            "task_id": task_id,
+            "comparison": comparison,
+            "problem": problem,
+        }
         self._comparisons.submit(row, alone=self._requests.urgent)
 
     def _save_comparisons(self, rows: Sequence[dict[str, Any]]) -> list[None]:
