@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hyper_ls_backend.export import ExportError, ExportFormat, export_project
 from hyper_ls_backend.ls.label_config import LabelConfigError
 from hyper_ls_backend.server import dashboard, metrics
-from hyper_ls_backend.server.model import HyperModel
+from hyper_ls_backend.server.model import HyperModel, start_up_objects_frozen
 from hyper_ls_backend.server.schemas import (
     MAX_ID,
     HealthResponse,
@@ -76,7 +76,8 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.model = model or HyperModel.build(settings)
         app.state.model.start()
-        yield
+        with start_up_objects_frozen():
+            yield
         app.state.model.stop()
 
     password = settings.basic_auth_pass.get_secret_value() if settings.basic_auth_pass else ""

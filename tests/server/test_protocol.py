@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import time
 from pathlib import Path
@@ -27,6 +28,18 @@ from .harness import (
     task,
     tasks_created,
 )
+
+
+def test_a_started_app_keeps_its_start_up_objects_from_the_collector_until_it_stops(
+    tmp_path: Path,
+) -> None:
+    frozen_before = gc.get_freeze_count()
+    with serve(make_settings(tmp_path)) as (client, _):
+        frozen = gc.get_freeze_count()
+        assert client.get("/health").status_code == 200
+    assert frozen > frozen_before + 100_000  # the libraries and the model, at least
+    assert gc.get_freeze_count() == 0  # given back: a stopped app's objects can be freed
+
 
 # -- /health --------------------------------------------------------------------------------
 
