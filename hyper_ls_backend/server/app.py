@@ -4,6 +4,7 @@ Every handler is a thin shell over ``HyperModel``. ``/setup`` only parses and st
 gives it 3 s); ``/webhook`` only stores and enqueues (LS gives it 1 s).
 """
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -110,6 +111,7 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
             judge=judge.model if judge else "none",
             queue="redis" if settings.redis_url else "sqlite",
             pending_jobs=model.queue.pending(),
+            received_imports=model.store.received_count(),
             notes=model.notes(),
         )
 
@@ -162,9 +164,12 @@ def create_app(settings: Settings, model: HyperModel | None = None) -> FastAPI:
 
     @app.post("/webhook")
     async def webhook(event: WebhookEvent, model: Backend) -> dict[str, str]:
-        # One trip to the threadpool for the database work: a sync handler makes FastAPI
-        # take one more to serialise the answer.
+        # An import waits for its write on the loop; anything else takes one trip to the
+        # threadpool (a sync handler would make FastAPI take one more for the answer).
         metrics.WEBHOOKS.labels(event.action).inc()
+        if (receipt := model.receive_import(event)) is not None:
+            await asyncio.wrap_future(receipt.stored)
+            return {"status": receipt.status}
         return {"status": await run_in_threadpool(answer_webhook, model, event)}
 
     def campaign(project: int, model: HyperModel) -> ProjectStatus:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 WEBHOOKS = Counter("hyper_webhooks_total", "Webhook events received", ["action"])
 DECISIONS = Gauge("hyper_decisions", "Routing decisions stored", ["project", "route"])
 PENDING_JOBS = Gauge("hyper_pending_jobs", "Jobs waiting in the queue")
+RECEIVED_IMPORTS = Gauge("hyper_received_imports", "Imports received, not yet recorded")
 
 
 def refresh(model: HyperModel) -> None:
@@ -19,3 +20,4 @@ def refresh(model: HyperModel) -> None:
     for (project, route), count in model.store.decision_counts().items():
         DECISIONS.labels(str(project), route).set(count)
     PENDING_JOBS.set(model.queue.pending())
+    RECEIVED_IMPORTS.set(model.store.received_count())

@@ -9,7 +9,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,14 +29,22 @@ from hyper_ls_backend.ls.label_config import (
     prediction_result,
 )
 from hyper_ls_backend.priors import load_default_router
+from hyper_ls_backend.server.inbox import ImportInbox
 from hyper_ls_backend.server.schemas import MAX_ID, WebhookEvent
 from hyper_ls_backend.settings import Settings, parse_extra_params
 from hyper_ls_backend.store import Store
-from hyper_ls_backend.store.repository import Import
 from hyper_ls_backend.store.schema import DecisionRecord
-from hyper_ls_backend.store.writers import GroupCommit, Idle
+from hyper_ls_backend.store.writers import Idle
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A webhook's import as received on an event loop: the answer, once it is stored."""
+
+    stored: Future[None]
+    status: str
 
 
 @dataclass
@@ -51,10 +60,10 @@ class HyperModel:
     _set_up: set[int] = field(default_factory=set, init=False, repr=False)
     """Projects known to be set up: a project is never deleted from the store, so one seen
     once is not read again (that read cost a webhook more CPU than storing its tasks)."""
-    _imports: GroupCommit[Import, int] = field(init=False, repr=False)
+    inbox: ImportInbox = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._imports = GroupCommit(self._import)
+        self.inbox = ImportInbox(self.store, self.queue)
 
     @classmethod
     def build(
@@ -96,15 +105,21 @@ class HyperModel:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Re-enqueue the work the database says is left, then start the queue's consumer
-        where ``QUEUE_CONSUMER`` says. Before any request is answered: an import received
+        """Record the imports a stopped process left received, re-enqueue the work the
+        database says is left, then start the queue's consumer where ``QUEUE_CONSUMER``
+        says, and the inbox's thread (not in immediate mode, where a webhook's import is
+        routed before it is answered). Before any request is answered: an import received
         while a consumer process starts is not enqueued twice (its 50 jobs again, ahead of
         its write-back, once cost an import of 1,000 half a minute)."""
+        if left := self.inbox.record_left():
+            log.info("recorded %d imports received before the last stop", left)
         self.resume()
         if self.consumer is not None:
             self.consumer.start()
         else:
             self.queue.start()
+        if not self.queue.huey.immediate:
+            self.inbox.start()
         for note in self.notes():
             log.warning(note)
 
@@ -116,6 +131,7 @@ class HyperModel:
             self.queue.resume(unwritten)
 
     def stop(self) -> None:
+        self.inbox.stop()
         if self.consumer is not None:
             self.consumer.stop()
         self.queue.stop()
@@ -146,6 +162,7 @@ class HyperModel:
         params = parse_extra_params(extra_params)
         self.settings.for_project(params)
         self.store.save_project(project_id, label_config, params)
+        self._set_up.add(project_id)
         return self.pipeline.routers.for_project(project_id).version
 
     def predict(
@@ -191,6 +208,24 @@ class HyperModel:
             return f"refit of project {event.project.id} queued"
         return "ignored"
 
+    def receive_import(self, event: WebhookEvent) -> Receipt | None:
+        """``webhook`` for an event loop, where it can answer without waiting: the import
+        of a project known to be set up, once the inbox's thread runs. None: the event
+        is for ``webhook``. The loop only waits for the future, not in a thread of its
+        pool: 50 webhooks at once, each sending a thread to wait for a shared
+        transaction, took 50 ms more to answer."""
+        project = event.project
+        if (
+            event.action != "TASKS_CREATED"
+            or project is None
+            or not event.tasks
+            or project.id not in self._set_up
+            or not self.inbox.running
+        ):
+            return None
+        tasks = self._with_ids(project.id, event.tasks)
+        return Receipt(self.inbox.post(project.id, tasks), received(tasks, event.tasks))
+
     def _tasks_created(self, event: WebhookEvent) -> str:
         if event.project is None or not event.tasks:
             return "ignored: no project or no tasks in the payload"
@@ -203,32 +238,20 @@ class HyperModel:
             except ValueError as error:  # LabelConfigError too
                 log.warning("project %d: imported tasks not routed: %s", project_id, error)
                 return f"ignored: the project's label config cannot be routed: {error}"
-        tasks = [task for task in event.tasks if has_task_id(task)]
-        if len(tasks) < len(event.tasks):
+        tasks = self._with_ids(project_id, event.tasks)
+        self.inbox.receive(project_id, tasks)
+        return received(tasks, event.tasks)
+
+    @staticmethod
+    def _with_ids(project_id: int, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with_ids = [task for task in tasks if has_task_id(task)]
+        if len(with_ids) < len(tasks):
             log.warning(
                 "project %d: %d imported tasks have no numeric id and were skipped",
                 project_id,
-                len(event.tasks) - len(tasks),
+                len(tasks) - len(with_ids),
             )
-        fresh = self._imports.submit((project_id, tasks))
-        skipped = len(event.tasks) - len(tasks)
-        return f"queued {len(tasks)} tasks ({fresh} new)" + (
-            f"; skipped {skipped} without an id" if skipped else ""
-        )
-
-    def _import(self, imports: Sequence[Import]) -> list[int]:
-        """Store the tasks of the webhooks answered at once (``GroupCommit``) in one
-        transaction, then enqueue their routing, one job per project: 50 webhooks arriving
-        together, each with a transaction and an fsync of its own, kept the last of them
-        waiting 0.7 s; their 50 jobs, enqueued one after the other behind huey's lock,
-        another 50 ms."""
-        fresh = self.store.record_imports(imports)
-        task_ids: dict[int, list[int]] = {}
-        for project_id, tasks in imports:
-            task_ids.setdefault(project_id, []).extend(int(task["id"]) for task in tasks)
-        for project_id, ids in task_ids.items():
-            self.queue.route(project_id, ids)
-        return fresh
+        return with_ids
 
     def is_set_up(self, project_id: int) -> bool:
         if project_id not in self._set_up and self.store.project(project_id) is not None:
@@ -344,6 +367,14 @@ def _user_id(user: Any) -> int | None:
     if isinstance(user, dict):
         user = user.get("id")
     return int(user) if user is not None else None
+
+
+def received(tasks: list[dict[str, Any]], delivered: list[dict[str, Any]]) -> str:
+    """A ``TASKS_CREATED`` webhook's answer: the tasks received of those delivered."""
+    skipped = len(delivered) - len(tasks)
+    return f"received {len(tasks)} tasks" + (
+        f"; skipped {skipped} without an id" if skipped else ""
+    )
 
 
 def has_task_id(task: dict[str, Any]) -> bool:

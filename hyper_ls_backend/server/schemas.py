@@ -125,4 +125,7 @@ class HealthResponse(BaseModel):
     judge: str
     queue: str
     pending_jobs: int
+    received_imports: int = Field(
+        description="imports a webhook delivered that are not yet recorded and enqueued"
+    )
     notes: list[str]

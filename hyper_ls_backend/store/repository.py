@@ -13,7 +13,8 @@ On SQLite the threads of one process also take turns for that write lock among
 themselves (``Store.session``), and a read that writes nothing (``Store.read``) takes
 neither; while a request is answered (``Store.serving``) the other threads' database calls
 wait. So a webhook waits for the one transaction under way, not for every worker's.
-Several imports can be recorded in one transaction (``Store.record_imports``).
+Webhooks answered at once store their imports in one transaction (``receive_imports``),
+recorded as tasks after (``record_received``).
 
 A database made by an earlier version starts as is: columns added since are added to it on
 start (``add_missing_columns``), all nullable, and so are indexes (``add_missing_indexes``).
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Engine,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -55,6 +57,7 @@ from hyper_ls_backend.store.schema import (
     JudgeBatchRecord,
     JudgeOutput,
     Project,
+    ReceivedImport,
     RefitRecord,
     RouterVersion,
     TagCacheEntry,
@@ -70,6 +73,9 @@ REQUEST_PATIENCE = 0.2
 """Seconds a background database call waits at most for requests being answered."""
 READ_ONLY = "hyper_read_only"
 """Execution option of ``Store.read``'s transactions: on SQLite they begin deferred."""
+RECEIVED_PER_TRANSACTION = 200
+"""Received imports recorded per transaction (``Store.record_received``): a backlog left
+at a restart is recorded in steps, not in one transaction of its whole size."""
 
 
 Import = tuple[int, Sequence[dict[str, Any]]]
@@ -114,6 +120,45 @@ def _lock_project(s: Session, project_id: int) -> None:
     """Hold the project's lock until the transaction ends (see the module's docstring)."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(select(func.pg_advisory_xact_lock(PROJECT_LOCK_CLASS, project_id)))
+
+
+def _record_imports(s: Session, imports: Sequence[Import]) -> list[int]:
+    """The imports' new tasks, each import numbered: whatever the number of imports, per
+    project one read of the tasks already known and of the last import's number, and one
+    insert of every new task. Returns how many tasks of each import were new."""
+    ids: dict[int, set[int]] = {}
+    for project_id, tasks in imports:
+        ids.setdefault(project_id, set()).update(int(t["id"]) for t in tasks)
+    known, last_import = {}, {}
+    for project_id in sorted(ids):  # locks taken in one order: no deadlock
+        _lock_project(s, project_id)
+        in_project = TaskRecord.project_id == project_id
+        known_ids = select(TaskRecord.task_id).where(
+            in_project, TaskRecord.task_id.in_(ids[project_id])
+        )
+        known[project_id] = set(s.scalars(known_ids))
+        last_import[project_id] = (
+            s.scalar(select(func.max(TaskRecord.import_batch)).where(in_project)) or 0
+        )
+    rows, counts = [], []
+    for project_id, tasks in imports:
+        fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known[project_id]}
+        if fresh:
+            last_import[project_id] += 1
+            known[project_id].update(fresh)
+        rows.extend(
+            {
+                "project_id": project_id,
+                "task_id": task_id,
+                "payload": task,
+                "import_batch": last_import[project_id],
+            }
+            for task_id, task in fresh.items()
+        )
+        counts.append(len(fresh))
+    if rows:  # Core's executemany: ORM objects cost a webhook more than the rest
+        s.connection().execute(insert(TaskRecord.__table__), rows)
+    return counts
 
 
 def _upsert(s: Session, model: type[Base], **values: Any) -> None:
@@ -246,47 +291,42 @@ class Store:
         return self.record_imports([(project_id, tasks)])[0]
 
     def record_imports(self, imports: Sequence[Import]) -> list[int]:
-        """``record_tasks`` of each import, in order, in one transaction: whatever the
-        number of imports, per project one read of the tasks already known and of the last
-        import's number, and one insert of every new task. (Webhooks answered at once
-        share it: ``HyperModel``.)"""
-        ids: dict[int, set[int]] = {}
-        for project_id, tasks in imports:
-            ids.setdefault(project_id, set()).update(int(t["id"]) for t in tasks)
+        """``record_tasks`` of each import, in order, in one transaction."""
         with self.session() as s:
-            known, last_import = {}, {}
-            for project_id in sorted(ids):  # locks taken in one order: no deadlock
-                _lock_project(s, project_id)
-                in_project = TaskRecord.project_id == project_id
-                known[project_id] = set(
-                    s.scalars(
-                        select(TaskRecord.task_id).where(
-                            in_project, TaskRecord.task_id.in_(ids[project_id])
-                        )
-                    )
-                )
-                last_import[project_id] = (
-                    s.scalar(select(func.max(TaskRecord.import_batch)).where(in_project)) or 0
-                )
-            rows, counts = [], []
-            for project_id, tasks in imports:
-                fresh = {int(t["id"]): t for t in tasks if int(t["id"]) not in known[project_id]}
-                if fresh:
-                    last_import[project_id] += 1
-                    known[project_id].update(fresh)
-                rows.extend(
-                    {
-                        "project_id": project_id,
-                        "task_id": task_id,
-                        "payload": task,
-                        "import_batch": last_import[project_id],
-                    }
-                    for task_id, task in fresh.items()
-                )
-                counts.append(len(fresh))
-            if rows:  # Core's executemany: ORM objects cost a webhook more than the rest
-                s.connection().execute(insert(TaskRecord.__table__), rows)
-        return counts
+            return _record_imports(s, imports)
+
+    def receive_imports(self, imports: Sequence[Import]) -> None:
+        """Keep imports as they came, for ``record_received``: one insert whatever their
+        number (the webhooks answered at once share it: ``ImportInbox``)."""
+        with self.session() as s:
+            s.connection().execute(
+                insert(ReceivedImport.__table__),
+                [{"project_id": project_id, "tasks": list(tasks)} for project_id, tasks in imports],
+            )
+
+    def record_received(self, limit: int = RECEIVED_PER_TRANSACTION) -> list[Import]:
+        """Record the first ``limit`` imports received (``receive_imports``) as
+        ``record_imports`` does, in order of arrival, and forget them, in one transaction;
+        returns them (empty: none was left). Another process's transaction skips the
+        imports this one holds (PostgreSQL; on SQLite they take turns)."""
+        with self.session() as s:
+            received = s.execute(
+                select(ReceivedImport.id, ReceivedImport.project_id, ReceivedImport.tasks)
+                .order_by(ReceivedImport.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not received:
+                return []
+            imports = [(row.project_id, row.tasks) for row in received]
+            _record_imports(s, imports)
+            s.execute(delete(ReceivedImport).where(ReceivedImport.id.in_([r.id for r in received])))
+        return imports
+
+    def received_count(self) -> int:
+        """Imports received and not yet recorded (``record_received``)."""
+        with self.read() as s:
+            return s.scalar(select(func.count()).select_from(ReceivedImport)) or 0
 
     def import_of(self, project_id: int, task_id: int) -> list[int]:
         """The tasks of the import ``task_id`` came in, by id; only itself when it has no

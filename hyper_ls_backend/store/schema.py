@@ -1,6 +1,7 @@
 """Database tables (SQLAlchemy 2.0). SQLite in MODEL_DIR by default; any SQLAlchemy URL works.
 
-A row per Label Studio task imported (`tasks`), its judge output (`judge_outputs`), the
+The imports webhooks delivered, until their tasks are recorded (`received_imports`), a
+row per Label Studio task imported (`tasks`), its judge output (`judge_outputs`), the
 one routing decision it will ever get (`decisions`, primary key = project + task, so a
 task cannot be routed twice; the core's ``Decision`` as given, enums stored as their string
 values), human labels (`human_labels`), router versions per project
@@ -59,6 +60,19 @@ class Project(Base):
     """Human labels saved (created or changed) since the last refit began: the refit
     trigger. A count rather than the number of labels, which deletions lower and bulk
     arrivals step over. None (a database made by an earlier version) reads as 0."""
+
+
+class ReceivedImport(Base):
+    """A ``TASKS_CREATED`` webhook's import, stored as it came while the webhook waited for
+    its answer, until its tasks are recorded (``Store.record_received``)."""
+
+    __tablename__ = "received_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    """In order of arrival: imports are recorded, and numbered, in this order."""
+    project_id: Mapped[int] = mapped_column(Integer)
+    tasks: Mapped[list[Any]] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TaskRecord(Base):

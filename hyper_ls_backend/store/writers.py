@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
 
@@ -89,11 +89,11 @@ class RequestsFirst:
         with self._lock:
             self._serving += 1
             self._idle.clear()
-        self._local.serving = True
+        outer, self._local.serving = self.urgent, True
         try:
             yield
         finally:
-            self._local.serving = False
+            self._local.serving = outer
             with self._lock:
                 self._serving -= 1
                 if not self._serving:
@@ -158,7 +158,9 @@ class GroupCommit(Generic[Item, Result]):
     the transaction holding it: the first caller commits its item alone; the callers who
     arrive while that transaction runs wait for it, and the first of them then commits all
     of their items together. There is no timer: a caller alone waits for nothing. So N
-    callers at once pay for a few transactions (and fsyncs) instead of N.
+    callers at once pay for a few transactions (and fsyncs) instead of N. ``post(item)``
+    returns at once, with a future: the group's own thread leads the transactions (for an
+    event loop, which must not wait, nor send a thread of its pool to wait).
 
     If a shared transaction fails, each of its items is written again in a transaction of
     its own, so an item that cannot be written fails only its own caller.
@@ -170,21 +172,37 @@ class GroupCommit(Generic[Item, Result]):
         self._queue_lock = threading.Lock()
         self._committing = threading.Lock()
         """Held by the caller whose transaction runs; the next holder takes the queue."""
+        self._leader = ThreadPoolExecutor(1, thread_name_prefix="group-commit")
+        """Leads the transactions of posted items (its thread starts at the first post)."""
 
     def submit(self, item: Item, alone: bool = False) -> Result:
         """Write the item with those submitted at once; ``alone``: now, in a transaction
         of its own (a caller that must not wait for the others', a request's)."""
         if alone:
             return self._write([item])[0]
+        done = self._queue(item)
+        self._lead(done)
+        return done.result()
+
+    def post(self, item: Item) -> Future[Result]:
+        """Queue the item for a transaction led by the group's thread; returns at once."""
+        done = self._queue(item)
+        self._leader.submit(self._lead, done)
+        return done
+
+    def _queue(self, item: Item) -> Future[Result]:
         done: Future[Result] = Future()
         with self._queue_lock:
             self._queued.append((item, done))
+        return done
+
+    def _lead(self, done: Future[Result]) -> None:
+        """Commit everything queued, unless an earlier transaction took ``done``."""
         with self._committing:
-            if not done.done():  # no earlier transaction took it: lead the next one
+            if not done.done():
                 with self._queue_lock:
                     batch, self._queued = self._queued, []
                 self._commit(batch)
-        return done.result()
 
     def _commit(self, batch: list[tuple[Item, Future[Result]]]) -> None:
         try:

@@ -95,7 +95,7 @@ def finished_jobs(backend: BackendProcess) -> int:
 def wait_idle(backend: BackendProcess, timeout: float = 30.0) -> None:
     def idle() -> bool:
         status, body = backend.request("GET", "/health", auth=backend.auth)
-        return status == 200 and body["pending_jobs"] == 0
+        return status == 200 and body["pending_jobs"] == body["received_imports"] == 0
 
     wait_for(idle, timeout, interval=0.2, what="the backend's queue to drain")
 

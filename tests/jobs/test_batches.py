@@ -57,7 +57,7 @@ def batch_settings(tmp_path: Path, llm: FakeLLMServer, **overrides: Any) -> Sett
 
 def import_tasks(model: HyperModel, tasks: list[dict[str, Any]]) -> None:
     outcome = model.webhook(WebhookEvent.model_validate(tasks_created(tasks)))
-    assert outcome.startswith("queued"), outcome
+    assert outcome.startswith("received"), outcome
 
 
 def batched_ab_of(marker: str) -> Callable[[Recorded], bool]:

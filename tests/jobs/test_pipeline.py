@@ -59,7 +59,7 @@ def build(tmp_path: Path) -> Iterator[Any]:
 
 def import_tasks(model: HyperModel, tasks: list[dict[str, Any]]) -> None:
     outcome = model.webhook(WebhookEvent.model_validate(tasks_created(tasks)))
-    assert outcome.startswith("queued"), outcome
+    assert outcome.startswith("received"), outcome
 
 
 # -- malformed tasks ------------------------------------------------------------------------

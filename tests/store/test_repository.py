@@ -268,6 +268,43 @@ def test_each_record_tasks_with_new_tasks_is_one_import(store: Store) -> None:
     assert [r.import_batch for r in store.tasks(P, [1, 4])] == [1, 2]
 
 
+def test_received_imports_are_recorded_in_order_of_arrival_then_forgotten(
+    store: Store,
+) -> None:
+    store.receive_imports([(P, tasks(3, 1)), (P, tasks(1, 2)), (P + 1, tasks(1))])
+    store.receive_imports([(P, tasks(4))])
+    assert store.received_count() == 4 and store.task(P, 1) is None  # not recorded yet
+    assert store.record_received(limit=2) == [(P, tasks(3, 1)), (P, tasks(1, 2))]
+    assert store.import_of(P, 3) == [1, 3] and store.import_of(P, 2) == [2]
+    assert store.record_received() == [(P + 1, tasks(1)), (P, tasks(4))]
+    assert store.import_of(P, 4) == [4] and store.import_of(P + 1, 1) == [1]
+    assert store.record_received() == [] and store.received_count() == 0
+
+
+def test_stores_recording_received_imports_at_once_record_each_once(
+    open_store: OpenStore,
+) -> None:
+    """As the worker processes of one server do: each import goes to one of them."""
+    stores = [open_store(), open_store()]
+    for c in range(20):
+        stores[0].receive_imports([(P, tasks(2 * c, 2 * c + 1))])
+    barrier = threading.Barrier(2)
+
+    def record(store: Store) -> list[Any]:
+        barrier.wait()
+        recorded = []
+        while imports := store.record_received(limit=3):
+            recorded.extend(imports)
+        return recorded
+
+    with ThreadPoolExecutor(2) as pool:
+        recorded = [i for imports in pool.map(record, stores) for i in imports]
+    assert sorted(t["id"] for _, ts in recorded for t in ts) == list(range(40))
+    assert [stores[0].import_of(P, 2 * c) for c in range(20)] == [
+        [2 * c, 2 * c + 1] for c in range(20)
+    ]
+
+
 def test_a_database_of_the_previous_version_starts_and_gains_the_new_columns(
     open_store: OpenStore,
 ) -> None:

@@ -210,3 +210,23 @@ def test_another_process_waits_while_this_one_answers_a_request() -> None:
     assert received.poll(timeout=10)
     assert received.recv() >= answered
     child.join(timeout=10)
+
+
+def test_posted_items_are_written_together_by_the_groups_thread() -> None:
+    release = threading.Event()
+    batches: list[tuple[list[int], str]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        batches.append((list(items), threading.current_thread().name))
+        if len(batches) == 1:
+            release.wait(10)
+        return [10 * item for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(write)
+    first = group.post(1)
+    wait_for(lambda: bool(batches))
+    rest = [group.post(item) for item in range(2, 6)]  # while the first transaction runs
+    release.set()
+    assert [done.result(10) for done in [first, *rest]] == [10, 20, 30, 40, 50]
+    assert [items for items, _ in batches] == [[1], [2, 3, 4, 5]]
+    assert {thread for _, thread in batches} != {threading.current_thread().name}
