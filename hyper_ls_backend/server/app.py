@@ -1,7 +1,8 @@
 """The HTTP face of the backend: Label Studio's ML backend protocol over FastAPI.
 
 Every handler is a thin shell over ``HyperModel``. ``/setup`` only parses and stores (LS
-gives it 3 s); ``/webhook`` only stores and enqueues (LS gives it 1 s).
+gives it 3 s); ``/webhook`` only stores (an import as it came: ``server/inbox.py``) and
+enqueues (LS gives it 1 s).
 """
 
 import asyncio
