@@ -2,6 +2,7 @@
 
     python benchmarks/import_latency.py [--tasks 1000] [--judge-ms 300] [--concurrent 50]
         [--concurrency C] [--storm-s 30] [--judge-token] [--queue-consumer threads]
+        [--keep DIR]
 
 Runs the real backend (``hyper-ls serve``, SQLite state and queue) as a subprocess with the
 judge pointed at a local fake Anthropic Messages API that answers after ``--judge-ms``
@@ -311,9 +312,18 @@ def main() -> None:
         default="process",
         help="the backend's QUEUE_CONSUMER",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="work in DIR and keep it: the backends' logs (webhook.log, import.log: each "
+        "settle and write-back, timestamped) and databases",
+    )
     parser.add_argument("--skip-import", action="store_true", help="webhook latency only")
     parser.add_argument("--skip-webhook", action="store_true", help="import only")
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: not empty (a backend would start on old state)")
     judge = ScriptedJudge(slow_s=30.0)
     judge.delay_s = args.judge_ms / 1000
     storm = Storm(judge, args.storm_s) if args.storm_s > 0 else None
@@ -323,7 +333,8 @@ def main() -> None:
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
+            work = args.keep or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
             report: dict[str, object] = {
                 "benchmark": "import_latency",
                 "judge_ms": args.judge_ms,
