@@ -3,9 +3,9 @@ waits for its answer, recorded as tasks and routed by a thread of their own once
 webhooks stop coming.
 
 Recording an import (reading which of its tasks are new, numbering it, a row per task)
-and enqueueing its routing cost the server's process about 1 ms of CPU per webhook of 20
-tasks, on the interpreter that answers every request: with 50 webhooks at once, the last
-was answered 150-250 ms after it came. Storing what came is one row per import, in one
+and enqueueing its routing took the CPU of the interpreter that answers every request:
+with 50 webhooks at once, the last was answered 150-250 ms after it came
+(``benchmarks/import_latency.py``). Storing what came is one row per import, in one
 transaction for the webhooks answered at once (``GroupCommit``). An import is as safe when
 its webhook is answered as before: one received but not yet recorded when the process
 stops is recorded at its next start, before the work left is re-enqueued.

@@ -334,11 +334,11 @@ def consume(settings: Settings, idle: Idle, restarted: bool) -> None:
 
 @contextmanager
 def start_up_objects_frozen() -> Iterator[None]:
-    """Keep what the process built until now (the libraries, the priors: some 450,000
+    """Keep what the process built until now (the libraries, the priors: some 456,000
     objects, nearly all alive until the end) out of the garbage collector's full
     collections until the block ends (``gc.freeze``). A full collection visits every
-    object it sees: one took 350 ms, stopping the server in the middle of 50 webhooks, and
-    a consumer process spent 1.5 s in four of them judging an import of 1,000."""
+    object it sees: 210 ms for the server's, stopping it amid a burst of webhooks
+    (``benchmarks/server_overhead.py``)."""
     gc.freeze()
     try:
         yield
