@@ -70,22 +70,24 @@ class ImportInbox:
         stored.add_done_callback(lambda _: self._arrived.set())
         return stored
 
-    def record_left(self) -> int:
-        """Record what a stopped process left received, without routing it (the work left
-        is re-enqueued next: ``HyperModel.resume``); returns how many imports."""
+    def drain(self, route: bool = True) -> int:
+        """Record every import received, in order of arrival, and enqueue its routing;
+        returns how many imports. ``route=False``: at start-up, for what a stopped process
+        left received (the work left is re-enqueued next: ``HyperModel.resume``)."""
         recorded = 0
         while imports := self._store.record_received():
             recorded += len(imports)
+            if route:
+                self._route(imports)
         return recorded
 
-    def drain(self) -> None:
-        """Record every import received, in order of arrival, and enqueue its routing."""
-        while imports := self._store.record_received():
-            task_ids: dict[int, list[int]] = {}
-            for project_id, tasks in imports:
-                task_ids.setdefault(project_id, []).extend(int(task["id"]) for task in tasks)
-            for project_id, ids in task_ids.items():
-                self._queue.route(project_id, ids)
+    def _route(self, imports: Sequence[Import]) -> None:
+        """One routing job per project for the imports' tasks."""
+        task_ids: dict[int, list[int]] = {}
+        for project_id, tasks in imports:
+            task_ids.setdefault(project_id, []).extend(int(task["id"]) for task in tasks)
+        for project_id, ids in task_ids.items():
+            self._queue.route(project_id, ids)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="import-inbox", daemon=True)

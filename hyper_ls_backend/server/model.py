@@ -111,7 +111,7 @@ class HyperModel:
         routed before it is answered). Before any request is answered: an import received
         while a consumer process starts is not enqueued twice (its 50 jobs again, ahead of
         its write-back, once cost an import of 1,000 half a minute)."""
-        if left := self.inbox.record_left():
+        if left := self.inbox.drain(route=False):
             log.info("recorded %d imports received before the last stop", left)
         self.resume()
         if self.consumer is not None:
