@@ -15,7 +15,7 @@ from e2e.reading import annotations, check_ai_task, import_tasks, ls_tasks, pred
 from hyper_ls_backend.core.comparison import Label
 from hyper_ls_backend.core.policy import Route
 from hyper_ls_backend.ls.client import ROUTE_FIELD, LabelStudioClient, WriteBack
-from hyper_ls_backend.ls.label_config import parse_label_config
+from hyper_ls_backend.ls.label_config import parse_label_config, prediction_result
 
 pytestmark = pytest.mark.label_studio
 
@@ -66,9 +66,10 @@ def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
     )
 
     assert sorted(first) == ids and first == again
-    assert all(None not in first[t] for t in ids[:6])
     assert all(first[t] == (None, None) for t in ids[6:])
     tasks = {t.id: t for t in ls_tasks(ls_client, project)}
+    for task_id in ids[:6]:
+        assert first[task_id] == ours(tasks[task_id])
     for task_id in ids[:6]:
         assert check_ai_task(tasks[task_id]) == "A-is-clearly-better"
         assert tasks[task_id].data[ROUTE_FIELD] == "ai"
@@ -76,6 +77,33 @@ def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
         task = tasks[task_id]
         assert predictions(task) == [] and annotations(task) == []
         assert task.data[ROUTE_FIELD] == "human"
+
+
+def ours(task: object) -> tuple[int, int]:
+    """The ids of the task's prediction of the write-back's model version, and of the
+    annotation made from it, as Label Studio shows them."""
+    (prediction,) = [p for p in predictions(task) if p["model_version"] == "e2e-v1"]
+    (annotation,) = [a for a in annotations(task) if a["parent_prediction"] == prediction["id"]]
+    return prediction["id"], annotation["id"]
+
+
+def test_the_ids_read_back_are_the_write_backs_own_beside_another_models_prediction(
+    ls_client: LabelStudio, project: int
+) -> None:
+    """The export the ids are read from names predictions by id only: a task that also
+    carries another model's prediction (made before ours, and after) gets the ids of ours."""
+    ids = import_tasks(ls_client, project, [comparison_data(f"other{i}") for i in range(3)])
+    result = prediction_result(parse_label_config(CONFIG), Label.B)
+    ls_client.predictions.create(task=ids[0], result=result, score=0.4, model_version="other")
+    client = LabelStudioClient(ls_client)
+
+    written = write_all(client, project, [item(task_id, Route.AI) for task_id in ids])
+    ls_client.predictions.create(task=ids[1], result=result, score=0.4, model_version="other")
+    again = write_all(client, project, [item(task_id, Route.AI, fresh=False) for task_id in ids])
+
+    tasks = {t.id: t for t in ls_tasks(ls_client, project)}
+    assert written == again == {task_id: ours(tasks[task_id]) for task_id in ids}
+    assert len(predictions(tasks[ids[0]])) == len(predictions(tasks[ids[1]])) == 2
 
 
 def test_a_task_deleted_before_its_bulk_write_leaves_the_rest_of_the_chunk_written(

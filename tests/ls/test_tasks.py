@@ -3,7 +3,6 @@ back to them (``label_studio`` tests: a real Label Studio server)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -291,7 +290,10 @@ def test_a_label_studio_without_the_action_gets_the_fields_task_by_task(
     assert len(patches) == 2 and patches[0]["data"]["prompt"] == "edited in Label Studio"
     assert patches[0]["data"][ROUTE_FIELD] == "human"
     reads = [path for method, path, _, _ in fake.requests if method == "GET"]
-    assert all(r.startswith("/api/tasks/?") and "project=7" in r for r in reads)
+    read_back = [r for r in reads if r.startswith("/api/projects/7/export?")]
+    assert read_back and all(
+        r.startswith("/api/tasks/?") and "project=7" in r for r in reads if r not in read_back
+    )
     refused = [r for r in caplog.records if "refused the Data Manager action" in r.getMessage()]
     assert len(refused) == 1
 
@@ -299,7 +301,7 @@ def test_a_label_studio_without_the_action_gets_the_fields_task_by_task(
 @pytest.mark.parametrize("check_human", [True, False])
 def test_human_routed_tasks_are_read_back_only_when_asked(check_human: bool) -> None:
     """They carry nothing to read, only whether they still exist (which assigning them
-    needs): unchecked, they are assumed there, and only the AI-routed task is listed."""
+    needs): unchecked, they are assumed there, and only the AI-routed task is exported."""
     fake = FakeLabelStudio().start()
     fake.deleted_tasks = {2}
     try:
@@ -310,12 +312,12 @@ def test_human_routed_tasks_are_read_back_only_when_asked(check_human: bool) -> 
         fake.stop()
     assert sorted(written) == ([1, 3] if check_human else [1, 2, 3])
     assert written[1] == Written() and written[3].prediction_id is not None
-    listed = [
-        json.loads(parse_qs(urlsplit(path).query)["query"][0])["selectedItems"]["included"]
+    exported = [
+        [int(t) for t in parse_qs(urlsplit(path).query)["ids[]"]]
         for method, path, _, _ in fake.requests
-        if method == "GET" and path.startswith("/api/tasks/")
+        if method == "GET" and path.startswith("/api/projects/7/export")
     ]
-    assert listed[-1] == ([1, 2, 3] if check_human else [3])  # the read-back, last
+    assert exported[-1] == ([1, 2, 3] if check_human else [3])  # the read-back, last
 
 
 def test_nothing_to_write_makes_no_call() -> None:

@@ -303,6 +303,15 @@ class FakeLabelStudio:
             found = [] if task_id in self.deleted_tasks else [task_id]
             tasks = [{"id": t, "data": self.tasks.get(t, {})} for t in found]
             return 200, {"tasks": tasks, "total": len(tasks)}
+        if method == "GET" and re.fullmatch(r"/api/projects/\d+/export", route):
+            # the JSON export of the tasks named by ids[] (Label Studio ignores ``ids``),
+            # their predictions by id only
+            task_ids = [int(t) for t in parse_qs(urlsplit(path).query).get("ids[]", [])]
+            assert task_ids, "an export without ids[] is of every task"
+            exported = self._selected(task_ids)
+            for task in exported:
+                task["predictions"] = [p["id"] for p in task["predictions"]]
+            return 200, exported
         if method in ("GET", "PATCH") and re.fullmatch(r"/api/tasks/\d+", route):
             task_id = int(route.rsplit("/", 1)[1])
             if task_id in self.deleted_tasks:
