@@ -155,6 +155,7 @@ class LabelStudioClient:
         self._assignment_unavailable = False
         self._fields_one_by_one = False
         self._convert_refused = False
+        self._export_refused = False
         self._judge_lock = threading.Lock()
         self._judge_id: int | None = None
         self._judge_refused = False
@@ -332,11 +333,26 @@ class LabelStudioClient:
         time (300 tasks: 0.4-0.6 s against 1.0-1.8 s), which Label Studio spends on the
         list's computed columns. The export names a task's predictions by id only, so a
         task carrying one has ours; one carrying several is read from the list, which
-        gives their model versions. A human-routed task carries nothing of ours."""
+        gives their model versions. A human-routed task carries nothing of ours.
+        A Label Studio refusing the export (Enterprise answers 404: it has only the
+        asynchronous export) is read from the list, from then on, logged once."""
+        by_task = {item.task_id: item for item in items}
+        try:
+            exported = [] if self._export_refused else self._exported(project_id, sorted(by_task))
+        except ApiError as error:
+            if not 400 <= error.status_code < 500:
+                raise
+            log.warning(
+                "Label Studio refused the export of tasks (HTTP %d): the ids of what the "
+                "write-back made are read from the Data Manager's list, which takes longer",
+                error.status_code,
+            )
+            self._export_refused = True
+        if self._export_refused:
+            return self._carried(project_id, items)
         found: dict[int, Written] = {}
         several: list[WriteBack] = []
-        by_task = {item.task_id: item for item in items}
-        for task in self._exported(project_id, sorted(by_task)):
+        for task in exported:
             item = by_task.get(task["id"])
             if item is None:
                 continue
@@ -355,11 +371,12 @@ class LabelStudioClient:
                 found[item.task_id] = Written(prediction, annotations[0] if annotations else None)
         return found | self._carried(project_id, several)
 
-    def _exported(self, project_id: int, task_ids: Sequence[int]) -> Iterator[dict[str, Any]]:
+    def _exported(self, project_id: int, task_ids: Sequence[int]) -> list[dict[str, Any]]:
         """Those of the tasks still in the project as Label Studio's JSON export gives
         them (annotations in full, predictions as ids), ``EXPORT_PAGE`` a call. The SDK
         sends ``ids``, which Label Studio ignores (it reads ``ids[]``, and would export
         every task): the ids go as ``ids[]`` in the request's own parameters."""
+        exported = []
         for start in range(0, len(task_ids), EXPORT_PAGE):
             chunks = self.sdk.projects.exports.download_sync(
                 project_id,
@@ -372,7 +389,8 @@ class LabelStudioClient:
                     }
                 },
             )
-            yield from json.loads(b"".join(chunks))
+            exported += json.loads(b"".join(chunks))
+        return exported
 
     def _listed(self, project_id: int, task_ids: Sequence[int]) -> Iterator[Any]:
         """Those of the tasks still in the project, with all their fields, one list call

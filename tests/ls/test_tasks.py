@@ -320,6 +320,27 @@ def test_human_routed_tasks_are_read_back_only_when_asked(check_human: bool) -> 
     assert exported[-1] == ([1, 2, 3] if check_human else [3])  # the read-back, last
 
 
+def test_a_label_studio_refusing_the_export_has_the_ids_read_from_the_list(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Label Studio Enterprise has no export of the tasks by id (404): the write-back reads
+    what it made from the Data Manager's list instead, and says so once."""
+    fake = FakeLabelStudio().start()
+    fake.export_refused = True
+    try:
+        client = LabelStudioClient.connect(fake.url, "token")
+        first = client.write_many(7, STANDARD, [_item(1), _item(2)])
+        second = client.write_many(7, STANDARD, [_item(3)])
+    finally:
+        fake.stop()
+    made = {t: p["id"] for t in (1, 2, 3) for p in fake.predictions[t]}
+    assert {t: w.prediction_id for t, w in (first | second).items()} == made
+    exports = [p for m, p, _, _ in fake.requests if m == "GET" and "/export" in p]
+    assert len(exports) == 1  # refused once, then not asked again
+    refused = [r for r in caplog.records if "refused the export" in r.getMessage()]
+    assert len(refused) == 1
+
+
 def test_nothing_to_write_makes_no_call() -> None:
     """Label Studio reads an empty selection as every task of the project."""
     fake = FakeLabelStudio().start()

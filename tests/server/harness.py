@@ -236,6 +236,8 @@ class FakeLabelStudio:
         Manager action "predictions to annotations" is credited to its caller."""
         self.actions_refused = False
         """Answer 400 to Data Manager actions, as a Label Studio without them would."""
+        self.export_refused = False
+        """Answer 404 to the export of tasks, as Label Studio Enterprise does."""
         self.actions_failing = 0
         """Answer this many Data Manager action calls 500 (a Label Studio in trouble)."""
         self._ids = iter(range(1000, 10**6))
@@ -306,6 +308,8 @@ class FakeLabelStudio:
         if method == "GET" and re.fullmatch(r"/api/projects/\d+/export", route):
             # the JSON export of the tasks named by ids[] (Label Studio ignores ``ids``),
             # their predictions by id only
+            if self.export_refused:
+                return 404, {"detail": "Use the asynchronous export API instead"}
             task_ids = [int(t) for t in parse_qs(urlsplit(path).query).get("ids[]", [])]
             assert task_ids, "an export without ids[] is of every task"
             exported = self._selected(task_ids)
