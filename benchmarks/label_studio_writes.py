@@ -11,7 +11,10 @@ measured is Label Studio's own work. Then, each on ``--tasks`` fresh tasks, time
   ``annotations.create`` (from the prediction), ``tasks.update`` of the task's data;
 - bulk, one call for all the tasks: ``import_predictions``, the Data Manager actions
   "predictions to annotations" (``predictions_to_annotations``) and "add or modify data
-  field" (``add_data_field``).
+  field" (``add_data_field``);
+- reading back what the bulk calls made (the ids a write-back records), one call for all
+  the tasks: the Data Manager's list (``tasks.list`` with ``fields=all``) and the JSON
+  export of the tasks (``ids[]``).
 
 ``--no-webhook``: the project has no webhook, to see what the synchronous callback costs
 (Label Studio without Redis calls webhooks inside the request that caused them).
@@ -189,6 +192,37 @@ def main() -> None:
                             "value": "human",
                         }
                     },
+                ),
+            ),
+        ]
+        read = bulk[:n]
+        rows += [
+            timed(
+                "read back: Data Manager list (fields=all), one call",
+                n,
+                lambda: (
+                    client.tasks.list(
+                        project=project,
+                        fields="all",
+                        query=json.dumps({"selectedItems": {"all": False, "included": read}}),
+                        resolve_uri=False,
+                        page_size=n,
+                    ).items
+                ),
+            ),
+            timed(
+                "read back: JSON export (ids[]), one call",
+                n,
+                lambda: json.loads(
+                    b"".join(
+                        client.projects.exports.download_sync(
+                            project,
+                            export_type="JSON",
+                            download_all_tasks=True,
+                            download_resources=False,
+                            request_options={"additional_query_parameters": {"ids[]": read}},
+                        )
+                    )
                 ),
             ),
         ]
