@@ -335,7 +335,8 @@ class LabelStudioClient:
         task carrying one has ours; one carrying several is read from the list, which
         gives their model versions. A human-routed task carries nothing of ours.
         A Label Studio refusing the export (Enterprise answers 404: it has only the
-        asynchronous export) is read from the list, from then on, logged once."""
+        asynchronous export) is read from the list, from then on, logged once. Label
+        Studio keeps a copy of each export it serves in its export directory (README)."""
         by_task = {item.task_id: item for item in items}
         try:
             exported = [] if self._export_refused else self._exported(project_id, sorted(by_task))
