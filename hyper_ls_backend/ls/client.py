@@ -330,10 +330,10 @@ class LabelStudioClient:
     def _written(self, project_id: int, items: Sequence[WriteBack]) -> dict[int, Written]:
         """``_carried`` for items just written, each AI-routed one with its prediction made:
         read from Label Studio's export of the tasks, a third of the Data Manager list's
-        time (300 tasks: 0.4-0.6 s against 1.0-1.8 s), which Label Studio spends on the
-        list's computed columns. The export names a task's predictions by id only, so a
-        task carrying one has ours; one carrying several is read from the list, which
-        gives their model versions. A human-routed task carries nothing of ours.
+        time (300 tasks: 0.53 s against 1.46 s, ``benchmarks/label_studio_writes.py``).
+        The export names a task's predictions by id only, so a task carrying one has
+        ours; one carrying several is read from the list, which gives their model
+        versions. A human-routed task carries nothing of ours.
         A Label Studio refusing the export (Enterprise answers 404: it has only the
         asynchronous export) is read from the list, from then on, logged once. Label
         Studio keeps a copy of each export it serves in its export directory (README)."""
