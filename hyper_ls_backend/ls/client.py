@@ -147,15 +147,23 @@ def strength_for(confidence: float | None) -> Strength:
 class LabelStudioClient:
     """The backend's view of one Label Studio server (a thin layer over the SDK)."""
 
-    def __init__(self, client: LabelStudio, judge_client: LabelStudio | None = None) -> None:
+    def __init__(
+        self,
+        client: LabelStudio,
+        judge_client: LabelStudio | None = None,
+        read_back_export: bool = True,
+    ) -> None:
         self.sdk = client
         self.judge_sdk = judge_client
         """The judge's own Label Studio user's client (``LABEL_STUDIO_JUDGE_API_KEY``):
         its annotations are then made in bulk, credited to that user."""
+        self.read_back_export = read_back_export
+        """Read what a write-back made from the export of the tasks (``_written``), not
+        from the Data Manager's list (``LABEL_STUDIO_READ_BACK_EXPORT``); turned off
+        when Label Studio refuses the export."""
         self._assignment_unavailable = False
         self._fields_one_by_one = False
         self._convert_refused = False
-        self._export_refused = False
         self._judge_lock = threading.Lock()
         self._judge_id: int | None = None
         self._judge_refused = False
@@ -224,12 +232,19 @@ class LabelStudioClient:
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str, judge_api_key: str | None = None, timeout: float = 30.0
+        cls,
+        url: str,
+        api_key: str,
+        judge_api_key: str | None = None,
+        timeout: float = 30.0,
+        read_back_export: bool = True,
     ) -> LabelStudioClient:
         def client(key: str) -> LabelStudio:
             return LabelStudio(base_url=url, api_key=key, timeout=timeout)
 
-        return cls(client(api_key), client(judge_api_key) if judge_api_key else None)
+        return cls(
+            client(api_key), client(judge_api_key) if judge_api_key else None, read_back_export
+        )
 
     def write_many(
         self,
@@ -336,10 +351,11 @@ class LabelStudioClient:
         versions. A human-routed task carries nothing of ours.
         A Label Studio refusing the export (Enterprise answers 404: it has only the
         asynchronous export) is read from the list, from then on, logged once. Label
-        Studio keeps a copy of each export it serves in its export directory (README)."""
+        Studio keeps a copy of each export it serves in its export directory (README),
+        which ``read_back_export`` off avoids."""
         by_task = {item.task_id: item for item in items}
         try:
-            exported = [] if self._export_refused else self._exported(project_id, sorted(by_task))
+            exported = self._exported(project_id, sorted(by_task)) if self.read_back_export else []
         except ApiError as error:
             if not 400 <= error.status_code < 500:
                 raise
@@ -348,8 +364,8 @@ class LabelStudioClient:
                 "write-back made are read from the Data Manager's list, which takes longer",
                 error.status_code,
             )
-            self._export_refused = True
-        if self._export_refused:
+            self.read_back_export = False
+        if not self.read_back_export:
             return self._carried(project_id, items)
         found: dict[int, Written] = {}
         several: list[WriteBack] = []

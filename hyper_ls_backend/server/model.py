@@ -86,6 +86,7 @@ class HyperModel:
                 settings.label_studio_url,
                 key.get_secret_value(),
                 judge_key.get_secret_value() if judge_key else None,
+                read_back_export=settings.label_studio_read_back_export,
             )
             if key
             else None

@@ -341,6 +341,19 @@ def test_a_label_studio_refusing_the_export_has_the_ids_read_from_the_list(
     assert len(refused) == 1
 
 
+def test_without_reading_back_from_the_export_the_ids_are_read_from_the_list() -> None:
+    """``LABEL_STUDIO_READ_BACK_EXPORT=false``: Label Studio keeps no copy of an export."""
+    fake = FakeLabelStudio().start()
+    try:
+        client = LabelStudioClient.connect(fake.url, "token", read_back_export=False)
+        written = client.write_many(7, STANDARD, [_item(1), _item(2)])
+    finally:
+        fake.stop()
+    made = {t: p["id"] for t in (1, 2) for p in fake.predictions[t]}
+    assert {t: w.prediction_id for t, w in written.items()} == made
+    assert not [p for m, p, _, _ in fake.requests if m == "GET" and "/export" in p]
+
+
 def test_nothing_to_write_makes_no_call() -> None:
     """Label Studio reads an empty selection as every task of the project."""
     fake = FakeLabelStudio().start()
