@@ -70,7 +70,6 @@ def test_a_chunk_gets_its_predictions_in_bulk_and_a_replay_adds_nothing(
     tasks = {t.id: t for t in ls_tasks(ls_client, project)}
     for task_id in ids[:6]:
         assert first[task_id] == ours(tasks[task_id])
-    for task_id in ids[:6]:
         assert check_ai_task(tasks[task_id]) == "A-is-clearly-better"
         assert tasks[task_id].data[ROUTE_FIELD] == "ai"
     for task_id in ids[6:]:
