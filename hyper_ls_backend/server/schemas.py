@@ -107,9 +107,12 @@ class WebhookEvent(Loose):
     @classmethod
     def _bulk_annotations(cls, data: Any) -> Any:
         """Label Studio 1.23 posts ``ANNOTATIONS_CREATED`` (made in bulk by a Data Manager
-        action, the judge's write-back among them) with a list under ``annotation``."""
+        action, the judge's write-back among them) with a list under ``annotation`` and
+        their tasks, a list too, under ``task`` (``webhooks/models.py``: both ``many``)."""
         if isinstance(data, dict) and isinstance(data.get("annotation"), list):
             data = {**data, "annotations": data["annotation"], "annotation": None}
+        if isinstance(data, dict) and isinstance(data.get("task"), list):
+            data = {**data, "tasks": data["task"], "task": None}
         return data
 
 

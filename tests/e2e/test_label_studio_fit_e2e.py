@@ -288,3 +288,31 @@ def test_the_judges_annotations_are_credited_to_its_own_user(
     # connect again (a second project, a restarted setup): the same judge user is reused
     connect(backend, "e2e: judge's own user, again")
     assert [u.id for u in ls_client.users.list() if u.email == JUDGE_EMAIL] == [judge.id]
+
+
+def test_the_judges_bulk_annotations_come_back_in_one_webhook_the_backend_acknowledges(
+    label_studio: LabelStudioServer,
+    ls_client: LabelStudio,
+    start_backend: StartBackend,
+    connect: Connect,
+) -> None:
+    """With a token of its own (``LABEL_STUDIO_JUDGE_API_KEY``) the judge's annotations are
+    made in bulk, and Label Studio posts them back as one ``ANNOTATIONS_CREATED`` holding
+    the annotations and their tasks in lists: acknowledged (it was refused, 422, when a
+    list of tasks did not fit the schema), and learned from as nothing."""
+    token = label_studio.create_user("judge-token@example.com")
+    backend = start_backend(HYPER_BUDGET="0.25", LABEL_STUDIO_JUDGE_API_KEY=token)
+    project_id = connect(backend, "e2e: judge's token")
+    data = [comparison_data(f"k{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(20)]
+    import_tasks(ls_client, project_id, data)
+    tasks, _ = wait_until_routed(ls_client, project_id, len(data), timeout=90)
+    wait_idle(backend)
+
+    ai = [t for t in tasks if t.data[ROUTE_FIELD] == "ai"]
+    assert len(ai) == 15 and all(check_ai_task(task) for task in ai)
+    _, metrics = backend.request("GET", "/metrics", auth=backend.auth)
+    assert 'hyper_webhooks_total{action="ANNOTATIONS_CREATED"} 1.0' in metrics
+    assert '"POST /webhook HTTP/1.1" 422' not in backend.log.read_text(errors="replace")
+    assert backend.query(
+        "SELECT count(*) FROM human_labels WHERE project_id = ?", project_id
+    ) == [(0,)]

@@ -181,10 +181,11 @@ def test_concurrent_duplicate_tasks_created_webhooks_all_succeed(tmp_path: Path)
             "project": {"id": PROJECT},
             "annotations": [{"id": 5, "task": 1, "result": []}],
         },
-        {  # as Label Studio 1.23 posts it: the list under "annotation"
+        {  # as Label Studio 1.23 posts it: lists under "annotation" and "task"
             "action": "ANNOTATIONS_CREATED",
             "project": {"id": PROJECT},
             "annotation": [{"id": 5, "task": 1, "result": []}],
+            "task": [{"id": 1, "data": {"prompt": "p"}, "annotations": 1}],
         },
         {"action": "TASKS_DELETED", "project": {"id": PROJECT}, "tasks": [{"id": 1}]},
     ],
