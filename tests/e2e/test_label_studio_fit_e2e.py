@@ -313,6 +313,6 @@ def test_the_judges_bulk_annotations_come_back_in_one_webhook_the_backend_acknow
     _, metrics = backend.request("GET", "/metrics", auth=backend.auth)
     assert 'hyper_webhooks_total{action="ANNOTATIONS_CREATED"} 1.0' in metrics
     assert '"POST /webhook HTTP/1.1" 422' not in backend.log.read_text(errors="replace")
-    assert backend.query(
-        "SELECT count(*) FROM human_labels WHERE project_id = ?", project_id
-    ) == [(0,)]
+    assert backend.query("SELECT count(*) FROM human_labels WHERE project_id = ?", project_id) == [
+        (0,)
+    ]
