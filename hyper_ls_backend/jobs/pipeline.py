@@ -107,6 +107,16 @@ class RouterRegistry:
             return self._cache[version.version]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What the store holds of some tasks: each as received (and read), which are judged,
+    which decided."""
+
+    records: dict[int, TaskRecord]
+    judged: set[int]
+    decided: set[int]
+
+
 @dataclass
 class Pipeline:
     settings: Settings
@@ -132,6 +142,12 @@ class Pipeline:
     the same tasks resumed at start, /predict during an import) run one after the other in
     this process, so the judge is paid once and the write-back never creates a second
     prediction or annotation."""
+
+    _epochs: list[int] = field(default_factory=lambda: [0] * LOCK_STRIPES, init=False, repr=False)
+    """Per stripe, how many times a task of it was read or judged in this process (moved
+    under the stripe): what ``route_tasks`` read of a task before taking its stripe is
+    still true if the count has not moved since (other processes may judge it meanwhile,
+    as they may today: the store still decides it once)."""
 
     _settled_at: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)
     """Per import (project, first task) being judged, its unjudged tasks when it last
@@ -172,15 +188,23 @@ class Pipeline:
         logged; the others are done."""
         settings, config = self._project(project_id)
         failed: list[int] = []
-        imports = self._imports(project_id, task_ids, failed)
+        seen = {task_id: self._epochs[self._stripe(project_id, task_id)] for task_id in task_ids}
+        known = self._progress(project_id, task_ids)
+        imports = self._imports(project_id, task_ids, known.records, failed)
 
         def prepare(item: tuple[int, Sequence[int]]) -> None:
             task_id, members = item
+            stripe = self._stripe(project_id, task_id)
             try:
-                with self._task_lock(project_id, task_id):
-                    if self.store.decision(project_id, task_id) is None:
-                        record = self.store.task(project_id, task_id)
-                        self._prepare(project_id, record, config, settings, False, members)
+                with self._task_locks[stripe]:
+                    # Read in bulk before the lock: still true unless this process read or
+                    # judged a task of the stripe since (a duplicated job, say).
+                    now = known
+                    if self._epochs[stripe] != seen[task_id]:
+                        now = self._progress(project_id, [task_id])
+                    if task_id not in now.decided:
+                        record, judged = now.records[task_id], task_id in now.judged
+                        self._prepare(project_id, record, judged, config, settings, False, members)
             except Exception:
                 log.exception("routing task %d of project %d failed", task_id, project_id)
                 failed.append(task_id)
@@ -259,13 +283,24 @@ class Pipeline:
         self.on_decided(project_id, unwritten)
         return []
 
+    def _progress(self, project_id: int, task_ids: Sequence[int]) -> Progress:
+        """What the store holds of the tasks, in three reads however many they are."""
+        return Progress(
+            records={r.task_id: r for r in self.store.tasks(project_id, task_ids)},
+            judged=self.store.judged(project_id, task_ids) if self.judge is not None else set(),
+            decided=self.store.decided(project_id, task_ids),
+        )
+
     def _imports(
-        self, project_id: int, task_ids: Sequence[int], failed: list[int]
+        self,
+        project_id: int,
+        task_ids: Sequence[int],
+        records: Mapping[int, TaskRecord],
+        failed: list[int],
     ) -> list[tuple[list[int], list[int]]]:
         """The chunk's tasks by import: (the import's tasks, the chunk's among them), each
         import read once; a task with no recorded import is one of its own. Tasks not
         received are logged and added to ``failed``."""
-        records = {record.task_id: record for record in self.store.tasks(project_id, task_ids)}
         by_batch: dict[int, list[int]] = {}
         imports: list[tuple[list[int], list[int]]] = []
         for task_id in task_ids:
@@ -416,7 +451,8 @@ class Pipeline:
         decision, made = self.store.decision(project_id, task_id), []
         if decision is None:
             members = self.store.import_of(project_id, task_id)
-            self._prepare(project_id, record, config, settings, alone, members)
+            judged = bool(self.store.judged(project_id, [task_id]))
+            self._prepare(project_id, record, judged, config, settings, alone, members)
             made = self._decide(project_id, task_id, members, settings, config, alone)
             decision = self.store.decision(project_id, task_id)
         if decision is not None and decision.written_at is None and self.label_studio is not None:
@@ -427,23 +463,26 @@ class Pipeline:
         self,
         project_id: int,
         record: TaskRecord,
+        judged: bool,
         config: PreferenceConfig,
         settings: Settings,
         alone: bool,
         members: Sequence[int],
     ) -> None:
-        """Read and judge the task (of the import ``members``), each step only if it has
-        not been done (and stored).
+        """Read and judge the task (of the import ``members``; ``judged``: its judge output
+        is stored), each step only if it has not been done (and stored). Called under the
+        task's stripe, whose epoch each step moves (``_epochs``).
         A task judged call by call is tagged while it is judged (the tagger's request in
         flight with the judge's); one of a batched import is read first, since its batch
         goes once the whole import is read."""
         task_id = record.task_id
-        unjudged = self.judge is not None and self.store.judge_output(project_id, task_id) is None
+        unjudged = self.judge is not None and not judged
         if record.comparison is None and record.problem is None:
             try:
                 comparison = task_to_comparison(record.payload, config)
             except ValueError as error:
                 self.store.save_comparison(project_id, task_id, None, str(error))
+                self._moved(project_id, task_id)
                 return
             if self.tagger is not None and comparison.prompt.strip():  # nothing to tag else
                 with ThreadPoolExecutor(max_workers=1) as beside:
@@ -455,6 +494,7 @@ class Pipeline:
             self.store.save_comparison(
                 project_id, task_id, comparison.model_dump(mode="json"), None
             )
+            self._moved(project_id, task_id)
         elif record.comparison is not None:
             comparison = Comparison.model_validate(record.comparison)
         else:
@@ -502,6 +542,11 @@ class Pipeline:
             latency_s=result.latency_s,
             error=result.error,
         )
+        self._moved(project_id, record.task_id)
+
+    def _moved(self, project_id: int, task_id: int) -> None:
+        """Count a step stored for the task in its stripe's epoch (under the stripe)."""
+        self._epochs[self._stripe(project_id, task_id)] += 1
 
     def _decide(
         self,

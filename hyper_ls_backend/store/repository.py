@@ -422,6 +422,17 @@ class Store:
             )
             return {output.task_id: output for output in outputs}
 
+    def judged(self, project_id: int, task_ids: Sequence[int]) -> set[int]:
+        """Those of the tasks with a judge output, in one read of their ids."""
+        with self.read() as s:
+            return set(
+                s.scalars(
+                    select(JudgeOutput.task_id).where(
+                        JudgeOutput.project_id == project_id, JudgeOutput.task_id.in_(task_ids)
+                    )
+                )
+            )
+
     def judge_output(self, project_id: int, task_id: int) -> JudgeOutput | None:
         return self.judge_outputs(project_id, [task_id]).get(task_id)
 
@@ -730,6 +741,18 @@ class Store:
     def decision(self, project_id: int, task_id: int) -> DecisionRecord | None:
         with self.read() as s:
             return s.get(DecisionRecord, (project_id, task_id))
+
+    def decided(self, project_id: int, task_ids: Sequence[int]) -> set[int]:
+        """Those of the tasks with a decision, in one read of their ids."""
+        with self.read() as s:
+            return set(
+                s.scalars(
+                    select(DecisionRecord.task_id).where(
+                        DecisionRecord.project_id == project_id,
+                        DecisionRecord.task_id.in_(task_ids),
+                    )
+                )
+            )
 
     def decisions(self, project_id: int, task_ids: Sequence[int]) -> dict[int, DecisionRecord]:
         """The decisions of those of ``task_ids`` that have one, in one read."""
