@@ -32,9 +32,9 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from hyper_ls_backend.core.comparison import Comparison, JudgeVerdict
 from hyper_ls_backend.core.policy import (
@@ -48,7 +48,7 @@ from hyper_ls_backend.core.policy import (
 from hyper_ls_backend.core.router import Router
 from hyper_ls_backend.jobs.batches import WAITING, BatchJudging
 from hyper_ls_backend.lm import JudgePanel, PanelResult, Tagger
-from hyper_ls_backend.lm.batch import map_bounded
+from hyper_ls_backend.lm.batch import map_bounded, run_together
 from hyper_ls_backend.ls.client import LabelStudioClient, WriteBack
 from hyper_ls_backend.ls.label_config import (
     PreferenceConfig,
@@ -485,12 +485,16 @@ class Pipeline:
                 self._moved(project_id, task_id)
                 return
             if self.tagger is not None and comparison.prompt.strip():  # nothing to tag else
-                with ThreadPoolExecutor(max_workers=1) as beside:
-                    tagging = beside.submit(self.tagger.tag, comparison.prompt)
-                    if unjudged and self._judged_call_by_call(settings, record, members):
-                        self._judge(project_id, record, comparison, settings, alone, members)
-                        unjudged = False
-                    comparison = comparison.with_tags(tagging.result().tags)
+                tag = partial(self.tagger.tag, comparison.prompt)
+                if unjudged and self._judged_call_by_call(settings, record, members):
+                    judge = partial(
+                        self._judge, project_id, record, comparison, settings, alone, members
+                    )
+                    _, tagged = run_together([judge, tag])
+                    unjudged = False
+                else:
+                    tagged = tag()
+                comparison = comparison.with_tags(tagged.tags)
             self.store.save_comparison(
                 project_id, task_id, comparison.model_dump(mode="json"), None
             )
