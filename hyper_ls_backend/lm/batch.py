@@ -13,12 +13,11 @@ a rate limit is the account's, not one request's.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import TypeVar
 
@@ -59,60 +58,15 @@ def map_bounded(fn: Callable[[T], R], items: Iterable[T], max_concurrency: int) 
         return list(pool.map(fn, items))
 
 
-SIDE_THREADS = 256
-"""Threads ``run_together`` may keep beside its callers, started as they are needed."""
-
-_side_pool: ThreadPoolExecutor | None = None
-_side_pool_lock = threading.Lock()
-
-
-def _side() -> ThreadPoolExecutor:
-    """The process's pool for ``run_together``, started on first use (a forked child
-    starts its own: the parent's threads are not in it)."""
-    global _side_pool
-    with _side_pool_lock:
-        if _side_pool is None:
-            _side_pool = ThreadPoolExecutor(SIDE_THREADS, thread_name_prefix="together")
-        return _side_pool
-
-
-def _forget_side_pool() -> None:
-    global _side_pool, _side_pool_lock
-    _side_pool, _side_pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_side_pool)
-
-
 def run_together(tasks: Sequence[Callable[[], R]]) -> list[R]:
-    """Every task at once (the first on the caller's thread, the others on the process's
-    pool: a pool per call cost about a millisecond of threads started and joined); results
-    in order. An exception in a task is raised here, after the others have finished.
-
-    A task the pool has not started by the time the caller is done with its own is run by
-    the caller, so nested calls (a panel's judges, each asking two orders) cannot deadlock
-    on a busy pool: at worst they run one after the other."""
+    """Every task at once, each on its own thread (the first on the caller's); results in
+    order. An exception in a task is raised here, after the others have finished."""
     if len(tasks) <= 1:
         return [task() for task in tasks]
-    others = [_side().submit(task) for task in tasks[1:]]
-    try:
+    with ThreadPoolExecutor(max_workers=len(tasks) - 1) as pool:
+        others = [pool.submit(task) for task in tasks[1:]]
         first = tasks[0]()
-    finally:
-        others = [
-            _run_here(task) if future.cancel() else future
-            for future, task in zip(others, tasks[1:], strict=True)
-        ]
-        wait(others)
-    return [first, *(future.result() for future in others)]
-
-
-def _run_here(task: Callable[[], R]) -> Future[R]:
-    done: Future[R] = Future()
-    try:
-        done.set_result(task())
-    except BaseException as error:  # kept for the caller, as the pool keeps it
-        done.set_exception(error)
-    return done
+        return [first, *(future.result() for future in others)]
 
 
 class AdaptiveLimiter:

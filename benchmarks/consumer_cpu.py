@@ -1,0 +1,98 @@
+"""The queue consumer's CPU per task judged: what the backend itself spends beside the judge.
+
+    python benchmarks/consumer_cpu.py [--tasks 1000] [--judge-ms 300] [--concurrency 64]
+
+The backend's model is built as the server builds it (SQLite in a temporary directory, its
+queue's threads in this process) and given one ``TASKS_CREATED`` of ``--tasks`` tasks; the
+judge is the test suite's fake Anthropic server answering after ``--judge-ms``, in a
+process of its own so that its CPU is not counted. Timed until every task has a decision
+(the write-back to Label Studio is not part of it: ``import_latency.py`` measures that);
+reports the wall time, this process's CPU time per task and the judge-bound time
+(tasks x 2 orders x judge time / concurrency). On 2 cores the consumer's CPU per task
+bounds how fast an import can go however many calls the judge takes at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's fakes and harnesses
+
+from server.harness import CONFIG_5POINT, judge_settings, task, tasks_created  # noqa: E402
+
+from hyper_ls_backend.server.model import HyperModel  # noqa: E402
+from hyper_ls_backend.server.schemas import WebhookEvent  # noqa: E402
+from hyper_ls_backend.settings import Settings  # noqa: E402
+
+
+def serve_judge(delay_s: float, base_url: multiprocessing.Queue) -> None:
+    """The fake judge, until the benchmark's process ends it."""
+    from lm.fake_llm_server import FakeLLMServer
+    from server.harness import ScriptedJudge
+
+    server = FakeLLMServer()
+    server.responder = ScriptedJudge(delay_s)
+    server.start()
+    base_url.put(server.base_url)
+    while True:
+        time.sleep(3600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--judge-ms", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    delay_s = args.judge_ms / 1000
+
+    spawn = multiprocessing.get_context("spawn")
+    base_url = spawn.Queue()
+    judge = spawn.Process(target=serve_judge, args=(delay_s, base_url), daemon=True)
+    judge.start()
+    try:
+        settings = judge_settings(
+            Path(tempfile.mkdtemp()),
+            base_url.get(timeout=60),
+            threads=Settings().threads,  # the server's default, not the tests' 4
+            hyper_judge_concurrency=args.concurrency,
+            hyper_judge_timeout=60,
+        )
+        model = HyperModel.build(settings)
+        model.start()
+        model.setup(1, CONFIG_5POINT, None)
+        event = tasks_created([task(i) for i in range(1, args.tasks + 1)], project=1)
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        model.webhook(WebhookEvent.model_validate(event))
+        while sum(model.store.decision_counts().values()) < args.tasks:
+            time.sleep(0.1)
+        wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
+        model.stop()
+    finally:
+        judge.terminate()
+    report = {
+        "benchmark": "consumer_cpu",
+        "tasks": args.tasks,
+        "judge_ms": args.judge_ms,
+        "concurrency": args.concurrency,
+        "all_decided_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "cpu_ms_per_task": round(1000 * cpu / args.tasks, 1),
+        "judge_bound_s": round(args.tasks * 2 * delay_s / args.concurrency, 1),
+        "python": platform.python_version(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
