@@ -261,7 +261,9 @@ def test_a_write_back_retried_after_a_failure_halfway_makes_nothing_twice(
     model.setup(PROJECT, CONFIG_5POINT, None)
     n = 2 * CHUNK
     model.webhook(WebhookEvent.model_validate(tasks_created([task(i) for i in range(1, n + 1)])))
-    wait_until(lambda: not model.store.unwritten_decisions() and all_routed(model, n), 60)
+    # All decided first, then none unwritten: read the other way round, an empty store
+    # (nothing decided yet, so nothing unwritten) would pass before the write-back ran.
+    wait_until(lambda: all_routed(model, n) and not model.store.unwritten_decisions(), 60)
     assert label_studio.actions_failing == 0
     assert {t: len(p) for t, p in label_studio.predictions.items()} == {
         t: 1 for t in range(1, n + 1)
