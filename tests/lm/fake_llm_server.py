@@ -9,13 +9,22 @@ only to the requests it accepts: clients that send requests concurrently still g
 predictable answers), then ``responder`` (a function of the request) if one is set. Every
 request is recorded, and the server counts how many requests it is serving at once, so
 tests can check a client's concurrency bound.
+
+It answers as the real APIs' front ends do: HTTP/1.1 with connections kept alive, replies
+sent without Nagle's delay (the headers and the body go in two small writes, and the second
+may wait for the client to acknowledge the first), and a listen backlog for a burst of
+connections (``http.server``'s default of 5 can refuse some of 64 opened at once, which the
+client then tries again). ``benchmarks/judge_calls.py`` measures how long it takes to answer
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+LISTEN_BACKLOG = 256
+"""Connections waiting to be accepted: a client opening 64 at once must not be refused."""
 
 
 @dataclass(frozen=True)
@@ -300,8 +312,9 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._ending = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._connections: set[socket.socket] = set()
+        """Kept alive by their clients, each served by a thread of its own until closed."""
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -323,6 +336,10 @@ class FakeLLMServer:
         self._stopping.set()  # wakes handlers sleeping in a slow reply
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:  # a stopped server answers no one, not even on a kept-alive socket
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5)
 
     def expire(self, batch_id: str) -> None:
@@ -421,6 +438,19 @@ class FakeLLMServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
+
             def do_GET(self) -> None:
                 reply, content_type = server._get(self.path.split("?")[0])
                 self._send(reply, content_type)
@@ -448,6 +478,7 @@ class FakeLLMServer:
                 else:
                     reply = server._next_reply(recorded)
                 if reply.delay and server._stopping.wait(reply.delay):
+                    self.close_connection = True
                     return
                 self._send(reply, "application/json")
 
@@ -463,9 +494,14 @@ class FakeLLMServer:
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test): nothing to answer
+                    self.close_connection = True  # the client gave up (timeout test)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
         return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
