@@ -20,7 +20,9 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    the judge-bound time (tasks x 2 orders x judge time / ``--concurrency``, the backend's
    ``HYPER_JUDGE_CONCURRENCY``). The judge's side says where the rest went: when its first
    and last calls came (``first_call_s``, ``last_call_s``) and how busy its slots were
-   between (``slots_busy``, 1.0 being what the bound assumes).
+   between (``slots_busy``, 1.0 being what the bound assumes). ``cpu_s`` says who spent the
+   machine's CPU until all was written back (``CpuAccount``), and ``consumer_cores`` how
+   many cores the queue consumer kept busy on average.
 
 ``--judge-token``: the judge gets a Label Studio user of its own with a token
 (``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are made in bulk; without it they are
@@ -116,6 +118,51 @@ class CallTimes:
             "last_call_s": round(times[-1], 1),
             "slots_busy": round(len(times) * judge_s / (slots * span), 2),
         }
+
+
+class CpuAccount:
+    """CPU seconds spent since ``start()`` (``spent()``), by whom: the backend's server and
+    its queue consumer (the processes of its session: the server, and the others), this
+    process (the fake judge and the polling), and the rest of the machine (Label Studio,
+    and anything else running). On 2 cores, what each one spends bounds the import: the
+    consumer, one Python process, cannot use more than about one core."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, backend: BackendProcess) -> None:
+        self.backend = backend
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def spent(self) -> dict[str, float]:
+        now = self._read()
+        spent = {who: now[who] - self._start.get(who, 0.0) for who in now}
+        rest = spent.pop("machine") - sum(spent.values())
+        return {who: round(s, 1) for who, s in {**spent, "label_studio_and_rest": rest}.items()}
+
+    def _read(self) -> dict[str, float]:
+        server = self.backend.process.pid
+        own = os.times()
+        seconds = {
+            "backend_server": 0.0,
+            "queue_consumer": 0.0,
+            "judge_and_benchmark": own.user + own.system,
+        }
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if int(fields[2]) == server:  # its process group: the backend's session
+                who = "backend_server" if int(entry.name) == server else "queue_consumer"
+                seconds[who] += (int(fields[11]) + int(fields[12])) / self.TICK
+        cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(cpu[:8]) if i not in (3, 4))  # not idle, iowait
+        return {**seconds, "machine": busy / self.TICK}
 
 
 def load() -> float:
@@ -257,6 +304,8 @@ def import_to_routed(
             client = LabelStudio(base_url=ls.url, api_key=ls.api_key, timeout=120)
             data = [{"data": comparison_data(f"t{i}")} for i in range(n_tasks)]
             before = load()
+            cpu = CpuAccount(backend)
+            cpu.start()
             started = time.perf_counter()
             if storm is not None:
                 storm.start()
@@ -270,6 +319,7 @@ def import_to_routed(
                     routed_at = now
                 if written >= n_tasks:
                     written_at = now
+                    spent = cpu.spent()
                 time.sleep(0.5)
             failed, most_attempts = judge_failures(backend)
         finally:
@@ -299,6 +349,8 @@ def import_to_routed(
         **calls.timeline(started, judge_s, slots),
         "judge_failed_tasks": failed,
         "most_attempts_per_call": most_attempts,
+        "cpu_s": spent,
+        "consumer_cores": round(spent["queue_consumer"] / written_at, 2),
         "write_backs": write_backs,
     }
     if storm is not None:
