@@ -22,7 +22,7 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    and last calls came (``first_call_s``, ``last_call_s``) and how busy its slots were
    between (``slots_busy``, 1.0 being what the bound assumes). ``cpu_s`` says who spent the
    machine's CPU until all was written back (``CpuAccount``), and ``consumer_cores`` how
-   many cores the queue consumer kept busy on average.
+   many cores the queue consumer kept busy between the judge's first and last calls.
 
 ``--judge-token``: the judge gets a Label Studio user of its own with a token
 (``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are made in bulk; without it they are
@@ -132,9 +132,24 @@ class CpuAccount:
     def __init__(self, backend: BackendProcess) -> None:
         self.backend = backend
         self._start: dict[str, float] = {}
+        self._consumer: list[tuple[float, float]] = []
+        """(``time.perf_counter()``, the consumer's CPU seconds) at each ``sample()``."""
 
     def start(self) -> None:
         self._start = self._read()
+
+    def sample(self) -> None:
+        self._consumer.append((time.perf_counter(), self._read()["queue_consumer"]))
+
+    def consumer_cores(self, since: float, start_s: float, end_s: float) -> float:
+        """The consumer's cores between the samples nearest ``start_s`` and ``end_s``
+        seconds after ``since``."""
+
+        def nearest(at: float) -> tuple[float, float]:
+            return min(self._consumer, key=lambda sample: abs(sample[0] - since - at))
+
+        (t0, cpu0), (t1, cpu1) = nearest(start_s), nearest(end_s)
+        return round((cpu1 - cpu0) / (t1 - t0), 2) if t1 > t0 else 0.0
 
     def spent(self) -> dict[str, float]:
         now = self._read()
@@ -314,6 +329,7 @@ def import_to_routed(
             routed_at = written_at = None
             while written_at is None:
                 decided, written = decisions(backend)
+                cpu.sample()
                 now = time.perf_counter() - started
                 if routed_at is None and decided >= n_tasks:
                     routed_at = now
@@ -331,6 +347,7 @@ def import_to_routed(
         if "wrote back " in line
     ]
     bound = n_tasks * 2 * judge_s / slots
+    judging = calls.timeline(started, judge_s, slots)
     report = {
         "tasks": n_tasks,
         "concurrency": slots,
@@ -346,11 +363,13 @@ def import_to_routed(
         "routed_vs_bound": round(routed_at / bound, 2),
         "written_vs_bound": round(written_at / bound, 2),
         "routed_per_s": round(n_tasks / routed_at, 1),
-        **calls.timeline(started, judge_s, slots),
+        **judging,
         "judge_failed_tasks": failed,
         "most_attempts_per_call": most_attempts,
         "cpu_s": spent,
-        "consumer_cores": round(spent["queue_consumer"] / written_at, 2),
+        "consumer_cores": cpu.consumer_cores(
+            started, judging["first_call_s"], judging["last_call_s"]
+        ),
         "write_backs": write_backs,
     }
     if storm is not None:
