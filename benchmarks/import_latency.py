@@ -21,8 +21,9 @@ judge pointed at a local fake Anthropic Messages API that answers after ``--judg
    ``HYPER_JUDGE_CONCURRENCY``). The judge's side says where the rest went: when its first
    and last calls came (``first_call_s``, ``last_call_s``) and how busy its slots were
    between (``slots_busy``, 1.0 being what the bound assumes). ``cpu_s`` says who spent the
-   machine's CPU until all was written back (``CpuAccount``), and ``consumer_cores`` how
-   many cores the queue consumer kept busy between the judge's first and last calls.
+   machine's CPU until all was written back (``CpuAccount``), and ``cores_judging_first_half``
+   and ``..._second_half`` how many cores each kept busy in the two halves of the time
+   between the judge's first and last calls.
 
 ``--judge-token``: the judge gets a Label Studio user of its own with a token
 (``LABEL_STUDIO_JUDGE_API_KEY``), so its annotations are made in bulk; without it they are
@@ -132,30 +133,37 @@ class CpuAccount:
     def __init__(self, backend: BackendProcess) -> None:
         self.backend = backend
         self._start: dict[str, float] = {}
-        self._consumer: list[tuple[float, float]] = []
-        """(``time.perf_counter()``, the consumer's CPU seconds) at each ``sample()``."""
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        """(``time.perf_counter()``, ``_read()``) at each ``sample()``."""
 
     def start(self) -> None:
         self._start = self._read()
 
     def sample(self) -> None:
-        self._consumer.append((time.perf_counter(), self._read()["queue_consumer"]))
-
-    def consumer_cores(self, since: float, start_s: float, end_s: float) -> float:
-        """The consumer's cores between the samples nearest ``start_s`` and ``end_s``
-        seconds after ``since``."""
-
-        def nearest(at: float) -> tuple[float, float]:
-            return min(self._consumer, key=lambda sample: abs(sample[0] - since - at))
-
-        (t0, cpu0), (t1, cpu1) = nearest(start_s), nearest(end_s)
-        return round((cpu1 - cpu0) / (t1 - t0), 2) if t1 > t0 else 0.0
+        self._samples.append((time.perf_counter(), self._read()))
 
     def spent(self) -> dict[str, float]:
         now = self._read()
-        spent = {who: now[who] - self._start.get(who, 0.0) for who in now}
+        spent = self._by_whom({who: now[who] - self._start.get(who, 0.0) for who in now})
+        return {who: round(s, 1) for who, s in spent.items()}
+
+    def cores(self, since: float, start_s: float, end_s: float) -> dict[str, float]:
+        """The cores each kept busy between the samples nearest ``start_s`` and ``end_s``
+        seconds after ``since``."""
+
+        def nearest(at: float) -> tuple[float, dict[str, float]]:
+            return min(self._samples, key=lambda sample: abs(sample[0] - since - at))
+
+        (t0, cpu0), (t1, cpu1) = nearest(start_s), nearest(end_s)
+        if t1 <= t0:
+            return {}
+        spent = self._by_whom({who: cpu1[who] - cpu0[who] for who in cpu1})
+        return {who: round(s / (t1 - t0), 2) for who, s in spent.items()}
+
+    @staticmethod
+    def _by_whom(spent: dict[str, float]) -> dict[str, float]:
         rest = spent.pop("machine") - sum(spent.values())
-        return {who: round(s, 1) for who, s in {**spent, "label_studio_and_rest": rest}.items()}
+        return {**spent, "label_studio_and_rest": rest}
 
     def _read(self) -> dict[str, float]:
         server = self.backend.process.pid
@@ -348,6 +356,8 @@ def import_to_routed(
     ]
     bound = n_tasks * 2 * judge_s / slots
     judging = calls.timeline(started, judge_s, slots)
+    first = judging["first_call_s"]
+    middle = (first + judging["last_call_s"]) / 2
     report = {
         "tasks": n_tasks,
         "concurrency": slots,
@@ -367,9 +377,8 @@ def import_to_routed(
         "judge_failed_tasks": failed,
         "most_attempts_per_call": most_attempts,
         "cpu_s": spent,
-        "consumer_cores": cpu.consumer_cores(
-            started, judging["first_call_s"], judging["last_call_s"]
-        ),
+        "cores_judging_first_half": cpu.cores(started, first, middle),
+        "cores_judging_second_half": cpu.cores(started, middle, judging["last_call_s"]),
         "write_backs": write_backs,
     }
     if storm is not None:
