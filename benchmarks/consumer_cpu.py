@@ -29,7 +29,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,20 @@ def serve_judge(delay_s: float, base_url: multiprocessing.Queue) -> None:
         time.sleep(3600)
 
 
+@contextmanager
+def judge_process(delay_s: float) -> Iterator[str]:
+    """The fake judge answering after ``delay_s``, in a process of its own so that its CPU
+    is not counted; yields its base URL."""
+    spawn = multiprocessing.get_context("spawn")
+    base_url = spawn.Queue()
+    judge = spawn.Process(target=serve_judge, args=(delay_s, base_url), daemon=True)
+    judge.start()
+    try:
+        yield base_url.get(timeout=60)
+    finally:
+        judge.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1000)
@@ -101,14 +116,10 @@ def main() -> None:
     args = parser.parse_args()
     delay_s = args.judge_ms / 1000
 
-    spawn = multiprocessing.get_context("spawn")
-    base_url = spawn.Queue()
-    judge = spawn.Process(target=serve_judge, args=(delay_s, base_url), daemon=True)
-    judge.start()
-    try:
+    with judge_process(delay_s) as base_url:
         settings = judge_settings(
             Path(tempfile.mkdtemp()),
-            base_url.get(timeout=60),
+            base_url,
             threads=Settings().threads,  # the server's default, not the tests' 4
             hyper_judge_concurrency=args.concurrency,
             hyper_judge_timeout=60,
@@ -126,8 +137,6 @@ def main() -> None:
             time.sleep(0.1)
         wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
         model.stop()
-    finally:
-        judge.terminate()
     report = {
         "benchmark": "consumer_cpu",
         "tasks": args.tasks,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's fakes and harnesses
 
-from consumer_cpu import serve_judge  # noqa: E402
+from consumer_cpu import judge_process  # noqa: E402
 from server.harness import task  # noqa: E402
 
 from hyper_ls_backend.core.comparison import Comparison  # noqa: E402
@@ -46,12 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     delay_s = args.judge_ms / 1000
 
-    spawn = multiprocessing.get_context("spawn")
-    base_url = spawn.Queue()
-    judge = spawn.Process(target=serve_judge, args=(delay_s, base_url), daemon=True)
-    judge.start()
-    try:
-        transport = AnthropicTransport(api_key="sk-ant-bench", base_url=base_url.get(timeout=60))
+    with judge_process(delay_s) as base_url:
+        transport = AnthropicTransport(api_key="sk-ant-bench", base_url=base_url)
         comparison = Comparison(id="1", **task(1)["data"])
         request = judge_request(comparison, swapped=False)
         latencies: list[float] = []
@@ -67,8 +62,6 @@ def main() -> None:
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             list(pool.map(call, range(args.calls)))
             wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    finally:
-        judge.terminate()
     latencies.sort()
     report = {
         "benchmark": "judge_calls",
