@@ -3,13 +3,14 @@
     python benchmarks/consumer_cpu.py [--tasks 1000] [--judge-ms 300] [--concurrency 64]
 
 The backend's model is built as the server builds it (SQLite in a temporary directory, its
-queue's threads in this process) and given one ``TASKS_CREATED`` of ``--tasks`` tasks; the
-judge is the test suite's fake Anthropic server answering after ``--judge-ms``, in a
-process of its own so that its CPU is not counted. Timed until every task has a decision
-(the write-back to Label Studio is not part of it: ``import_latency.py`` measures that);
-reports the wall time, this process's CPU time per task and the judge-bound time
-(tasks x 2 orders x judge time / concurrency). On 2 cores the consumer's CPU per task
-bounds how fast an import can go however many calls the judge takes at once.
+queue's threads in this process, what was built before them kept out of the garbage
+collector's full collections as in the consumer process) and given one ``TASKS_CREATED``
+of ``--tasks`` tasks; the judge is the test suite's fake Anthropic server answering after
+``--judge-ms``, in a process of its own so that its CPU is not counted. Timed until every
+task has a decision (the write-back to Label Studio is not part of it: ``import_latency.py``
+measures that); reports the wall time, this process's CPU time per task and the
+judge-bound time (tasks x 2 orders x judge time / concurrency). On 2 cores the consumer's
+CPU per task bounds how fast an import can go however many calls the judge takes at once.
 
 ``--by-step`` also reports the CPU per task of each of the consumer's main steps (``STEPS``:
 the CPU time of the threads while in them, ``time.thread_time``, so a thread waiting for the
@@ -41,7 +42,7 @@ from server.harness import CONFIG_5POINT, judge_settings, task, tasks_created  #
 
 from hyper_ls_backend.jobs.pipeline import Pipeline  # noqa: E402
 from hyper_ls_backend.lm.anthropic_api import AnthropicTransport  # noqa: E402
-from hyper_ls_backend.server.model import HyperModel  # noqa: E402
+from hyper_ls_backend.server.model import HyperModel, start_up_objects_frozen  # noqa: E402
 from hyper_ls_backend.server.schemas import WebhookEvent  # noqa: E402
 from hyper_ls_backend.settings import Settings  # noqa: E402
 from hyper_ls_backend.store import Store  # noqa: E402
@@ -125,18 +126,19 @@ def main() -> None:
             hyper_judge_timeout=60,
         )
         model = HyperModel.build(settings)
-        model.start()
-        model.setup(1, CONFIG_5POINT, None)
-        clock = StepClock()
-        if args.by_step:
-            clock.install()
-        event = tasks_created([task(i) for i in range(1, args.tasks + 1)], project=1)
-        cpu_start, wall_start = time.process_time(), time.perf_counter()
-        model.webhook(WebhookEvent.model_validate(event))
-        while sum(model.store.decision_counts().values()) < args.tasks:
-            time.sleep(0.1)
-        wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-        model.stop()
+        with start_up_objects_frozen():  # as the consumer process does (``consume``)
+            model.start()
+            model.setup(1, CONFIG_5POINT, None)
+            clock = StepClock()
+            if args.by_step:
+                clock.install()
+            event = tasks_created([task(i) for i in range(1, args.tasks + 1)], project=1)
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            model.webhook(WebhookEvent.model_validate(event))
+            while sum(model.store.decision_counts().values()) < args.tasks:
+                time.sleep(0.1)
+            wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
+            model.stop()
     report = {
         "benchmark": "consumer_cpu",
         "tasks": args.tasks,
