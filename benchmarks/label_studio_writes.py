@@ -1,11 +1,14 @@
 """What Label Studio's write calls cost: the ways a write-back can reach a real server.
 
-    python benchmarks/label_studio_writes.py [--tasks 100] [--threads 8] [--no-webhook]
+    python benchmarks/label_studio_writes.py [--tasks 100] [--threads 8] [--webhook all]
 
 Starts a real Label Studio 1.23.2 (``make label-studio``) and a project with the shipped
-5-point preference config whose webhook (every action, as Label Studio creates it for a
-connected backend) points at a local receiver that acknowledges at once, so what is
-measured is Label Studio's own work. Then, each on ``--tasks`` fresh tasks, times:
+5-point preference config whose webhook points at a local receiver that acknowledges at
+once, so what is measured is Label Studio's own work. ``--webhook``: ``all`` (the default)
+for every action, as Label Studio creates it for a connected backend; ``backend`` narrowed
+to the events the backend acts on, as ``hyper-ls connect`` leaves it
+(``configure_webhook``); ``none``, no webhook. (Label Studio without Redis calls webhooks
+inside the request that caused them.) Then, each on ``--tasks`` fresh tasks, times:
 
 - one call per task, from ``--threads`` threads: ``predictions.create``,
   ``annotations.create`` (from the prediction), ``tasks.update`` of the task's data;
@@ -15,9 +18,6 @@ measured is Label Studio's own work. Then, each on ``--tasks`` fresh tasks, time
 - reading back what the bulk calls made (the ids a write-back records), one call for all
   the tasks: the Data Manager's list (``tasks.list`` with ``fields=all``) and the JSON
   export of the tasks (``ids[]``).
-
-``--no-webhook``: the project has no webhook, to see what the synchronous callback costs
-(Label Studio without Redis calls webhooks inside the request that caused them).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from label_studio_sdk import LabelStudio  # noqa: E402
 from hyper_ls_backend.core.comparison import Label  # noqa: E402
 from hyper_ls_backend.ls import configs  # noqa: E402
 from hyper_ls_backend.ls.label_config import parse_label_config, prediction_result  # noqa: E402
+from hyper_ls_backend.ls.setup import configure_webhook  # noqa: E402
 
 CONFIG = configs.read("preference_5point")
 LS_START_TIMEOUT = 600.0
@@ -96,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--no-webhook", action="store_true")
+    parser.add_argument("--webhook", choices=["all", "backend", "none"], default="all")
     args = parser.parse_args()
     n = args.tasks
     result = prediction_result(parse_label_config(CONFIG), Label.A)
@@ -105,13 +106,16 @@ def main() -> None:
     with run_label_studio(timeout=LS_START_TIMEOUT) as ls:
         client = LabelStudio(base_url=ls.url, api_key=ls.api_key, timeout=300)
         project = client.projects.create(title="writes", label_config=CONFIG).id
-        if not args.no_webhook:
+        receiver_url = f"http://127.0.0.1:{receiver.server_port}"
+        if args.webhook != "none":
             client.webhooks.create(
                 project=project,
-                url=f"http://127.0.0.1:{receiver.server_port}/webhook",
+                url=f"{receiver_url}/webhook",
                 send_for_all_actions=True,
                 send_payload=True,
             )
+        if args.webhook == "backend":
+            configure_webhook(client, project, receiver_url, None)
         client.projects.import_tasks(
             id=project, request=[{"data": comparison_data(f"t{i}")} for i in range(6 * n)]
         )
@@ -231,7 +235,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "label_studio_writes",
-                "webhook": not args.no_webhook,
+                "webhook": args.webhook,
                 "webhooks_received": _Acknowledge.received,
                 "threads": args.threads,
                 "machine": platform.machine(),

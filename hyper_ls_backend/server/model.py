@@ -28,6 +28,7 @@ from hyper_ls_backend.ls.label_config import (
     parse_label_config,
     prediction_result,
 )
+from hyper_ls_backend.ls.setup import WEBHOOK_ACTIONS
 from hyper_ls_backend.priors import load_default_router
 from hyper_ls_backend.server.inbox import ImportInbox
 from hyper_ls_backend.server.schemas import MAX_ID, WebhookEvent
@@ -350,7 +351,7 @@ def start_up_objects_frozen() -> Iterator[None]:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ORPHAN_CHECK = 1.0
 """Seconds between the consumer process's looks at whether the server is still there."""
-LABEL_EVENTS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"})
+LABEL_EVENTS = frozenset(WEBHOOK_ACTIONS) - {"TASKS_CREATED"}
 
 
 def completed_by(annotation: dict[str, Any]) -> int | None:

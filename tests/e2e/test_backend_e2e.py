@@ -225,14 +225,15 @@ def test_a_malformed_task_goes_to_humans_with_its_reason_and_the_batch_goes_on(
 
     # A task without response_b can still reach the backend (a cloud storage sync, a task
     # edited after import). Make one in Label Studio behind the webhook's back, then send
-    # TASKS_CREATED for it as Label Studio would: humans get it, with the reason.
+    # TASKS_CREATED for it as Label Studio would: humans get it, with the reason. (An
+    # update of the webhook that does not name its actions clears them.)
     (webhook,) = ls_client.webhooks.list(project=str(project_id))
-    ls_client.webhooks.update(id=webhook.id, is_active=False)
+    ls_client.webhooks.update(id=webhook.id, is_active=False, actions=webhook.actions)
     (edited_id,) = import_tasks(ls_client, project_id, [comparison_data("edited")])
     edited = comparison_data("edited")
     del edited["response_b"]
     ls_client.tasks.update(id=str(edited_id), data=edited)
-    ls_client.webhooks.update(id=webhook.id, is_active=True)
+    ls_client.webhooks.update(id=webhook.id, is_active=True, actions=webhook.actions)
     payload = {
         "action": "TASKS_CREATED",
         "project": {"id": project_id},

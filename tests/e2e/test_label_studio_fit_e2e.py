@@ -45,6 +45,7 @@ from hyper_ls_backend.ls.client import (
     ROUTE_FIELD,
     SCORE_FIELD,
 )
+from hyper_ls_backend.ls.setup import WEBHOOK_ACTIONS
 
 pytestmark = pytest.mark.label_studio
 
@@ -290,19 +291,30 @@ def test_the_judges_annotations_are_credited_to_its_own_user(
     assert [u.id for u in ls_client.users.list() if u.email == JUDGE_EMAIL] == [judge.id]
 
 
-def test_the_judges_bulk_annotations_come_back_in_one_webhook_the_backend_acknowledges(
+@pytest.mark.parametrize(
+    "every_action", [False, True], ids=["as hyper-ls connect leaves it", "for every action"]
+)
+def test_the_judges_bulk_annotations_raise_no_webhook_or_one_the_backend_acknowledges(
     label_studio: LabelStudioServer,
     ls_client: LabelStudio,
     start_backend: StartBackend,
     connect: Connect,
+    every_action: bool,
 ) -> None:
     """With a token of its own (``LABEL_STUDIO_JUDGE_API_KEY``) the judge's annotations are
-    made in bulk, and Label Studio posts them back as one ``ANNOTATIONS_CREATED`` holding
-    the annotations and their tasks in lists: acknowledged (it was refused, 422, when a
-    list of tasks did not fit the schema), and learned from as nothing."""
-    token = label_studio.create_user("judge-token@example.com")
+    made in bulk. ``hyper-ls connect`` narrows the backend's webhook to the events it acts
+    on, so Label Studio posts nothing back for them. A backend added in the project's
+    Model settings keeps the webhook Label Studio made, for every action: it posts them
+    back as one ``ANNOTATIONS_CREATED`` holding the annotations and their tasks in lists,
+    acknowledged (it was refused, 422, when a list of tasks did not fit the schema). Either
+    way they are learned from as nothing."""
+    token = label_studio.create_user(f"judge-token-{every_action}@example.com".lower())
     backend = start_backend(HYPER_BUDGET="0.25", LABEL_STUDIO_JUDGE_API_KEY=token)
     project_id = connect(backend, "e2e: judge's token")
+    (hook,) = ls_client.webhooks.list(project=str(project_id))
+    assert not hook.send_for_all_actions and sorted(hook.actions) == sorted(WEBHOOK_ACTIONS)
+    if every_action:
+        ls_client.webhooks.update(id=hook.id, send_for_all_actions=True)
     data = [comparison_data(f"k{i}", MIXED_PLANS[i % len(MIXED_PLANS)]) for i in range(20)]
     import_tasks(ls_client, project_id, data)
     tasks, _ = wait_until_routed(ls_client, project_id, len(data), timeout=90)
@@ -311,7 +323,12 @@ def test_the_judges_bulk_annotations_come_back_in_one_webhook_the_backend_acknow
     ai = [t for t in tasks if t.data[ROUTE_FIELD] == "ai"]
     assert len(ai) == 15 and all(check_ai_task(task) for task in ai)
     _, metrics = backend.request("GET", "/metrics", auth=backend.auth)
-    assert 'hyper_webhooks_total{action="ANNOTATIONS_CREATED"} 1.0' in metrics
+    assert 'hyper_webhooks_total{action="TASKS_CREATED"} 1.0' in metrics
+    bulk = 'hyper_webhooks_total{action="ANNOTATIONS_CREATED"}'
+    if every_action:
+        assert f"{bulk} 1.0" in metrics
+    else:
+        assert bulk not in metrics
     assert '"POST /webhook HTTP/1.1" 422' not in backend.log.read_text(errors="replace")
     assert backend.query("SELECT count(*) FROM human_labels WHERE project_id = ?", project_id) == [
         (0,)
